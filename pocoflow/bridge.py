@@ -1,0 +1,179 @@
+"""The one crossing from sync code into the async engine, and RunHandle.
+
+- :func:`run_sync`: ``anyio.run`` when the calling thread has no event loop;
+  when it has one (Jupyter, Streamlit, inside ``asyncio.run``), the run gets
+  its own loop in a helper thread, since a loop cannot be re-entered.
+- :func:`start_background`: background runs share one daemon thread that
+  runs an event loop behind an anyio ``BlockingPortal``; a RunHandle waits
+  on, inspects and cancels its run from any thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from pocoflow.engine import RunControl, execute, new_run_id
+from pocoflow.logging import get_logger
+from pocoflow.store import Store, as_store
+
+if TYPE_CHECKING:
+    from pocoflow.flow import Flow
+    from pocoflow.node import Wired
+
+_log = get_logger("runner")
+T = TypeVar("T")
+
+
+def loop_running_in_this_thread() -> bool:
+    """True inside a running asyncio or trio loop on the calling thread."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio._get_running_loop() is not None:
+        return True
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return False
+        return True
+    return False
+
+
+def run_sync(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run ``await fn(*args)`` to completion from sync code and return its result."""
+    if not loop_running_in_this_thread():
+        return anyio.run(fn, *args)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = anyio.run(fn, *args)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    helper = threading.Thread(target=target, name="pocoflow-run", daemon=True)
+    helper.start()
+    helper.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+class _BackgroundLoop:
+    """The process-wide event loop thread for background runs, started on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def portal(self) -> anyio.from_thread.BlockingPortal:
+        with self._lock:
+            if self._portal is None or self._pid != os.getpid():  # a fork gets its own loop
+                self._start()
+            assert self._portal is not None
+            return self._portal
+
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _start(self) -> None:
+        ready = threading.Event()
+
+        async def serve() -> None:
+            async with anyio.from_thread.BlockingPortal() as portal:
+                self._portal = portal
+                ready.set()
+                await portal.sleep_until_stopped()
+
+        self._thread = threading.Thread(target=anyio.run, args=(serve,), daemon=True,
+                                        name="pocoflow-background")
+        self._thread.start()
+        ready.wait()
+        self._pid = os.getpid()
+
+
+_background = _BackgroundLoop()
+
+
+def start_background(flow: Flow, store: Store | dict[str, Any] | None,
+                     resume_from: Wired | None) -> RunHandle:
+    """Schedule a run on the background loop; the handle knows its run_id at once."""
+    store = as_store(store)
+    control = RunControl(new_run_id(flow))
+    run = functools.partial(execute, flow, store, resume_from=resume_from, control=control)
+    future = _background.portal().start_task_soon(run)
+    _log.info("Flow '%s' started in background  run_id=%s", flow.flow_name, control.run_id)
+    return RunHandle(control, future)
+
+
+class RunHandle:
+    """A run going on in the background: its id, live status, wait and cancel.
+
+    Returned by :meth:`Flow.run_background`; not meant to be built directly.
+    """
+
+    def __init__(self, control: RunControl, future: concurrent.futures.Future[Store]) -> None:
+        self._control = control
+        self._future = future
+
+    @property
+    def run_id(self) -> str:
+        return self._control.run_id
+
+    @property
+    def status(self) -> str:
+        """``running``, ``completed``, ``failed``, ``cancelled`` or ``paused``."""
+        status = self._control.status
+        if status == "running" and self._future.done():
+            return "failed" if self._future.exception() is not None else "completed"
+        return status
+
+    @property
+    def is_done(self) -> bool:
+        return self._future.done()
+
+    def wait(self, timeout: float | None = None) -> Store:
+        """Block until the run ends; return its Store or re-raise its exception.
+
+        A cancelled run returns its partial Store. Raises ``TimeoutError`` if
+        *timeout* seconds pass first (the run goes on).
+        """
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(
+                f"Run '{self.run_id}' did not finish within {timeout} s; it is still "
+                f"{self.status}. Call wait() again, or cancel() it."
+            ) from None
+
+    async def wait_async(self) -> Store:
+        """Awaitable version of :meth:`wait` (no timeout; cancel the waiting task instead)."""
+        if self._future.done():
+            return self._future.result()
+        return await anyio.to_thread.run_sync(self._future.result, abandon_on_cancel=True)
+
+    def cancel(self) -> None:
+        """Stop the run: an awaiting AsyncNode is cancelled at once; a sync exec in a
+        worker thread finishes its attempt first. Status becomes ``cancelled``."""
+        if self._future.done():
+            return
+        _log.info("Cancel requested for run '%s'", self.run_id)
+        if _background.in_loop_thread():
+            self._control.cancel()
+        else:
+            _background.portal().call(self._control.cancel)
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id!r} {self.status}>"

@@ -1,0 +1,56 @@
+"""The PocoFlow exception family.
+
+Every error subclasses the built-in type a caller would naturally catch, so
+``except TypeError`` and ``except PocoFlowError`` both work::
+
+    Exception
+    └── PocoFlowError
+        ├── SchemaError (TypeError)          a Store write or schema that breaks the schema
+        ├── FlowConfigError (ValueError)     a graph or node configured wrongly
+        ├── MaxStepsExceeded (RuntimeError)  a run took more steps than Flow.max_steps
+        ├── NodeTimeoutError (TimeoutError)  one exec attempt outlived Node.timeout
+        └── Pause                            raised by a node to wait for a human
+
+Warnings: ``UnmatchedActionWarning`` (a node returned an action with no edge,
+so the flow ended there, as in pocoflow 0.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PocoFlowError(Exception):
+    """Base class of every error PocoFlow raises on purpose."""
+
+
+class SchemaError(PocoFlowError, TypeError):
+    """A value or schema entry does not fit the Store's schema."""
+
+
+class FlowConfigError(PocoFlowError, ValueError):
+    """A flow or node is configured in a way that cannot run."""
+
+
+class MaxStepsExceeded(PocoFlowError, RuntimeError):
+    """A run reached ``Flow.max_steps`` and was stopped (likely a loop in the graph)."""
+
+
+class NodeTimeoutError(PocoFlowError, TimeoutError):
+    """One attempt of a node's exec ran longer than the node's ``timeout``."""
+
+
+class Pause(PocoFlowError):
+    """Raise from a node to stop the run for a human; the run ends as ``paused``.
+
+    ``reason`` says what the human must do; keyword ``data`` travels with it.
+    """
+
+    def __init__(self, reason: str = "", **data: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.data = data
+
+
+class UnmatchedActionWarning(UserWarning):
+    """A node returned an action none of its edges match; the flow ended there."""

@@ -1,0 +1,139 @@
+"""Flow: a graph of nodes plus its configuration and hooks. Thin public methods.
+
+A Flow holds no run state: ``run``, ``run_async``, ``run_background`` and
+``stream`` each start a fresh run in the engine, so one Flow object may run
+many times at once, in threads or tasks. A Flow is also a node: put it in
+another flow and the outer flow routes on the inner flow's last action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pocoflow.node import Wired
+from pocoflow.store import Store
+
+if TYPE_CHECKING:
+    from pocoflow.bridge import RunHandle
+    from pocoflow.events import Event
+
+HOOK_EVENTS = ("node_start", "node_end", "node_error", "flow_end")
+
+StoreLike = Store | dict[str, Any] | None
+
+
+class Flow(Wired):
+    """Run a directed graph of nodes against a shared Store.
+
+    ``checkpoint_dir`` writes ``step_<NNN>_<Node>.json`` after each node;
+    ``max_steps`` stops runaway loops; ``run_id`` fixes the id of every run
+    (default: ``<flow_name>-<8 hex>`` per run); ``flow_name`` labels the runs
+    (default: the start node's class name).
+    """
+
+    def __init__(
+        self,
+        start: Wired,
+        checkpoint_dir: str | Path | None = None,
+        max_steps: int = 100,
+        db_path: str | Path | None = None,
+        run_id: str | None = None,
+        flow_name: str | None = None,
+        *,
+        db_url: str | None = None,
+        db: Any = None,
+    ) -> None:
+        if not isinstance(start, Wired):
+            raise TypeError(
+                f"Flow(start=...) needs a Node, AsyncNode, batch node or Flow instance, got "
+                f"{type(start).__name__}. Did you pass the class instead of an instance? "
+                "Use Flow(start=MyNode())."
+            )
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+            raise ValueError(f"Flow max_steps must be an int >= 1, got {max_steps!r}.")
+        if db_path is not None or db_url is not None or db is not None:
+            raise NotImplementedError(
+                "Flow(db_path=/db_url=/db=): database persistence is not part of this build "
+                "yet. Use checkpoint_dir= for JSON checkpoints meanwhile."
+            )
+        self.start = start
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.max_steps = max_steps
+        self.db_path = None
+        self.run_id = run_id
+        self.flow_name = flow_name or type(start).__name__
+        self._hooks: dict[str, list[Callable[..., Any]]] = {e: [] for e in HOOK_EVENTS}
+        if self.checkpoint_dir is not None:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def name(self) -> str:
+        """A nested flow appears under its ``flow_name`` in the outer flow."""
+        return self.flow_name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.flow_name = value
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.flow_name!r} start={self.start.name!r}>"
+
+    # ── hooks ───────────────────────────────────────────────────────────────
+
+    def on(self, event: str, callback: Callable[..., Any]) -> Flow:
+        """Register a hook (sync or async); returns self for chaining.
+
+        ``node_start(name, store)``, ``node_end(name, action, elapsed_s, store)``,
+        ``node_error(name, exc, store)``, ``flow_end(steps, store)``.
+        """
+        if event not in self._hooks:
+            raise ValueError(
+                f"Flow '{self.flow_name}': unknown hook event {event!r}. Valid events: "
+                f"{list(HOOK_EVENTS)}."
+            )
+        if not callable(callback):
+            raise TypeError(
+                f"Flow '{self.flow_name}': the hook for {event!r} must be callable, got "
+                f"{type(callback).__name__}."
+            )
+        self._hooks[event].append(callback)
+        return self
+
+    # ── running ─────────────────────────────────────────────────────────────
+
+    async def run_async(self, store: StoreLike, resume_from: Wired | None = None) -> Store:
+        """Run to the end on the current event loop (asyncio or trio); return the store.
+
+        A dict is written through, so it holds the final state afterwards.
+        """
+        from pocoflow.engine import execute
+
+        return await execute(self, store, resume_from=resume_from)
+
+    def run(self, store: StoreLike, resume_from: Wired | None = None) -> Store:
+        """Blocking version of :meth:`run_async`; see it for details.
+
+        Works in plain scripts and where the calling thread already runs a
+        loop (Jupyter, Streamlit, inside ``asyncio.run``).
+        """
+        from pocoflow.bridge import run_sync
+
+        return run_sync(self.run_async, store, resume_from)
+
+    def run_background(self, store: StoreLike, resume_from: Wired | None = None) -> RunHandle:
+        """Start a run on PocoFlow's background loop and return its RunHandle at once."""
+        from pocoflow.bridge import start_background
+
+        return start_background(self, store, resume_from)
+
+    def stream(self, store: StoreLike, resume_from: Wired | None = None) -> AsyncIterator[Event]:
+        """``async for event in flow.stream(store)``: the run's events as they happen.
+
+        If you may leave the loop early, wrap it in ``contextlib.aclosing`` so
+        the run is cancelled at once.
+        """
+        from pocoflow.sinks import stream_events
+
+        return stream_events(self, store, resume_from)

@@ -1,0 +1,306 @@
+"""Store: the typed, observable, checkpointable state every node of a run shares.
+
+A real ``MutableMapping``: ``[]``, ``get``, ``update``, ``keys``, ``items``,
+``in``, ``len``, iteration and ``del`` all work. It adds an optional schema
+(checked on every write), observers, JSON snapshot/restore, transient keys
+(never checkpointed: clients, locks, queues) and change tracking, which the
+engine hands to checkpoint sinks so they can store only what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pocoflow.errors import SchemaError
+from pocoflow.logging import get_logger
+
+_log = get_logger("store")
+
+Observer = Callable[[str, Any, Any], None]
+
+
+class StoreChanges(NamedTuple):
+    """Keys assigned and keys deleted since the previous ``take_changes()``."""
+
+    written: frozenset[str]
+    deleted: frozenset[str]
+
+
+class Store(MutableMapping[str, Any]):
+    """Shared state of a pipeline run.
+
+    ``data`` is copied; ``schema`` maps key → class, tuple of classes or typing
+    form (``int | None``, ``list[str]``, ``Literal[...]``); schema keys are the
+    required keys for :meth:`validate`. ``transient`` keys hold live objects
+    that snapshots and checkpoints skip on purpose (and say so).
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        schema: Mapping[str, Any] | None = None,
+        name: str = "store",
+        *,
+        transient: Iterable[str] = (),
+    ) -> None:
+        if data is not None and not isinstance(data, Mapping):
+            raise TypeError(
+                f"Store '{name}': data must be a mapping such as a dict, got "
+                f"{type(data).__name__}. Pass Store({{'key': value}})."
+            )
+        self._init(dict(data) if data else {}, schema, name, transient)
+
+    def _init(self, data: dict[str, Any], schema: Mapping[str, Any] | None, name: str,
+              transient: Iterable[str]) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"Store name must be a str, got {type(name).__name__}.")
+        self._data = data
+        self._name = name
+        self._schema: dict[str, Any] = dict(schema or {})
+        self._checks: dict[str, Callable[[Any], bool]] = {}
+        if self._schema:
+            from pocoflow.schema import compile_check
+
+            self._checks = {
+                key: compile_check(spec, f"Store '{name}', key '{key}'")
+                for key, spec in self._schema.items()
+            }
+        if isinstance(transient, str):
+            transient = (transient,)
+        self._transient = frozenset(transient)
+        self._observers: list[Observer] = []
+        self._written: set[str] = set()
+        self._deleted: set[str] = set()
+
+    @classmethod
+    def wrap(cls, data: dict[str, Any], name: str = "store") -> Store:
+        """A Store that writes through to *data* itself (no copy).
+
+        ``Flow.run(shared_dict)`` uses it, so PocketFlow code that reads
+        ``shared[...]`` after the run sees the final state.
+        """
+        store = cls.__new__(cls)
+        store._init(data, None, name, ())
+        return store
+
+    # ── mapping protocol ────────────────────────────────────────────────────
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise KeyError(
+                f"Store '{self._name}' has no key {key!r} (keys: {sorted(map(str, self._data))}). "
+                "Set it before reading, or use store.get(key, default)."
+            ) from None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        check = self._checks.get(key)
+        if check is not None and not check(value):
+            self._reject(key, value)
+        data = self._data
+        old = data.get(key)
+        data[key] = value
+        self._written.add(key)
+        if self._observers:
+            self._notify(key, old, value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._data:
+            raise KeyError(f"Store '{self._name}' has no key {key!r} to delete.")
+        del self._data[key]
+        self._written.discard(key)
+        self._deleted.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def keys(self):  # type: ignore[override]  # dict views are faster and richer
+        return self._data.keys()
+
+    def items(self):  # type: ignore[override]
+        return self._data.items()
+
+    def values(self):  # type: ignore[override]
+        return self._data.values()
+
+    def __repr__(self) -> str:
+        return f"Store(name={self._name!r}, keys={list(self._data)})"
+
+    # ── identity and schema ─────────────────────────────────────────────────
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        return dict(self._schema)
+
+    @property
+    def transient(self) -> frozenset[str]:
+        return self._transient
+
+    def _reject(self, key: str, value: Any) -> None:
+        from pocoflow.schema import describe
+
+        raise SchemaError(
+            f"Store '{self._name}': key '{key}' expects {describe(self._schema[key])}, "
+            f"got {type(value).__name__} ({_short_repr(value)}). Write a value of that "
+            "type or change the schema."
+        )
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming missing schema keys and keys of the wrong type."""
+        missing = [k for k in self._schema if k not in self._data]
+        wrong = [k for k, ok in self._checks.items() if k in self._data and not ok(self._data[k])]
+        if missing or wrong:
+            parts = []
+            if missing:
+                parts.append(f"required key(s) missing: {missing}")
+            if wrong:
+                parts.append(f"key(s) of the wrong type: {wrong}")
+            raise ValueError(f"Store '{self._name}': {'; '.join(parts)}.")
+
+    # ── observers ───────────────────────────────────────────────────────────
+
+    def add_observer(self, callback: Observer) -> None:
+        """Call ``callback(key, old, new)`` after every write; errors are logged, not raised."""
+        if not callable(callback):
+            raise TypeError(
+                f"Store '{self._name}': add_observer needs a callable(key, old, new), "
+                f"got {type(callback).__name__}."
+            )
+        self._observers.append(callback)
+
+    def remove_observer(self, callback: Observer) -> None:
+        self._observers = [o for o in self._observers if o is not callback]
+
+    def _notify(self, key: str, old: Any, new: Any) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(key, old, new)
+            except Exception:
+                _log.warning("Store '%s': observer %r failed on key '%s'",
+                             self._name, observer, key, exc_info=True)
+
+    # ── change tracking (for checkpoint sinks) ──────────────────────────────
+
+    def take_changes(self) -> StoreChanges:
+        """Return the keys written/deleted since the last call, and start afresh.
+
+        In-place mutation (``store["history"].append(x)``) is not a write; a
+        checkpoint sink that must catch it compares values.
+        """
+        changes = StoreChanges(frozenset(self._written), frozenset(self._deleted))
+        self._written.clear()
+        self._deleted.clear()
+        return changes
+
+    # ── snapshots ───────────────────────────────────────────────────────────
+
+    def as_dict(self) -> dict[str, Any]:
+        """The underlying dict itself (no copy): writes to it bypass the schema."""
+        return self._data
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """Serialise to the snapshot JSON; a value JSON cannot hold is an error naming its key.
+
+        Transient keys are left out and listed under ``"excluded"``.
+        """
+        data: dict[str, Any] = {}
+        for key, value in self._data.items():
+            if key in self._transient:
+                continue
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"Store '{self._name}': key {key!r} is a {type(key).__name__}; JSON "
+                    "snapshots need str keys. Use a string key."
+                )
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"Store '{self._name}': key '{key}' holds a {type(value).__name__}, "
+                    f"which JSON cannot hold ({exc}). Store plain data there, or declare "
+                    f"the key transient: Store(..., transient={{'{key}'}})."
+                ) from None
+            data[key] = value
+        payload: dict[str, Any] = {"name": self._name, "data": data}
+        excluded = sorted(k for k in self._transient if k in self._data)
+        if excluded:
+            payload["excluded"] = excluded
+        return json.dumps(payload, indent=indent, ensure_ascii=False)
+
+    def snapshot(self, path: str | Path) -> None:
+        """Write the store to a JSON file atomically (a crash never leaves half a file)."""
+        write_atomic(Path(path), self.to_json())
+        _log.debug("Store '%s' snapshot saved to %s", self._name, path)
+
+    @classmethod
+    def restore(cls, path: str | Path, schema: Mapping[str, Any] | None = None, *,
+                transient: Iterable[str] = ()) -> Store:
+        """Load a store written by :meth:`snapshot` (its name is kept)."""
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"Store snapshot file '{path}' does not exist; pass the path that "
+                "store.snapshot() wrote."
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"Store snapshot file '{path}' is not valid JSON: {exc}.") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
+            raise ValueError(
+                f"Store snapshot file '{path}' has no 'data' object; it was not written "
+                "by Store.snapshot()."
+            )
+        return cls(payload["data"], schema=schema, name=payload.get("name", "store"),
+                   transient=transient)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write *text* to *path* through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def as_store(store: Store | dict[str, Any] | None) -> Store:
+    """Accept a Store, a plain dict (written through) or None (a fresh Store)."""
+    if isinstance(store, Store):
+        return store
+    if store is None:
+        return Store()
+    if isinstance(store, dict):
+        return Store.wrap(store)
+    raise TypeError(
+        f"A flow runs on a Store or a dict, got {type(store).__name__}. "
+        "Pass Store({...}) or a plain dict."
+    )
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
