@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -276,6 +275,8 @@ class Store(MutableMapping[str, Any]):
 
 def write_atomic(path: Path, text: str) -> None:
     """Write *text* to *path* through a temporary file and ``os.replace``."""
+    import tempfile  # only snapshots need it; keeps `import pocoflow` light
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
