@@ -87,9 +87,8 @@ class Run:
         self.run_id = run_id
         self.store = store
         self.sinks = sinks
+        # a child Run's sinks already include its parent's nested sinks
         self.nested_sinks = [s for s in sinks if s.sees_nested]
-        if parent is not None:
-            self.nested_sinks += parent.nested_sinks
         self.control = control
         self.parent = parent
         self.steps = 0
@@ -267,7 +266,7 @@ async def run_node(node: Node, run: Run, step: int) -> str:
         action = await action
     if action is None:
         return DEFAULT_ACTION
-    if type(action) is not str and not isinstance(action, str):
+    if not isinstance(action, str):
         raise TypeError(
             f"Node '{node.name}': post() returned {action!r} ({type(action).__name__}); it must "
             "return an action string, or None for 'default'."

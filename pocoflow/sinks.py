@@ -101,9 +101,11 @@ class JsonCheckpointSink:
 
 
 class LogSink:
-    """Structured ``log_event`` lines on ``pocoflow.flow`` (only when INFO is enabled)."""
+    """Structured ``log_event`` lines on ``pocoflow.flow`` (only when INFO is enabled).
 
-    sees_nested = True
+    Nested flows get their own LogSink, so this one ignores their events."""
+
+    sees_nested = False
 
     def handle(self, event: Event) -> None:
         fields: dict[str, Any] = {"run_id": event.run_id, "flow": event.flow_name}
