@@ -128,6 +128,7 @@ async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
     partial store; a cancel from an enclosing scope is recorded, then re-raised.
     """
     store = as_store(store)
+    store.take_changes()  # writes made before the run are not step 0's changes
     start = resume_from if resume_from is not None else flow.start
     if not isinstance(start, Wired):
         raise TypeError(
@@ -371,7 +372,6 @@ async def run_nested(inner: Wired, run: Run, step: int) -> str:
     flow: Flow = inner  # type: ignore[assignment]
     child = Run(flow, f"{run.run_id}.{step}", run.store, sinks_for(flow) + run.nested_sinks,
                 run.control, parent=run)
-    validate_graph(flow.start)
     await drive(child, flow.start)
     return child.last_action or DEFAULT_ACTION
 
@@ -387,4 +387,6 @@ def validate_graph(start: Wired) -> None:
         seen.add(id(node))
         if isinstance(node, Node):
             node.check_config()
+        elif isinstance(getattr(node, "start", None), Wired):
+            pending.append(node.start)  # a nested Flow: check its graph too
         pending.extend(node._successors.values())

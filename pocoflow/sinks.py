@@ -9,7 +9,6 @@ before the next node starts, so a checkpoint is written when a step is done.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,9 +16,6 @@ from typing import Any, Protocol
 from pocoflow.events import Event, FlowFinished, NodeFailed, NodeFinished, NodeStarted
 from pocoflow.logging import get_logger, log_event
 from pocoflow.store import write_atomic
-
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
 
 _log = get_logger("flow")
 
@@ -143,24 +139,29 @@ def logging_enabled() -> bool:
 
 
 async def stream_events(flow: Any, store: Any, resume_from: Any) -> AsyncIterator[Event]:
-    """Run *flow* in a task and yield its events; re-raise the run's error at the end."""
+    """Run *flow* in a task and yield every event, the last ``flow_end`` included;
+    then re-raise the run's error, if any."""
     import math
 
     import anyio
 
-    from pocoflow.engine import execute, first_error
+    from pocoflow.engine import execute
 
     send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
+    errors: list[BaseException] = []
 
     async def produce() -> None:
         async with send:
-            await execute(flow, store, resume_from=resume_from, extra_sinks=[StreamSink(send)])
+            try:
+                await execute(flow, store, resume_from=resume_from,
+                              extra_sinks=[StreamSink(send)])
+            except Exception as exc:  # delivered after the last event
+                errors.append(exc)
 
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(produce)
-            async with receive:
-                async for event in receive:
-                    yield event
-    except BaseExceptionGroup as errors:
-        raise first_error(errors) from None
+    async with anyio.create_task_group() as group:
+        group.start_soon(produce)
+        async with receive:
+            async for event in receive:
+                yield event
+    if errors:
+        raise errors[0]
