@@ -61,8 +61,13 @@ def setup_logging(
     side and returns the text file). ``log_dir`` defaults to ``./logs``.
     Calling it again replaces the handlers of the previous call.
     """
+    from dd_logging import LOG_LEVELS
     from dd_logging import setup_logging as dd_setup
 
+    if str(log_level).lower() not in LOG_LEVELS:
+        raise ValueError(
+            f"setup_logging: log_level must be one of {sorted(LOG_LEVELS)}, got {log_level!r}."
+        )
     return dd_setup(
         run_name,
         root_name=ROOT_LOGGER,
@@ -78,12 +83,15 @@ def disable_logging() -> None:
     """Silence PocoFlow completely: drop its handlers and stop propagation.
 
     dd-logging removes the handlers; we add back a ``NullHandler`` so that
-    warnings do not fall through to Python's last-resort stderr handler.
+    warnings do not fall through to Python's last-resort stderr handler, and
+    raise the level so records are not even built. ``setup_logging`` undoes it.
     """
     from dd_logging import disable_logging as dd_disable
 
     dd_disable(ROOT_LOGGER)
-    logging.getLogger(ROOT_LOGGER).addHandler(logging.NullHandler())
+    root = logging.getLogger(ROOT_LOGGER)
+    root.addHandler(logging.NullHandler())
+    root.setLevel(logging.CRITICAL + 1)  # disabled loggers then cost one level check
 
 
 def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO,

@@ -92,7 +92,7 @@ def _compile_generic(spec: Any, origin: Any, args: tuple[Any, ...]) -> Check:
     if not isinstance(origin, type):
         raise _Unsupported(f"generic origin {origin!r} is not a class")
     if origin is tuple:
-        return _compile_tuple(args)
+        return _compile_tuple(spec, args)
     if origin is type or origin is cabc.Callable or not args:
         return lambda v: isinstance(v, origin)
     if issubclass(origin, _MAPPING_ORIGINS) and len(args) == 2:
@@ -105,14 +105,14 @@ def _compile_generic(spec: Any, origin: Any, args: tuple[Any, ...]) -> Check:
     raise _Unsupported(f"parameters of {origin.__name__} are not checked")
 
 
-def _compile_tuple(args: tuple[Any, ...]) -> Check:
-    if not args:
-        return lambda v: isinstance(v, tuple)
+def _compile_tuple(spec: Any, args: tuple[Any, ...]) -> Check:
+    if not args or args == ((),):
+        if spec is typing.Tuple:  # noqa: UP006 - bare typing.Tuple: any tuple
+            return lambda v: isinstance(v, tuple)
+        return lambda v: isinstance(v, tuple) and not v  # tuple[()]
     if len(args) == 2 and args[1] is Ellipsis:
         item_ok = _compile(args[0])
         return lambda v: isinstance(v, tuple) and all(item_ok(x) for x in v)
-    if args == ((),):  # tuple[()]
-        return lambda v: v == ()
     checks = [_compile(a) for a in args]
     return lambda v: isinstance(v, tuple) and len(v) == len(checks) and all(
         ok(x) for ok, x in zip(checks, v, strict=True))

@@ -106,6 +106,7 @@ class Store(MutableMapping[str, Any]):
         old = data.get(key)
         data[key] = value
         self._written.add(key)
+        self._deleted.discard(key)
         if self._observers:
             self._notify(key, old, value)
 
@@ -262,15 +263,20 @@ class Store(MutableMapping[str, Any]):
                 f"Store snapshot file '{path}' does not exist; pass the path that "
                 "store.snapshot() wrote."
             ) from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"Store snapshot file '{path}' is not valid JSON: {exc}.") from None
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
             raise ValueError(
                 f"Store snapshot file '{path}' has no 'data' object; it was not written "
                 "by Store.snapshot()."
             )
-        return cls(payload["data"], schema=schema, name=payload.get("name", "store"),
-                   transient=transient)
+        name = payload.get("name", "store")
+        if not isinstance(name, str):
+            raise ValueError(
+                f"Store snapshot file '{path}' has a non-string 'name' ({name!r}); it was not "
+                "written by Store.snapshot()."
+            )
+        return cls(payload["data"], schema=schema, name=name, transient=transient)
 
 
 def write_atomic(path: Path, text: str) -> None:
