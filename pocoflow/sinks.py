@@ -9,6 +9,7 @@ before the next node starts, so a checkpoint is written when a step is done.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +17,9 @@ from typing import Any, Protocol
 from pocoflow.events import Event, FlowFinished, NodeFailed, NodeFinished, NodeStarted
 from pocoflow.logging import get_logger, log_event
 from pocoflow.store import write_atomic
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 _log = get_logger("flow")
 
@@ -145,7 +149,7 @@ async def stream_events(flow: Any, store: Any, resume_from: Any) -> AsyncIterato
 
     import anyio
 
-    from pocoflow.engine import execute
+    from pocoflow.engine import execute, first_error
 
     send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
     errors: list[BaseException] = []
@@ -158,10 +162,13 @@ async def stream_events(flow: Any, store: Any, resume_from: Any) -> AsyncIterato
             except Exception as exc:  # delivered after the last event
                 errors.append(exc)
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(produce)
-        async with receive:
-            async for event in receive:
-                yield event
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            async with receive:
+                async for event in receive:
+                    yield event
+    except BaseExceptionGroup as group_error:  # GeneratorExit from aclose(), or a cancel
+        raise first_error(group_error) from None
     if errors:
         raise errors[0]

@@ -1,0 +1,485 @@
+"""The sync/async crossing: Flow.run, run_async, run_background with RunHandle, and stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+from typing import Any
+
+import anyio
+import pytest
+import trio
+
+from pocoflow import AsyncNode, Flow, Node, RunHandle, Store
+
+HEX8 = "[0-9a-f]{8}"
+
+
+def current_loop() -> Any:
+    """The event loop object running the calling code (asyncio loop or trio token)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return trio.lowlevel.current_trio_token()
+
+
+class Add(Node):
+    """Writes ``store[key] = store['x'] + amount``; exec runs in a worker thread."""
+
+    def __init__(self, key: str, amount: int) -> None:
+        super().__init__()
+        self.key = key
+        self.amount = amount
+
+    def prep(self, store: Any) -> Any:
+        return store["x"]
+
+    def exec(self, x: Any) -> Any:
+        return x + self.amount
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+        store[self.key] = exec_res
+
+
+class Double(AsyncNode):
+    """Writes ``store['z'] = 2 * store['y']`` after awaiting a short sleep."""
+
+    async def exec_async(self, prep_res: Any) -> Any:
+        await anyio.sleep(0.01)
+        return prep_res * 2
+
+    def prep(self, store: Any) -> Any:
+        return store["y"]
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+        store["z"] = exec_res
+
+
+class Gate(Node):
+    """Its exec signals ``entered`` and blocks until ``release`` is set; writes store['gate']."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def exec(self, prep_res: Any) -> Any:
+        self.entered.set()
+        if not self.release.wait(10):
+            raise RuntimeError("Gate was never released by the test")
+        return "opened"
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+        store["gate"] = exec_res
+
+
+class Sleeper(AsyncNode):
+    """Awaits a 30 s sleep, recording whether it started, was cancelled or finished."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.record: list[str] = []
+
+    async def exec_async(self, prep_res: Any) -> Any:
+        self.record.append("started")
+        self.started.set()
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            self.record.append("cancelled")
+            raise
+        self.record.append("finished")
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+        store["slept"] = True
+
+
+class Visit(Node):
+    """Records in ``ran`` that its prep was called (the node started)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran: list[str] = []
+
+    def prep(self, store: Any) -> Any:
+        self.ran.append(self.name)
+
+
+def add_then_double() -> Flow:
+    add = Add("y", 1)
+    add.then("default", Double())
+    return Flow(start=add)
+
+
+# ── Flow.run: the sync facade ──────────────────────────────────────────────
+
+
+def test_run_in_sync_code_returns_the_finished_store() -> None:
+    """Flow.run in plain sync code runs every node and returns the store it was given."""
+    store = Store({"x": 1})
+
+    result = add_then_double().run(store)
+
+    assert store is result
+    assert {"x": 1, "y": 2, "z": 4} == result.as_dict()
+
+
+def test_run_writes_the_final_state_through_to_a_plain_dict() -> None:
+    """Flow.run on a plain dict leaves the final state in that dict."""
+    shared = {"x": 5}
+
+    add_then_double().run(shared)
+
+    assert {"x": 5, "y": 6, "z": 12} == shared
+
+
+@pytest.mark.anyio
+async def test_run_inside_a_running_loop_returns_the_finished_store() -> None:
+    """Flow.run called from code already on an event loop completes and returns the store."""
+    store = Store({"x": 2})
+
+    result = add_then_double().run(store)
+
+    assert store is result
+    assert {"x": 2, "y": 3, "z": 6} == result.as_dict()
+
+
+def test_run_inside_asyncio_run_returns_the_finished_store() -> None:
+    """Flow.run called inside asyncio.run (as in a notebook) completes and returns the store."""
+    store = Store({"x": 3})
+    flow = add_then_double()
+
+    async def main() -> Store:
+        return flow.run(store)
+
+    result = asyncio.run(main())
+
+    assert store is result
+    assert {"x": 3, "y": 4, "z": 8} == result.as_dict()
+
+
+# ── run_async: AsyncNodes on the caller's loop ─────────────────────────────
+
+
+@pytest.mark.anyio
+async def test_run_async_awaits_async_exec_on_the_callers_loop_and_thread() -> None:
+    """await flow.run_async runs AsyncNode.exec_async on the caller's own loop and thread."""
+    seen: list[tuple[int, Any]] = []
+
+    class WhereAmI(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> Any:
+            seen.append((threading.get_ident(), current_loop()))
+
+    await Flow(start=WhereAmI()).run_async(Store())
+
+    assert [(threading.get_ident(), current_loop())] == seen
+
+
+@pytest.mark.anyio
+async def test_async_client_made_before_the_run_keeps_working_across_async_nodes() -> None:
+    """A lock and streams to a server task, made before run_async, serve three AsyncNodes."""
+    lock = anyio.Lock()
+    requests_send, requests_receive = anyio.create_memory_object_stream[str](10)
+    replies_send, replies_receive = anyio.create_memory_object_stream[str](10)
+
+    async def server() -> None:
+        async with requests_receive, replies_send:
+            async for word in requests_receive:
+                await replies_send.send(word.upper())
+
+    class Ask(AsyncNode):
+        def __init__(self, word: str) -> None:
+            super().__init__(name=f"Ask-{word}")
+            self.word = word
+
+        async def exec_async(self, prep_res: Any) -> Any:
+            async with lock:
+                await requests_send.send(self.word)
+                return await replies_receive.receive()
+
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            store["replies"] = [*store.get("replies", []), exec_res]
+
+    one, two, three = Ask("one"), Ask("two"), Ask("three")
+    one.then("default", two)
+    two.then("default", three)
+
+    with replies_receive:
+        async with anyio.create_task_group() as group:
+            group.start_soon(server)
+            # fail_after only turns a broken (hung) client into a failure instead of a hang
+            with anyio.fail_after(10):
+                async with requests_send:
+                    store = await Flow(start=one).run_async(Store())
+
+    assert ["ONE", "TWO", "THREE"] == store["replies"]
+
+
+# ── run_background and RunHandle ───────────────────────────────────────────
+
+
+def test_run_background_reports_running_then_completed() -> None:
+    """A background run has its run_id at once, is running while a node waits, then completed."""
+    gate = Gate()
+    store = Store({"x": 0})
+    handle = Flow(start=gate, flow_name="bg").run_background(store)
+    try:
+        assert isinstance(handle, RunHandle)
+        assert re.fullmatch(f"bg-{HEX8}", handle.run_id)
+        assert gate.entered.wait(5)
+        assert "running" == handle.status
+        assert False is handle.is_done
+    finally:
+        gate.release.set()
+
+    result = handle.wait(timeout=5)
+
+    assert store is result
+    assert "opened" == result["gate"]
+    assert "completed" == handle.status
+    assert True is handle.is_done
+
+
+def test_run_id_defaults_to_the_start_node_class_name_and_differs_per_run() -> None:
+    """Without flow_name, run ids are '<StartNodeClass>-<8 hex>' and each run gets its own."""
+    flow = Flow(start=Add("y", 1))
+
+    first = flow.run_background({"x": 1})
+    second = flow.run_background({"x": 2})
+    first.wait(5)
+    second.wait(5)
+
+    assert re.fullmatch(f"Add-{HEX8}", first.run_id)
+    assert re.fullmatch(f"Add-{HEX8}", second.run_id)
+    assert first.run_id != second.run_id
+
+
+def test_wait_reraises_the_flows_exception_and_status_is_failed() -> None:
+    """wait() re-raises the exception that ended the run, and status becomes 'failed'."""
+
+    class Boom(Node):
+        def exec(self, prep_res: Any) -> Any:
+            raise ValueError("boom in exec")
+
+    handle = Flow(start=Boom()).run_background(Store())
+
+    with pytest.raises(ValueError, match="boom in exec"):
+        handle.wait(timeout=5)
+    assert "failed" == handle.status
+    assert True is handle.is_done
+
+
+def test_wait_raises_timeout_error_naming_the_run_and_the_run_goes_on() -> None:
+    """wait(timeout) on a slower run raises TimeoutError naming the run id; the run continues."""
+    gate = Gate()
+    store = Store({"x": 0})
+    handle = Flow(start=gate).run_background(store)
+    try:
+        assert gate.entered.wait(5)
+        with pytest.raises(TimeoutError, match=re.escape(handle.run_id)):
+            handle.wait(timeout=0.05)
+        assert "running" == handle.status
+    finally:
+        gate.release.set()
+
+    assert "opened" == handle.wait(timeout=5)["gate"]
+    assert "completed" == handle.status
+
+
+@pytest.mark.anyio
+async def test_wait_async_returns_the_finished_store() -> None:
+    """await handle.wait_async() waits for the background run without blocking the loop."""
+    gate = Gate()
+    store = Store({"x": 0})
+    handle = Flow(start=gate).run_background(store)
+    results: list[Store] = []
+
+    async def waiter() -> None:
+        results.append(await handle.wait_async())
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        gate.release.set()
+
+    assert [store] == results
+    assert "opened" == store["gate"]
+    assert "completed" == handle.status
+
+
+def test_cancel_interrupts_an_awaiting_async_node_within_a_second() -> None:
+    """cancel() stops an AsyncNode awaiting a long sleep; wait() returns the partial store fast."""
+    sleeper = Sleeper()
+    add = Add("y", 1)
+    add.then("default", sleeper)
+    handle = Flow(start=add).run_background(Store({"x": 1}))
+    assert sleeper.started.wait(5)
+
+    began = time.monotonic()
+    handle.cancel()
+    result = handle.wait(timeout=5)
+    elapsed = time.monotonic() - began
+
+    assert elapsed < 1.0
+    assert {"x": 1, "y": 2} == result.as_dict()
+    assert ["started", "cancelled"] == sleeper.record
+    assert "cancelled" == handle.status
+
+
+def test_cancel_lets_a_sync_exec_finish_and_stops_before_the_next_node() -> None:
+    """cancel() during a sync exec lets it and its post finish; the next node never starts."""
+
+    class SlowWrite(Node):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = threading.Event()
+
+        def exec(self, prep_res: Any) -> Any:
+            self.entered.set()
+            time.sleep(0.3)
+            return "written"
+
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            store["slow"] = exec_res
+
+    slow, after = SlowWrite(), Visit()
+    slow.then("default", after)
+    handle = Flow(start=slow).run_background(Store())
+    assert slow.entered.wait(5)
+
+    handle.cancel()
+    result = handle.wait(timeout=5)
+
+    assert "written" == result["slow"]
+    assert [] == after.ran
+    assert "cancelled" == handle.status
+
+
+def test_cancel_before_the_first_node_starts_ends_with_zero_steps() -> None:
+    """cancel() while the run has not yet entered its first node ends it after 0 steps."""
+    hook_entered = threading.Event()
+    ended_with_steps: list[int] = []
+    first = Visit()
+
+    async def hold_before_first_node(name: str, store: Any) -> None:
+        hook_entered.set()
+        await anyio.sleep(30)
+
+    flow = Flow(start=first)
+    flow.on("node_start", hold_before_first_node)
+    flow.on("flow_end", lambda steps, store: ended_with_steps.append(steps))
+    handle = flow.run_background(Store())
+    assert hook_entered.wait(5)
+
+    handle.cancel()
+    handle.wait(timeout=5)
+
+    assert [0] == ended_with_steps
+    assert [] == first.ran
+    assert "cancelled" == handle.status
+
+
+def test_many_background_runs_of_one_flow_complete_with_their_own_results() -> None:
+    """Twenty concurrent background runs of one Flow each finish with their own store's results."""
+    flow = add_then_double()
+    stores = [Store({"x": i}) for i in range(20)]
+
+    handles = [flow.run_background(store) for store in stores]
+    results = [handle.wait(timeout=10) for handle in handles]
+
+    assert [2 * (i + 1) for i in range(20)] == [result["z"] for result in results]
+    assert stores == results
+    assert 20 == len({handle.run_id for handle in handles})
+    assert ["completed"] * 20 == [handle.status for handle in handles]
+
+
+def test_seed_readme_background_example_works_as_written() -> None:
+    """The seed README's run_background example (without db_path) behaves as documented."""
+    my_node = Gate()
+    store = Store({"topic": "ducks"})
+
+    flow = Flow(start=my_node, flow_name="research")
+    handle = flow.run_background(store)
+    try:
+        assert re.fullmatch(f"research-{HEX8}", handle.run_id)
+        assert my_node.entered.wait(5)
+        assert "running" == handle.status
+    finally:
+        my_node.release.set()
+
+    result = handle.wait(timeout=300)
+    assert "completed" == handle.status
+    handle.cancel()
+
+    assert "completed" == handle.status
+    assert {"topic": "ducks", "gate": "opened"} == result.as_dict()
+
+
+def test_flow_with_db_path_says_persistence_is_not_built_and_points_to_checkpoint_dir() -> None:
+    """Flow(db_path=...) raises NotImplementedError that points to checkpoint_dir meanwhile."""
+    with pytest.raises(NotImplementedError, match="checkpoint_dir"):
+        Flow(start=Gate(), db_path="pocoflow.db", flow_name="research")
+
+
+# ── stream and cancellation from the caller ────────────────────────────────
+
+
+@pytest.mark.anyio
+async def test_stream_yields_the_runs_events_in_order() -> None:
+    """flow.stream(store) yields flow_start, node_start/node_end per node, then flow_end."""
+    store = Store({"x": 1})
+
+    seen = [(event.kind, getattr(event, "node_name", None))
+            async for event in add_then_double().stream(store)]
+
+    assert [
+        ("flow_start", None),
+        ("node_start", "Add"),
+        ("node_end", "Add"),
+        ("node_start", "Double"),
+        ("node_end", "Double"),
+        ("flow_end", None),
+    ] == seen
+    assert 4 == store["z"]
+
+
+@pytest.mark.anyio
+async def test_leaving_a_stream_early_in_aclosing_cancels_the_run_promptly() -> None:
+    """Breaking out of flow.stream inside contextlib.aclosing cancels the awaiting node at once."""
+    sleeper = Sleeper()
+    add = Add("y", 1)
+    add.then("default", sleeper)
+    store = Store({"x": 1})
+
+    began = None
+    async with contextlib.aclosing(Flow(start=add).stream(store)) as events:
+        async for event in events:
+            if event.kind == "node_start" and event.node_name == "Sleeper":
+                began = time.monotonic()
+                break
+    assert began is not None
+    elapsed = time.monotonic() - began
+
+    assert elapsed < 1.0
+    assert ["started", "cancelled"] == sleeper.record
+    assert {"x": 1, "y": 2} == store.as_dict()
+
+
+@pytest.mark.anyio
+async def test_enclosing_cancel_scope_stops_run_async_at_an_awaiting_node() -> None:
+    """anyio.move_on_after around run_async cancels an AsyncNode where it awaits."""
+    sleeper = Sleeper()
+    add = Add("y", 1)
+    add.then("default", sleeper)
+    store = Store({"x": 1})
+
+    with anyio.move_on_after(0.5) as scope:
+        await Flow(start=add).run_async(store)
+
+    assert True is scope.cancelled_caught
+    assert ["started", "cancelled"] == sleeper.record
+    assert {"x": 1, "y": 2} == store.as_dict()
