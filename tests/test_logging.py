@@ -275,3 +275,23 @@ def test_disabled_logging_costs_only_a_level_check() -> None:
     result = run_python(code)
     assert 0 == result.returncode, result.stderr
     assert "(False, False) (False, False)" == result.stdout.strip()
+
+
+def test_a_run_logs_its_events_as_structured_jsonl(tmp_path: Path) -> None:
+    """With logging set up, a run writes flow_start/node_start/node_end/flow_end events."""
+    from pocoflow import Flow, Node
+
+    class Greet(Node):
+        def post(self, store, prep_res, exec_res):
+            store["greeting"] = "hi"
+
+    path = setup_logging("run", log_dir=tmp_path, log_format="jsonl")
+    Flow(Greet(), flow_name="logged", run_id="logged-1").run({})
+
+    events = [r for r in read_jsonl(path) if r.get("logger") == "pocoflow.flow" and "event" in r]
+    assert ["flow_start", "node_start", "node_end", "flow_end"] == [e["event"] for e in events]
+    node_end = events[2]
+    assert ("logged-1", "Greet", "default") == (
+        node_end["run_id"], node_end["node_name"], node_end["action"])
+    assert isinstance(node_end["elapsed_ms"], float)
+    assert "completed" == events[3]["status"]

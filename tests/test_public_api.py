@@ -120,3 +120,16 @@ def test_hello_example_runs_offline(tmp_path: Path) -> None:
                           text=True, timeout=120, check=False)
 
     assert 0 == done.returncode, done.stdout + done.stderr
+
+
+def test_pocoflow_02_module_paths_still_import() -> None:
+    """Imports written for pocoflow 0.2's module layout keep working."""
+    from pocoflow.flow import Flow
+    from pocoflow.node import DEFAULT_ACTION, WILDCARD_ACTION, AsyncNode, Node
+    from pocoflow.runner import RunHandle
+    from pocoflow.store import Store
+
+    assert (pocoflow.Flow, pocoflow.Node, pocoflow.AsyncNode, pocoflow.Store) == (
+        Flow, Node, AsyncNode, Store)
+    assert pocoflow.RunHandle is RunHandle
+    assert ("default", "*") == (DEFAULT_ACTION, WILDCARD_ACTION)
