@@ -9,13 +9,14 @@ another flow and the outer flow routes on the inner flow's last action.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.node import Wired
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pocoflow.bridge import RunHandle
     from pocoflow.events import Event
 
@@ -58,6 +59,8 @@ class Flow(Wired):
                 "Flow(db_path=/db_url=/db=): database persistence is not part of this build "
                 "yet. Use checkpoint_dir= for JSON checkpoints meanwhile."
             )
+        from pathlib import Path  # imported on use: keeps `import pocoflow` light
+
         self.start = start
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.max_steps = max_steps

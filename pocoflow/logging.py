@@ -18,8 +18,10 @@ imported when logging is configured, to keep ``import pocoflow`` fast.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ROOT_LOGGER = "pocoflow"
 
@@ -61,6 +63,8 @@ def setup_logging(
     side and returns the text file). ``log_dir`` defaults to ``./logs``.
     Calling it again replaces the handlers of the previous call.
     """
+    from pathlib import Path
+
     from dd_logging import LOG_LEVELS
     from dd_logging import setup_logging as dd_setup
 

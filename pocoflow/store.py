@@ -9,14 +9,15 @@ engine hands to checkpoint sinks so they can store only what changed.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pocoflow.errors import SchemaError
 from pocoflow.logging import get_logger
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _log = get_logger("store")
 
@@ -222,6 +223,8 @@ class Store(MutableMapping[str, Any]):
 
         Transient keys are left out and listed under ``"excluded"``.
         """
+        import json  # imported on use: keeps `import pocoflow` light
+
         data: dict[str, Any] = {}
         for key, value in self._data.items():
             if key in self._transient:
@@ -248,6 +251,8 @@ class Store(MutableMapping[str, Any]):
 
     def snapshot(self, path: str | Path) -> None:
         """Write the store to a JSON file atomically (a crash never leaves half a file)."""
+        from pathlib import Path  # imported on use: keeps `import pocoflow` light
+
         write_atomic(Path(path), self.to_json())
         _log.debug("Store '%s' snapshot saved to %s", self._name, path)
 
@@ -255,6 +260,9 @@ class Store(MutableMapping[str, Any]):
     def restore(cls, path: str | Path, schema: Mapping[str, Any] | None = None, *,
                 transient: Iterable[str] = ()) -> Store:
         """Load a store written by :meth:`snapshot` (its name is kept)."""
+        import json
+        from pathlib import Path
+
         path = Path(path)
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
@@ -281,7 +289,8 @@ class Store(MutableMapping[str, Any]):
 
 def write_atomic(path: Path, text: str) -> None:
     """Write *text* to *path* through a temporary file and ``os.replace``."""
-    import tempfile  # only snapshots need it; keeps `import pocoflow` light
+    import tempfile  # imported on use: keeps `import pocoflow` light
+    from pathlib import Path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
