@@ -157,12 +157,12 @@ async def drive(run: Run, start: Wired) -> None:
     """Walk the graph from *start*, bracketed by FlowStarted/FlowFinished, keeping status."""
     flow = run.flow
     began = _clock()
-    if run.sinks:
-        parent_id = run.parent.run_id if run.parent is not None else None
-        await run.emit(FlowStarted(run.run_id, flow.flow_name, _now(), start.name, run.store,
-                                   run.steps, parent_id))
     status, error, resume_at = "failed", None, None
     try:
+        if run.sinks:
+            parent_id = run.parent.run_id if run.parent is not None else None
+            await run.emit(FlowStarted(run.run_id, flow.flow_name, _now(), start.name,
+                                       run.store, run.steps, parent_id))
         await walk(run, start)
         status = "completed"
     except Pause as pause:
