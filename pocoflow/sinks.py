@@ -91,7 +91,7 @@ class JsonCheckpointSink:
     def handle(self, event: Event) -> Awaitable[None] | None:
         if not isinstance(event, NodeFinished):
             return None
-        path = self._dir / f"step_{event.step:03d}_{event.node_name}.json"
+        path = self._dir / f"step_{event.step:03d}_{_file_safe(event.node_name)}.json"
         return self._write(path, event.store.to_json())
 
     async def _write(self, path: Path, text: str) -> None:
@@ -136,6 +136,11 @@ class StreamSink:
         # a consumer that stopped listening does not stop the run
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._send.send_nowait(event)
+
+
+def _file_safe(name: str) -> str:
+    """A node name as a file name part: path separators and odd characters become '_'."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "node"
 
 
 def logging_enabled() -> bool:

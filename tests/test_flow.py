@@ -433,3 +433,16 @@ def test_checkpoint_files_are_json(tmp_path: Path) -> None:
     )
     payload = json.loads((tmp_path / "step_000_A.json").read_text(encoding="utf-8"))
     assert {"name": "pipe", "data": {"trail": ["A"], "a": 1}} == payload
+
+
+def test_checkpoint_file_names_are_safe_for_any_node_name(tmp_path: Path) -> None:
+    """A node name with a path separator still gives one file inside checkpoint_dir."""
+
+    class Writer(Node):
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            store["done"] = True
+
+    Flow(Writer(name="../escape/me"), checkpoint_dir=tmp_path).run({})
+
+    assert ["step_000_.._escape_me.json"] == sorted(p.name for p in tmp_path.iterdir())
+    assert {"done": True} == Store.restore(tmp_path / "step_000_.._escape_me.json").as_dict()
