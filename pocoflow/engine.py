@@ -37,7 +37,7 @@ from pocoflow.events import (
     NodeStarted,
 )
 from pocoflow.logging import get_logger
-from pocoflow.node import DEFAULT_ACTION, WILDCARD_ACTION, Node, Wired
+from pocoflow.node import DEFAULT_ACTION, Node, Wired
 from pocoflow.sinks import HookSink, JsonCheckpointSink, LogSink, Sink, logging_enabled
 from pocoflow.store import Store, as_store
 
@@ -219,12 +219,9 @@ async def walk(run: Run, node: Wired | None) -> None:
                 await run.emit(NodeFailed(run.run_id, flow.flow_name, _now(), step, name,
                                           exc, store))
             raise
-        edges = node._successors
-        following = edges.get(action)
-        if following is None:
-            following = edges.get(WILDCARD_ACTION)
-            if following is None and edges:
-                _warn_unmatched(name, action, edges)
+        following = node.next_node(action)
+        if following is None and node._successors:
+            _warn_unmatched(name, action, node._successors)
         run.steps = step + 1
         run.last_action = action
         if sinks:
