@@ -9,11 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.errors import (
+    CheckpointDecodeError,
+    CheckpointEncodeError,
+    DatabaseVersionError,
     FlowConfigError,
     MaxStepsExceeded,
     NodeTimeoutError,
     Pause,
+    PersistenceError,
     PocoFlowError,
+    ResumeError,
+    RunNotFoundError,
     SchemaError,
     UnmatchedActionWarning,
 )
@@ -23,27 +29,41 @@ from pocoflow.store import Store
 
 if TYPE_CHECKING:
     from pocoflow.bridge import RunHandle
+    from pocoflow.persistence.db import AsyncWorkflowDB, WorkflowDB
 
 __version__ = "0.3.0.dev0"
 
 __all__ = [
     "AsyncBatchNode",
     "AsyncNode",
+    "AsyncWorkflowDB",
     "BatchNode",
+    "CheckpointDecodeError",
+    "CheckpointEncodeError",
+    "DatabaseVersionError",
     "Flow",
     "FlowConfigError",
     "MaxStepsExceeded",
     "Node",
     "NodeTimeoutError",
     "Pause",
+    "PersistenceError",
     "PocoFlowError",
+    "ResumeError",
     "RunHandle",
+    "RunNotFoundError",
     "SchemaError",
     "Store",
     "UnmatchedActionWarning",
+    "WorkflowDB",
 ]
 
-_LAZY = {"RunHandle": "pocoflow.bridge"}
+# loaded on first access, so `import pocoflow` pulls in neither anyio nor sqlalchemy
+_LAZY = {
+    "RunHandle": "pocoflow.bridge",
+    "WorkflowDB": "pocoflow.persistence.db",
+    "AsyncWorkflowDB": "pocoflow.persistence.db",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ from pocoflow.store import Store, as_store
 if TYPE_CHECKING:
     from pocoflow.flow import Flow
     from pocoflow.node import Wired
+    from pocoflow.persistence.db import RunRecords
 
 _log = get_logger("runner")
 T = TypeVar("T")
@@ -115,7 +116,7 @@ def start_background(flow: Flow, store: Store | dict[str, Any] | None,
     run = functools.partial(execute, flow, store, resume_from=resume_from, control=control)
     future = _background.portal().start_task_soon(run)
     _log.info("Flow '%s' started in background  run_id=%s", flow.flow_name, control.run_id)
-    return RunHandle(control, future)
+    return RunHandle(control, future, flow.db.records if flow.db is not None else None)
 
 
 class RunHandle:
@@ -124,9 +125,11 @@ class RunHandle:
     Returned by :meth:`Flow.run_background`; not meant to be built directly.
     """
 
-    def __init__(self, control: RunControl, future: concurrent.futures.Future[Store]) -> None:
+    def __init__(self, control: RunControl, future: concurrent.futures.Future[Store],
+                 records: RunRecords | None = None) -> None:
         self._control = control
         self._future = future
+        self._records = records
 
     @property
     def run_id(self) -> str:
@@ -134,7 +137,15 @@ class RunHandle:
 
     @property
     def status(self) -> str:
-        """``running``, ``completed``, ``failed``, ``cancelled`` or ``paused``."""
+        """``running``, ``completed``, ``failed``, ``cancelled`` or ``paused``.
+
+        Read from the database when the flow has one (as in 0.2), so it is
+        what the monitor and other processes see.
+        """
+        if self._records is not None:
+            row = self._records.get_run(self.run_id)
+            if row is not None:
+                return str(row["status"])
         status = self._control.status
         if status == "running" and self._future.done():
             return "failed" if self._future.exception() is not None else "completed"

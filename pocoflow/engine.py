@@ -106,8 +106,10 @@ def new_run_id(flow: Flow) -> str:
     return flow.run_id or f"{flow.flow_name}-{uuid4().hex[:8]}"
 
 
-def sinks_for(flow: Flow, extra: Sequence[Sink] = ()) -> list[Sink]:
-    """The sinks a run of *flow* feeds: its hooks, JSON snapshots, logging, extras."""
+def sinks_for(flow: Flow, extra: Sequence[Sink] = (), *, nested: bool = False,
+              recorder: Sink | None = None) -> list[Sink]:
+    """The sinks a run of *flow* feeds: its hooks, JSON snapshots, logging, its
+    database recorder (a nested flow is recorded by the outer one's), extras."""
     sinks: list[Sink] = []
     if any(flow._hooks.values()):
         sinks.append(HookSink(flow._hooks))
@@ -115,17 +117,26 @@ def sinks_for(flow: Flow, extra: Sequence[Sink] = ()) -> list[Sink]:
         sinks.append(JsonCheckpointSink(flow.checkpoint_dir))
     if logging_enabled():
         sinks.append(LogSink())
+    if recorder is None and flow.db is not None and not nested:
+        from pocoflow.persistence.recorder import Recorder
+
+        recorder = Recorder(flow.db.records)
+    if recorder is not None:
+        sinks.append(recorder)
     sinks.extend(extra)
     return sinks
 
 
 async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
                   resume_from: Wired | None = None, control: RunControl | None = None,
-                  extra_sinks: Sequence[Sink] = ()) -> Store:
+                  extra_sinks: Sequence[Sink] = (), first_step: int = 0,
+                  recorder: Sink | None = None) -> Store:
     """Run *flow* on *store* to the end and return the store.
 
     A cancel through *control* ends the run as ``cancelled`` and returns the
     partial store; a cancel from an enclosing scope is recorded, then re-raised.
+    ``first_step`` numbers the first node's step and ``recorder`` replaces the
+    flow's database recorder: both for a resumed run.
     """
     store = as_store(store)
     store.take_changes()  # writes made before the run are not step 0's changes
@@ -138,7 +149,9 @@ async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
     validate_graph(start)
     if control is None:
         control = RunControl(new_run_id(flow))
-    run = Run(flow, control.run_id, store, sinks_for(flow, extra_sinks), control)
+    run = Run(flow, control.run_id, store, sinks_for(flow, extra_sinks, recorder=recorder),
+              control)
+    run.steps = first_step
     try:
         with anyio.CancelScope() as scope:
             control._scope = scope
@@ -162,7 +175,7 @@ async def drive(run: Run, start: Wired) -> None:
         if run.sinks:
             parent_id = run.parent.run_id if run.parent is not None else None
             await run.emit(FlowStarted(run.run_id, flow.flow_name, _now(), start.name,
-                                       run.store, run.steps, parent_id))
+                                       run.store, run.steps, parent_id, flow, start))
         await walk(run, start)
         status = "completed"
     except Pause as pause:
@@ -228,7 +241,7 @@ async def walk(run: Run, node: Wired | None) -> None:
             await run.emit(NodeFinished(
                 run.run_id, flow.flow_name, _now(), step, name, action, _clock() - began,
                 store, following.name if following is not None else None,
-                store.take_changes()))
+                store.take_changes(), following))
         node = following
         if control.cancel_requested or run.steps % YIELD_EVERY == 0:
             await anyio.lowlevel.checkpoint()
@@ -367,8 +380,8 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
 async def run_nested(inner: Wired, run: Run, step: int) -> str:
     """Run a Flow used as a node; its last action is the action the outer flow routes on."""
     flow: Flow = inner  # type: ignore[assignment]
-    child = Run(flow, f"{run.run_id}.{step}", run.store, sinks_for(flow) + run.nested_sinks,
-                run.control, parent=run)
+    child = Run(flow, f"{run.run_id}.{step}", run.store,
+                sinks_for(flow, nested=True) + run.nested_sinks, run.control, parent=run)
     await drive(child, flow.start)
     return child.last_action or DEFAULT_ACTION
 

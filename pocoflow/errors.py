@@ -9,7 +9,13 @@ Every error subclasses the built-in type a caller would naturally catch, so
         ├── FlowConfigError (ValueError)     a graph or node configured wrongly
         ├── MaxStepsExceeded (RuntimeError)  a run took more steps than Flow.max_steps
         ├── NodeTimeoutError (TimeoutError)  one exec attempt outlived Node.timeout
-        └── Pause                            raised by a node to wait for a human
+        ├── Pause                            raised by a node to wait for a human
+        └── PersistenceError                 the run database and its checkpoints
+            ├── CheckpointEncodeError (TypeError)   a store value checkpoints cannot hold
+            ├── CheckpointDecodeError (ValueError)  a checkpoint that cannot be loaded
+            ├── DatabaseVersionError (RuntimeError) a database newer than this PocoFlow
+            ├── RunNotFoundError (KeyError)         no run or checkpoint by that id
+            └── ResumeError (RuntimeError)          a run that cannot be resumed (yet)
 
 Warnings: ``UnmatchedActionWarning`` (a node returned an action with no edge,
 so the flow ended there, as in pocoflow 0.2).
@@ -54,3 +60,30 @@ class Pause(PocoFlowError):
 
 class UnmatchedActionWarning(UserWarning):
     """A node returned an action none of its edges match; the flow ended there."""
+
+
+class PersistenceError(PocoFlowError):
+    """Base class of the errors of the run database and its checkpoints."""
+
+
+class CheckpointEncodeError(PersistenceError, TypeError):
+    """A store value the checkpoint codec cannot encode (and the key is not transient)."""
+
+
+class CheckpointDecodeError(PersistenceError, ValueError):
+    """A checkpoint that cannot be turned back into store values."""
+
+
+class DatabaseVersionError(PersistenceError, RuntimeError):
+    """The database was migrated by a newer PocoFlow; it is left untouched."""
+
+
+class RunNotFoundError(PersistenceError, KeyError):
+    """No run (or no checkpoint of it) with that id in the database."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ResumeError(PersistenceError, RuntimeError):
+    """The run cannot be resumed: it completed, is still running, or its node is gone."""

@@ -10,7 +10,7 @@ what it needs, since the next node will change it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pocoflow.store import Store, StoreChanges
 
@@ -34,6 +34,8 @@ class FlowStarted(Event):
     store: Store
     step: int = 0
     parent_run_id: str | None = None
+    flow_ref: Any = None  # the Flow being run, and the node it starts at
+    start_ref: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ class NodeFinished(Event):
     store: Store
     next_node: str | None
     changes: StoreChanges = field(default=StoreChanges(frozenset(), frozenset()))
+    next_ref: Any = None  # the node object that runs next
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ another flow and the outer flow routes on the inner flow's last action.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.node import Wired
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from pocoflow.bridge import RunHandle
     from pocoflow.events import Event
+    from pocoflow.persistence.db import AsyncWorkflowDB
 
 HOOK_EVENTS = ("node_start", "node_end", "node_error", "flow_end")
 
@@ -31,7 +32,9 @@ class Flow(Wired):
     ``checkpoint_dir`` writes ``step_<NNN>_<Node>.json`` after each node;
     ``max_steps`` stops runaway loops; ``run_id`` fixes the id of every run
     (default: ``<flow_name>-<8 hex>`` per run); ``flow_name`` labels the runs
-    (default: the start node's class name).
+    (default: the start node's class name). One of ``db_path`` (a SQLite
+    file), ``db_url`` (a SQLAlchemy URL) or ``db`` (a WorkflowDB or
+    AsyncWorkflowDB) records every run: events, checkpoints, status.
     """
 
     def __init__(
@@ -54,17 +57,13 @@ class Flow(Wired):
             )
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
             raise ValueError(f"Flow max_steps must be an int >= 1, got {max_steps!r}.")
-        if db_path is not None or db_url is not None or db is not None:
-            raise NotImplementedError(
-                "Flow(db_path=/db_url=/db=): database persistence is not part of this build "
-                "yet. Use checkpoint_dir= for JSON checkpoints meanwhile."
-            )
         from pathlib import Path  # imported on use: keeps `import pocoflow` light
 
         self.start = start
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.max_steps = max_steps
-        self.db_path = None
+        self.db_path = Path(db_path) if db_path is not None else None
+        self.db: AsyncWorkflowDB | None = _database(db_path, db_url, db)
         self.run_id = run_id
         self.flow_name = flow_name or type(start).__name__
         self._hooks: dict[str, list[Callable[..., Any]]] = {e: [] for e in HOOK_EVENTS}
@@ -131,6 +130,23 @@ class Flow(Wired):
 
         return start_background(self, store, resume_from)
 
+    async def resume_async(self, run_id: str, updates: Mapping[str, Any] | None = None) -> Store:
+        """Continue a failed, cancelled, paused or interrupted run from its last checkpoint.
+
+        The run keeps its run_id; the node to run next comes from the
+        checkpoint. *updates* are written to the store first (a human's answer
+        to a ``Pause``, or live objects for transient keys).
+        """
+        from pocoflow.persistence.resume import resume_run
+
+        return await resume_run(self, run_id, updates)
+
+    def resume(self, run_id: str, updates: Mapping[str, Any] | None = None) -> Store:
+        """Blocking version of :meth:`resume_async`; see it for details."""
+        from pocoflow.bridge import run_sync
+
+        return run_sync(self.resume_async, run_id, updates)
+
     def stream(self, store: StoreLike, resume_from: Wired | None = None) -> AsyncIterator[Event]:
         """``async for event in flow.stream(store)``: the run's events as they happen.
 
@@ -140,3 +156,20 @@ class Flow(Wired):
         from pocoflow.sinks import stream_events
 
         return stream_events(self, store, resume_from)
+
+
+def _database(db_path: Any, db_url: Any, db: Any) -> AsyncWorkflowDB | None:
+    given = [name for name, value in (("db_path", db_path), ("db_url", db_url), ("db", db))
+             if value is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ValueError(
+            f"Flow got {' and '.join(given)}; give one database: db_path (SQLite file), "
+            "db_url (SQLAlchemy URL) or db (a WorkflowDB)."
+        )
+    from pocoflow.persistence.db import AsyncWorkflowDB, as_async_db
+
+    if db is not None:
+        return as_async_db(db)
+    return AsyncWorkflowDB(db_path if db_path is not None else db_url)

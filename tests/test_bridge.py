@@ -419,12 +419,6 @@ def test_seed_readme_background_example_works_as_written() -> None:
     assert {"topic": "ducks", "gate": "opened"} == result.as_dict()
 
 
-def test_flow_with_db_path_says_persistence_is_not_built_and_points_to_checkpoint_dir() -> None:
-    """Flow(db_path=...) raises NotImplementedError that points to checkpoint_dir meanwhile."""
-    with pytest.raises(NotImplementedError, match="checkpoint_dir"):
-        Flow(start=Gate(), db_path="pocoflow.db", flow_name="research")
-
-
 # ── stream and cancellation from the caller ────────────────────────────────
 
 

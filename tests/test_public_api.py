@@ -37,7 +37,7 @@ def test_every_name_in_all_is_importable() -> None:
 def test_all_lists_the_documented_api_and_every_error_type() -> None:
     """__all__ holds the documented classes and every exception and warning in pocoflow.errors."""
     documented = {"Store", "Node", "AsyncNode", "BatchNode", "AsyncBatchNode", "Flow",
-                  "RunHandle", "Pause"}
+                  "RunHandle", "Pause", "WorkflowDB", "AsyncWorkflowDB"}
     error_names = {cls.__name__ for cls in ERROR_TYPES}
 
     assert set() == (documented | error_names) - set(pocoflow.__all__)

@@ -1,0 +1,108 @@
+"""The ``pocoflow`` command. It only calls the public API.
+
+    pocoflow db upgrade DB     bring a database to the current schema
+    pocoflow db current DB     print its schema revision (and the code's)
+    pocoflow runs DB [--status S] [--flow NAME] [--limit N]   list runs
+    pocoflow runs DB RUN_ID    one run: its row and its events
+
+DB is a SQLite file path or a SQLAlchemy URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pocoflow", description="PocoFlow command line.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="database schema: upgrade, current")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("upgrade", "bring DB to the current schema"),
+                       ("current", "print DB's schema revision")):
+        sub = db_commands.add_parser(name, help=text)
+        sub.add_argument("database", metavar="DB", help="SQLite file path or SQLAlchemy URL")
+
+    runs = commands.add_parser("runs", help="list runs, or show one")
+    runs.add_argument("database", metavar="DB")
+    runs.add_argument("run_id", nargs="?", help="show this run and its events")
+    runs.add_argument("--status", help="only runs with this status (interrupted too)")
+    runs.add_argument("--flow", help="only runs of this flow name")
+    runs.add_argument("--limit", type=int, default=20)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "db":
+            return _db(args.db_command, args.database)
+        return _runs(args)
+    except Exception as exc:  # a clear one-line error, not a traceback
+        from pocoflow.errors import PocoFlowError
+
+        if not isinstance(exc, (PocoFlowError, ValueError, TypeError, FileNotFoundError,
+                                ModuleNotFoundError)):
+            raise
+        print(f"pocoflow: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _db(command: str, database: str) -> int:
+    from pocoflow.persistence.schema import head_revision, revision_of, upgrade
+    from pocoflow.persistence.sql import create_db_engine, safe_url, to_url
+
+    url = to_url(database)
+    if command == "upgrade" and url.get_backend_name() == "sqlite" and url.database:
+        from pathlib import Path
+
+        if not Path(url.database).exists():
+            print(f"pocoflow: creating new database {url.database}")
+    engine = create_db_engine(url)
+    try:
+        if command == "upgrade":
+            before, after = upgrade(engine)
+            if before == after:
+                print(f"{safe_url(url)}: already at revision {after} (head)")
+            else:
+                print(f"{safe_url(url)}: upgraded from {before or '(empty)'} to {after} (head)")
+        else:
+            current = revision_of(engine)
+            print(f"{safe_url(url)}: revision {current or '(none)'}; this PocoFlow's head is "
+                  f"{head_revision()}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from pocoflow.persistence.db import WorkflowDB
+
+    db = WorkflowDB(args.database)
+    if args.run_id:
+        run = db.get_run(args.run_id)
+        if run is None:
+            print(f"pocoflow: no run {args.run_id!r} in {db.url}", file=sys.stderr)
+            return 1
+        for key in ("run_id", "flow_name", "status", "started_at", "completed_at",
+                    "total_steps", "current_node", "next_node", "error_msg", "parent_run_id"):
+            print(f"{key:>14}: {run.get(key)}")
+        print()
+        for event in db.get_events(args.run_id):
+            elapsed = event["elapsed_ms"]
+            print(f"{event['ts']}  {event['event']:<11} step={event['step']!s:<4} "
+                  f"{event['node_name'] or '':<20} {event['action'] or '':<10} "
+                  f"{'' if elapsed is None else f'{elapsed:.1f} ms':>10} "
+                  f"{event['error_msg'] or ''}")
+        return 0
+    rows = db.list_runs(args.limit, status=args.status, flow_name=args.flow)
+    print(f"{'run_id':<32} {'flow':<16} {'status':<12} {'steps':>5}  started_at")
+    for run in rows:
+        print(f"{run['run_id']:<32} {run['flow_name']:<16} {run['status']:<12} "
+              f"{run['total_steps'] if run['total_steps'] is not None else '':>5}  "
+              f"{run['started_at']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The process-wide handle of one database: engine, group-commit writer, heartbeats.
+
+One per database URL per process (a forked child gets its own), shared by
+every ``WorkflowDB``/``AsyncWorkflowDB`` and every Flow that names that
+database, so connections are pooled across them. Opening brings the schema
+to head first.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from typing import Any, ClassVar
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL
+
+from pocoflow.logging import get_logger
+from pocoflow.persistence import sql
+from pocoflow.persistence.schema import ensure_schema
+
+_log = get_logger("db")
+
+_HOST = socket.gethostname()
+
+
+class Database:
+    """Engine, writer and heartbeat thread of one database in this process."""
+
+    _registry: ClassVar[dict[tuple[str, int], Database]] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+        self.safe_url = sql.safe_url(url)
+        self.engine: Engine = sql.create_db_engine(url)
+        ensure_schema(self.engine)
+        self.writer = sql.Writer(self.engine)
+        self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._owned: dict[str, float] = {}  # run_id -> its lease (seconds)
+        self._owned_lock = threading.Lock()
+        self._beat = threading.Event()
+        self._beater: threading.Thread | None = None
+        _log.debug("Database ready  url=%s", self.safe_url)
+
+    @classmethod
+    def open(cls, url: URL) -> Database:
+        key = (url.render_as_string(hide_password=False), os.getpid())
+        database = cls._registry.get(key)
+        if database is not None:
+            return database
+        with cls._registry_lock:
+            database = cls._registry.get(key)
+            if database is None:
+                database = cls(url)
+                cls._registry[key] = database
+            return database
+
+    @classmethod
+    def forget(cls, url: URL) -> None:
+        """Dispose of this process's engine for *url* (tests, or after a server move)."""
+        key = (url.render_as_string(hide_password=False), os.getpid())
+        with cls._registry_lock:
+            database = cls._registry.pop(key, None)
+        if database is not None:
+            database.engine.dispose()
+
+    # ── heartbeats ──────────────────────────────────────────────────────────
+
+    def own(self, run_id: str, lease_seconds: float) -> None:
+        """Keep *run_id*'s heartbeat fresh while this process runs it."""
+        with self._owned_lock:
+            self._owned[run_id] = lease_seconds
+            if self._beater is None or not self._beater.is_alive():
+                self._beater = threading.Thread(target=self._beat_forever, daemon=True,
+                                                name="pocoflow-heartbeat")
+                self._beater.start()
+
+    def disown(self, run_id: str) -> None:
+        with self._owned_lock:
+            self._owned.pop(run_id, None)
+
+    def _beat_forever(self) -> None:
+        while True:
+            with self._owned_lock:
+                owned = dict(self._owned)
+            interval = min(owned.values(), default=30.0) / 3
+            if self._beat.wait(interval):
+                return
+            if not owned:
+                continue
+            try:
+                with sql.write_connection(self.engine) as conn, conn.begin():
+                    sql.heartbeat(conn, self.owner, owned)
+            except Exception:
+                _log.warning("Heartbeat for %d run(s) failed on %s", len(owned), self.safe_url,
+                             exc_info=True)
+
+
+def owner_is_dead(owner: str | None) -> bool:
+    """True when *owner* names a process on this host that no longer exists."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, _token = rest.partition(":")
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return not any(db.owner == owner for db in Database._registry.values())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def describe_owner(owner: str | None) -> dict[str, Any]:
+    host, _, rest = (owner or "").partition(":")
+    pid, _, _ = rest.partition(":")
+    return {"host": host or None, "pid": int(pid) if pid.isdigit() else None}

@@ -1,0 +1,109 @@
+"""The tables, as SQLAlchemy 2 ORM models: pocoflow 0.2's columns plus the new ones.
+
+Timestamps stay ISO-8601 UTC text, as 0.2 wrote them, so a 0.2 database and
+a new one hold the same kind of value and sort the same way. The Alembic
+revisions in ``migrations/`` build exactly these tables; a test runs Alembic's
+autogenerate against them to prove there is no drift.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pocoflow.events import RUN_STATUSES
+
+STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s}'" for s in RUN_STATUSES))
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class RunRow(Base):
+    """One execution of a flow (``pf_runs``)."""
+
+    __tablename__ = "pf_runs"
+
+    run_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    flow_name: Mapped[str] = mapped_column(Text, server_default="")
+    status: Mapped[str] = mapped_column(Text, server_default="running")
+    started_at: Mapped[str] = mapped_column(Text)
+    completed_at: Mapped[str | None] = mapped_column(Text)
+    total_steps: Mapped[int | None] = mapped_column(Integer)
+    current_node: Mapped[str | None] = mapped_column(Text)
+    error_msg: Mapped[str | None] = mapped_column(Text)
+    # revision 2
+    next_node: Mapped[str | None] = mapped_column(Text)  # node id a resume starts at
+    parent_run_id: Mapped[str | None] = mapped_column(Text)  # nested flow or fork
+    owner: Mapped[str | None] = mapped_column(Text)  # host:pid:token of the running process
+    heartbeat_at: Mapped[str | None] = mapped_column(Text)
+    graph_json: Mapped[str | None] = mapped_column(Text)  # nodes and edges, for the monitor
+    input_json: Mapped[str | None] = mapped_column(Text)  # the store the run started with
+
+    __table_args__ = (
+        CheckConstraint(STATUS_CHECK, name="pf_runs_status_check"),
+        Index("ix_pf_runs_started_at", "started_at"),
+        Index("ix_pf_runs_status_started_at", "status", "started_at"),
+        Index("ix_pf_runs_flow_name_started_at", "flow_name", "started_at"),
+        Index("ix_pf_runs_parent_run_id", "parent_run_id"),
+    )
+
+
+class CheckpointRow(Base):
+    """The store after a step (``pf_checkpoints``): a full snapshot or a delta."""
+
+    __tablename__ = "pf_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("pf_runs.run_id"))
+    step: Mapped[int] = mapped_column(Integer)
+    node_name: Mapped[str] = mapped_column(Text)
+    store_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[str] = mapped_column(Text)
+    # revision 2
+    kind: Mapped[str] = mapped_column(Text, server_default="full")  # 'full' or 'delta'
+    next_node: Mapped[str | None] = mapped_column(Text)
+    excluded: Mapped[str | None] = mapped_column(Text)  # JSON list of transient keys
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "step"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class EventRow(Base):
+    """One entry of a run's event log (``pf_events``)."""
+
+    __tablename__ = "pf_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("pf_runs.run_id"))
+    step: Mapped[int | None] = mapped_column(Integer)
+    node_name: Mapped[str | None] = mapped_column(Text)
+    event: Mapped[str] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(Text)
+    elapsed_ms: Mapped[float | None] = mapped_column(Float)
+    error_msg: Mapped[str | None] = mapped_column(Text)
+    ts: Mapped[str] = mapped_column(Text)
+    # revision 2
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON: pause data, retry attempt
+
+    __table_args__ = (
+        Index("ix_pf_events_run_id_id", "run_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+runs = RunRow.__table__
+checkpoints = CheckpointRow.__table__
+events = EventRow.__table__

@@ -1,0 +1,197 @@
+"""The recorder: the event-stream sink that writes a run to the database.
+
+One transaction per step: the step's events, its checkpoint and the run row
+are committed together (in a worker thread), and the engine awaits that
+commit before the next node starts, so a step is done only once it is
+durable. Nested flows are recorded as child runs (``parent_run_id``) with
+their events; their changes to the shared store land in the parent's next
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pocoflow.events import (
+    Event,
+    FlowFinished,
+    FlowStarted,
+    NodeFailed,
+    NodeFinished,
+    NodeRetried,
+    NodeStarted,
+)
+from pocoflow.graph import describe, node_ids
+from pocoflow.persistence.sql import StepWrite, now_iso
+from pocoflow.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from pocoflow.persistence.db import RunRecords
+    from pocoflow.persistence.delta import DeltaTracker
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run picks up: its last checkpoint, as encoded text per key."""
+
+    step: int  # the last checkpointed step (-1: none, the run's input)
+    texts: dict[str, str]
+    updated: tuple[str, ...] = ()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
+
+
+class Recorder:
+    """Records one top-level run (and the runs of flows nested in it)."""
+
+    sees_nested = True
+
+    def __init__(self, records: RunRecords, resume: ResumePoint | None = None) -> None:
+        self._records = records
+        self._resume = resume
+        self._tracker: DeltaTracker = records.tracker()
+        self._top: str | None = None
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._ids: dict[str, dict[int, str]] = {}  # run_id -> node ids of its flow
+        self._full_next = resume is None or resume.step < 0
+        if resume is not None:
+            self._tracker.load(resume.texts)
+
+    def handle(self, event: Event) -> Awaitable[None] | None:
+        if isinstance(event, NodeStarted):
+            self._add(event, "node_start", step=event.step, node_name=event.node_name)
+            return None
+        if isinstance(event, NodeFinished):
+            return self._node_finished(event)
+        if isinstance(event, NodeRetried):
+            self._add(event, "node_retry", step=event.step, node_name=event.node_name,
+                      error_msg=str(event.error),
+                      detail=json.dumps({"attempt": event.attempt, "delay_s": event.delay_s,
+                                         "type": type(event.error).__name__}))
+            return None
+        if isinstance(event, NodeFailed):
+            self._add(event, "node_error", step=event.step, node_name=event.node_name,
+                      error_msg=str(event.error),
+                      detail=json.dumps({"type": type(event.error).__name__}))
+            return None
+        if isinstance(event, FlowStarted):
+            return self._flow_started(event)
+        if isinstance(event, FlowFinished):
+            return self._flow_finished(event)
+        return None
+
+    def _add(self, event: Event, kind: str, **fields: Any) -> None:
+        self._pending.setdefault(event.run_id, []).append(
+            {"run_id": event.run_id, "event": kind, "ts": _iso(event.ts), "step": None,
+             "node_name": None, "action": None, "elapsed_ms": None, "error_msg": None,
+             "detail": None, **fields})
+
+    def _take(self, run_id: str) -> list[dict[str, Any]]:
+        return self._pending.pop(run_id, [])
+
+    async def _commit(self, write: StepWrite) -> None:
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(functools.partial(self._records.commit, write))
+
+    # ── run start and end ───────────────────────────────────────────────────
+
+    def _flow_started(self, event: FlowStarted) -> Awaitable[None]:
+        records = self._records
+        flow = event.flow_ref
+        ids = node_ids(flow.start) if flow is not None else {}
+        self._ids[event.run_id] = ids
+        start_id = ids.get(id(event.start_ref), event.start_node)
+        top = self._top is None
+        if top:
+            self._top = event.run_id
+        database = records.database
+        database.own(event.run_id, records.lease_seconds)
+        stamp = now_iso()
+        values: dict[str, Any] = {
+            "status": "running", "owner": database.owner, "heartbeat_at": stamp,
+            "completed_at": None, "error_msg": None, "current_node": event.start_node,
+            "next_node": start_id,
+        }
+        write = StepWrite(event.run_id)
+        if top and self._resume is not None:
+            write.run_update = values
+            self._add(event, "flow_resume", step=event.step, node_name=event.start_node,
+                      detail=json.dumps({"from_step": self._resume.step,
+                                         "updated_keys": list(self._resume.updated)}))
+        else:
+            values.update(run_id=event.run_id, flow_name=event.flow_name, started_at=stamp,
+                          parent_run_id=event.parent_run_id,
+                          graph_json=json.dumps(describe(flow)) if flow is not None else None)
+            if top:
+                store = event.store
+                transient = store.transient if isinstance(store, Store) else ()
+                values["input_json"] = self._tracker.full(store, transient).store_json
+            write.run_insert = values
+            self._add(event, "flow_start", node_name=event.start_node)
+        write.event_rows = self._take(event.run_id)
+        return self._commit(write)
+
+    def _flow_finished(self, event: FlowFinished) -> Awaitable[None]:
+        error = event.error
+        detail = None
+        if event.status == "paused" and error is not None:
+            detail = json.dumps({"reason": getattr(error, "reason", str(error)),
+                                 "data": getattr(error, "data", {})}, default=repr)
+        elif error is not None:
+            detail = json.dumps({"type": type(error).__name__})
+        failed = event.status == "failed"
+        self._add(event, "flow_end", step=event.steps, action=event.last_action,
+                  error_msg=str(error) if failed and error is not None else None, detail=detail)
+        write = StepWrite(event.run_id, event_rows=self._take(event.run_id), run_update={
+            "status": event.status, "total_steps": event.steps,
+            "completed_at": None if event.status == "paused" else _iso(event.ts),
+            "error_msg": str(error) if failed and error is not None else None,
+            "heartbeat_at": now_iso(),
+        })
+        return self._finish(event.run_id, write)
+
+    async def _finish(self, run_id: str, write: StepWrite) -> None:
+        try:
+            await self._commit(write)
+        finally:
+            self._records.database.disown(run_id)
+
+    # ── steps ───────────────────────────────────────────────────────────────
+
+    def _node_finished(self, event: NodeFinished) -> Awaitable[None]:
+        tracker = self._tracker
+        tracker.mark_written(event.changes.written)
+        following = event.next_ref
+        next_id = None
+        if following is not None:
+            next_id = self._ids.get(event.run_id, {}).get(id(following), event.next_node)
+        self._add(event, "node_end", step=event.step, node_name=event.node_name,
+                  action=event.action, elapsed_ms=event.elapsed_s * 1000)
+        write = StepWrite(event.run_id, event_rows=self._take(event.run_id), run_update={
+            "total_steps": event.step + 1, "heartbeat_at": now_iso(),
+            "current_node": event.next_node or event.node_name, "next_node": next_id,
+        })
+        if event.run_id == self._top:
+            store = event.store
+            transient = store.transient if isinstance(store, Store) else ()
+            if self._full_next:
+                encoded = tracker.full(store, transient)
+                self._full_next = False
+            else:
+                encoded = tracker.step(store, transient)
+            write.checkpoint = {
+                "run_id": event.run_id, "step": event.step, "node_name": event.node_name,
+                "store_json": encoded.store_json, "created_at": _iso(event.ts),
+                "kind": encoded.kind, "next_node": next_id,
+                "excluded": json.dumps(encoded.excluded) if encoded.excluded else None,
+            }
+        return self._commit(write)

@@ -1,0 +1,110 @@
+"""Resume: continue a stopped run from its last checkpoint, under its own run_id.
+
+The checkpoint names the node to run next (by its id in the flow's graph),
+so the caller never has to. Claiming the run is a compare-and-swap on its
+row, so two processes resuming one run cannot both go on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pocoflow.errors import FlowConfigError, ResumeError, RunNotFoundError
+from pocoflow.graph import find_node
+from pocoflow.persistence import sql
+from pocoflow.persistence.codec import decode_object
+from pocoflow.persistence.database import describe_owner
+from pocoflow.persistence.delta import rebuild_json, texts_of
+from pocoflow.persistence.recorder import Recorder, ResumePoint
+from pocoflow.store import Store
+
+if TYPE_CHECKING:
+    from pocoflow.flow import Flow
+    from pocoflow.persistence.db import RunRecords
+
+RESUMABLE = ("failed", "cancelled", "paused", "interrupted")
+
+
+async def resume_run(flow: Flow, run_id: str, updates: Mapping[str, Any] | None) -> Store:
+    import anyio.to_thread
+
+    from pocoflow.engine import RunControl, execute
+
+    if flow.db is None:
+        raise FlowConfigError(
+            f"Flow '{flow.flow_name}' has no database, so it has no runs to resume. Build it "
+            "with Flow(..., db_path='pocoflow.db') (or db_url=/db=), the one the run used."
+        )
+    if updates is not None and not isinstance(updates, Mapping):
+        raise TypeError(f"resume(updates=...) takes a mapping of store keys to values, got "
+                        f"{type(updates).__name__}.")
+    records = flow.db.records
+    point = await anyio.to_thread.run_sync(claim, records, run_id)
+    state, step, next_id, excluded = point
+    node = find_node(flow.start, next_id)
+    if node is None:
+        raise ResumeError(
+            f"Run '{run_id}' stopped before node '{next_id}', which this flow "
+            f"'{flow.flow_name}' does not have. Resume it with the flow that started it."
+        )
+    store = Store({k: decode_object(v, allow_pickle=records.allow_pickle)
+                   for k, v in state.items()}, name=flow.flow_name, transient=excluded)
+    if updates:
+        store.update(updates)
+    recorder = Recorder(records, ResumePoint(step, texts_of(state), tuple(updates or ())))
+    return await execute(flow, store, resume_from=node, control=RunControl(run_id),
+                         first_step=step + 1, recorder=recorder)
+
+
+def claim(records: RunRecords, run_id: str) -> tuple[dict[str, Any], int, str, list[str]]:
+    """Check the run can resume, take it over, and return (state, last step, next node id,
+    transient keys)."""
+    run = records.get_run(run_id)
+    if run is None:
+        raise RunNotFoundError(f"No run '{run_id}' in {records.database.safe_url}; "
+                               "db.list_runs() shows the runs there.")
+    status = run["status"]
+    if status not in RESUMABLE:
+        raise ResumeError(_not_resumable(run))
+    try:
+        rows = records.checkpoint_rows(run_id)
+    except RunNotFoundError:
+        rows = []
+    if rows:
+        last = rows[-1]
+        state, step, next_id = rebuild_json(rows), last["step"], last.get("next_node")
+        excluded = json.loads(last["excluded"]) if last.get("excluded") else []
+    else:
+        state = json.loads(run["input_json"]) if run.get("input_json") else None
+        step, next_id, excluded = -1, run.get("next_node"), []
+    if state is None or next_id is None:
+        raise ResumeError(
+            f"Run '{run_id}' has no checkpoint that says which node runs next (it was "
+            "recorded by pocoflow 0.2, or ended). Load its store with "
+            "db.load_checkpoint(run_id, step) and use flow.run(store, resume_from=node)."
+        )
+    stored_status = "running" if status == "interrupted" else status
+    database = records.database
+    with sql.write_connection(database.engine) as conn, conn.begin():
+        claimed = sql.claim_run(conn, run_id, stored_status, run.get("owner"),
+                                run.get("heartbeat_at"), database.owner)
+    if claimed != 1:
+        raise ResumeError(f"Run '{run_id}' was taken over by another process while this one "
+                          "was resuming it; see db.get_run(run_id).")
+    return state, step, next_id, excluded
+
+
+def _not_resumable(run: dict[str, Any]) -> str:
+    run_id, status = run["run_id"], run["status"]
+    if status == "completed":
+        return f"Run '{run_id}' already completed; there is nothing to resume."
+    if status == "running":
+        owner = describe_owner(run.get("owner"))
+        return (
+            f"Run '{run_id}' is still running (process {owner['pid']} on {owner['host']}, "
+            f"heartbeat {run.get('heartbeat_at')}). Cancel it first, or wait: once its "
+            "heartbeat is older than the lease it shows as interrupted and can be resumed."
+        )
+    return f"Run '{run_id}' is {status}; only {', '.join(RESUMABLE)} runs can be resumed."

@@ -1,0 +1,334 @@
+"""All SQL of PocoFlow: engines, connection setup, and every statement (SQLAlchemy Core).
+
+One implementation for SQLite and PostgreSQL; the dialect comes from the URL.
+The statements run on SQLAlchemy's sync engine, called from worker threads
+by :mod:`pocoflow.persistence.db`: that works on asyncio and trio alike, and
+one thread hop per step is cheaper than the one hop per statement of an
+async driver. Writes from many runs in one process are group-committed: a
+thread that finds the write lock taken leaves its rows for the holder to
+commit with its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, and_, create_engine, event, func, select, update
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+
+from pocoflow.logging import get_logger
+from pocoflow.persistence.models import checkpoints, events, runs
+
+_log = get_logger("db")
+
+#: How long a SQLite writer waits for another process's lock before failing.
+BUSY_TIMEOUT_MS = 30_000
+#: 0.2's column sets: what the 0.2 methods return.
+RUN_COLUMNS = ("run_id", "flow_name", "status", "started_at", "completed_at", "total_steps",
+               "current_node", "error_msg")
+UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {"next_node", "owner", "heartbeat_at", "graph_json",
+                                          "parent_run_id", "input_json"}
+
+_SYNC_DRIVERS = {
+    "sqlite": "sqlite", "sqlite+aiosqlite": "sqlite", "sqlite+pysqlite": "sqlite",
+    "postgresql": "postgresql+psycopg", "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg", "postgresql+psycopg2": "postgresql+psycopg2",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+}
+
+
+def now_iso() -> str:
+    """UTC ISO-8601 with microseconds, so stored timestamps sort as text."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def iso_ago(seconds: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(
+        timespec="microseconds")
+
+
+# ── URLs and engines ────────────────────────────────────────────────────────
+
+def to_url(target: str | os.PathLike[str] | URL) -> URL:
+    """A SQLAlchemy URL for a file path or URL, with the sync driver PocoFlow runs on.
+
+    ``sqlite+aiosqlite`` and ``postgresql+asyncpg`` URLs are accepted and run
+    on the stdlib sqlite3 and psycopg 3 drivers.
+    """
+    if isinstance(target, URL):
+        url = target
+    elif isinstance(target, str) and "://" in target:
+        try:
+            url = make_url(target)
+        except ArgumentError as exc:
+            raise ValueError(f"Database URL {target!r} is not a valid SQLAlchemy URL: {exc}") \
+                from None
+    elif isinstance(target, (str, os.PathLike)):
+        path = Path(target).expanduser()
+        if str(target) != ":memory:":
+            path = path.absolute()
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return URL.create("sqlite", database=str(path))
+    else:
+        raise TypeError(
+            f"A database is a file path or a SQLAlchemy URL string, got {type(target).__name__}."
+        )
+    driver = _SYNC_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"Database URL {url.render_as_string(hide_password=True)!r}: PocoFlow supports "
+            "SQLite (a path, sqlite:///file.db) and PostgreSQL (postgresql+asyncpg://... or "
+            f"postgresql+psycopg://...), not {url.drivername!r}."
+        )
+    url = url.set(drivername=driver)
+    if driver == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def safe_url(url: URL) -> str:
+    """The URL for messages and logs: never the password."""
+    return url.render_as_string(hide_password=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_db_engine(url: URL) -> Engine:
+    """A pooled engine; SQLite gets WAL, synchronous=NORMAL, a busy timeout and
+    BEGIN IMMEDIATE for write transactions (so writers queue instead of failing)."""
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, pool_size=8, max_overflow=32, pool_timeout=60,
+                               connect_args={"check_same_thread": False,
+                                             "timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    try:
+        return create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"The database driver for {safe_url(url)!r} is not installed ({exc.name}). "
+            "Install it with: pip install 'pocoflow[postgres]'."
+        ) from None
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _sqlite_begin)
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("pocoflow_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def write_connection(engine: Engine) -> Connection:
+    """A connection whose transactions take SQLite's write lock up front."""
+    return engine.connect().execution_options(pocoflow_write=True)
+
+
+# ── writes: one transaction per step, group-committed ───────────────────────
+
+@dataclass
+class StepWrite:
+    """What one step of one run writes, committed in one transaction."""
+
+    run_id: str
+    run_insert: dict[str, Any] | None = None
+    run_update: dict[str, Any] | None = None
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+
+    def apply(self, conn: Connection) -> None:
+        if self.run_insert is not None:  # a nested flow run again after a resume: reuse
+            found = conn.execute(select(runs.c.run_id).where(runs.c.run_id == self.run_id))
+            if found.first() is None:
+                conn.execute(runs.insert(), self.run_insert)
+            else:
+                conn.execute(update(runs).where(runs.c.run_id == self.run_id)
+                             .values(self.run_insert))
+        if self.event_rows:
+            conn.execute(events.insert(), self.event_rows)
+        if self.checkpoint is not None:
+            conn.execute(checkpoints.insert(), self.checkpoint)
+        if self.run_update:
+            conn.execute(update(runs).where(runs.c.run_id == self.run_id)
+                         .values(self.run_update))
+
+
+class _Ticket:
+    __slots__ = ("done", "error", "write")
+
+    def __init__(self, write: StepWrite) -> None:
+        self.write = write
+        self.done = False
+        self.error: BaseException | None = None
+
+
+class Writer:
+    """Commits StepWrites; concurrent callers share transactions (group commit)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._commit_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Ticket] = []
+
+    def commit(self, write: StepWrite) -> None:
+        ticket = _Ticket(write)
+        with self._queue_lock:
+            self._queue.append(ticket)
+        with self._commit_lock:
+            if not ticket.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _commit_batch(self, batch: list[_Ticket]) -> None:
+        try:
+            self._transaction([t.write for t in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:  # one bad write must not sink the others: retry them one by one
+                for ticket in batch:
+                    try:
+                        self._transaction([ticket.write])
+                    except Exception as one_error:
+                        ticket.error = one_error
+        finally:
+            for ticket in batch:
+                ticket.done = True
+
+    def _transaction(self, writes: Sequence[StepWrite]) -> None:
+        with write_connection(self._engine) as conn, conn.begin():
+            for write in writes:
+                write.apply(conn)
+
+
+# ── single statements (the 0.2 methods) ─────────────────────────────────────
+
+def insert_run(conn: Connection, values: dict[str, Any]) -> None:
+    """Insert a run unless one with this run_id exists (0.2's INSERT OR IGNORE)."""
+    exists = conn.execute(select(runs.c.run_id).where(runs.c.run_id == values["run_id"]))
+    if exists.first() is None:
+        conn.execute(runs.insert(), values)
+
+
+def update_run(conn: Connection, run_id: str, values: dict[str, Any]) -> int:
+    return conn.execute(update(runs).where(runs.c.run_id == run_id).values(values)).rowcount
+
+
+def insert_event(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(events.insert(), row)
+
+
+def upsert_checkpoint(conn: Connection, row: dict[str, Any]) -> None:
+    """0.2's INSERT OR REPLACE: a step written again replaces the earlier checkpoint."""
+    conn.execute(checkpoints.delete().where(and_(checkpoints.c.run_id == row["run_id"],
+                                                 checkpoints.c.step == row["step"])))
+    conn.execute(checkpoints.insert(), row)
+
+
+def heartbeat(conn: Connection, owner: str, run_ids: Iterable[str]) -> None:
+    conn.execute(update(runs).where(and_(runs.c.run_id.in_(list(run_ids)),
+                                         runs.c.owner == owner, runs.c.status == "running"))
+                 .values(heartbeat_at=now_iso()))
+
+
+def claim_run(conn: Connection, run_id: str, status: str, owner: str | None,
+              heartbeat_at: str | None, new_owner: str) -> int:
+    """Take a stopped run over for a resume, if its row is still as observed (1: taken)."""
+    def same(column: Any, value: Any) -> Any:
+        return column.is_(None) if value is None else column == value
+
+    return conn.execute(
+        update(runs)
+        .where(runs.c.run_id == run_id, runs.c.status == status, same(runs.c.owner, owner),
+               same(runs.c.heartbeat_at, heartbeat_at))
+        .values(status="running", owner=new_owner, heartbeat_at=now_iso(), completed_at=None,
+                error_msg=None)).rowcount
+
+
+# ── reads ───────────────────────────────────────────────────────────────────
+
+def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def list_runs(conn: Connection, *, limit: int, offset: int, status: str | None,
+              flow_name: str | None, lease_cutoff: str, parent_run_id: str | None,
+              top_level: bool) -> list[dict[str, Any]]:
+    """Newest first; ``interrupted`` is a running status whose heartbeat is stale."""
+    query = select(runs)
+    if status == "interrupted":
+        query = query.where(runs.c.status == "running", _stale(lease_cutoff))
+    elif status == "running":
+        query = query.where(runs.c.status == "running", ~_stale(lease_cutoff))
+    elif status is not None:
+        query = query.where(runs.c.status == status)
+    if flow_name is not None:
+        query = query.where(runs.c.flow_name == flow_name)
+    if parent_run_id is not None:
+        query = query.where(runs.c.parent_run_id == parent_run_id)
+    elif top_level:
+        query = query.where(runs.c.parent_run_id.is_(None))
+    query = query.order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+    query = query.limit(limit).offset(offset)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def count_runs(conn: Connection) -> dict[str, int]:
+    query = select(runs.c.status, func.count()).group_by(runs.c.status)
+    return {status: n for status, n in conn.execute(query)}
+
+
+def _stale(cutoff: str) -> Any:
+    return func.coalesce(runs.c.heartbeat_at, runs.c.started_at) < cutoff
+
+
+def get_events(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    query = select(events).where(events.c.run_id == run_id).order_by(events.c.id)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def get_checkpoint_rows(conn: Connection, run_id: str, up_to: int | None = None,
+                        ) -> list[dict[str, Any]]:
+    """Checkpoint rows of a run by step; with *up_to*, only those a rebuild of that
+    step needs (from the last full snapshot at or before it)."""
+    query = select(checkpoints).where(checkpoints.c.run_id == run_id)
+    if up_to is not None:
+        last_full = (select(func.max(checkpoints.c.step))
+                     .where(checkpoints.c.run_id == run_id, checkpoints.c.step <= up_to,
+                            checkpoints.c.kind == "full")
+                     .scalar_subquery())
+        query = query.where(checkpoints.c.step <= up_to,
+                            checkpoints.c.step >= func.coalesce(last_full, up_to))
+    query = query.order_by(checkpoints.c.step)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def last_checkpoint_step(conn: Connection, run_id: str) -> int | None:
+    query = select(func.max(checkpoints.c.step)).where(checkpoints.c.run_id == run_id)
+    return conn.execute(query).scalar()
+
+
+def decode_json(text: str | None) -> Any:
+    return json.loads(text) if text else None
