@@ -1,4 +1,4 @@
-"""pocoflow 0.3: cancelled status, resume point, run input, ownership, graph, delta
+"""pocoflow 0.3: cancelled status, resume point, ownership, run inputs and graph, delta
 checkpoints, indexes.
 
 SQLite cannot alter a CHECK constraint, so pf_runs is rebuilt in batch mode
@@ -27,7 +27,7 @@ depends_on = None
 OLD_CHECK = "status IN ('queued','running','paused','completed','failed')"
 NEW_CHECK = "status IN ('queued','running','paused','completed','failed','cancelled')"
 CHECK_NAME = "pf_runs_status_check"
-RUN_COLUMNS = ("next_node", "parent_run_id", "owner", "heartbeat_at", "graph_json", "input_json")
+RUN_COLUMNS = ("next_node", "parent_run_id", "owner", "heartbeat_at")
 RUN_INDEXES = {
     "ix_pf_runs_started_at": ["started_at"],
     "ix_pf_runs_status_started_at": ["status", "started_at"],
@@ -61,6 +61,12 @@ def upgrade() -> None:
         batch.create_check_constraint(CHECK_NAME, NEW_CHECK)
     for name, columns in RUN_INDEXES.items():
         op.create_index(name, "pf_runs", columns)
+    op.create_table(
+        "pf_run_inputs",
+        sa.Column("run_id", sa.Text(), sa.ForeignKey("pf_runs.run_id"), primary_key=True),
+        sa.Column("graph_json", sa.Text()),
+        sa.Column("input_json", sa.Text()),
+    )
     with op.batch_alter_table("pf_checkpoints") as batch:
         batch.add_column(sa.Column("kind", sa.Text(), nullable=False, server_default="full"))
         batch.add_column(sa.Column("next_node", sa.Text()))
@@ -77,6 +83,7 @@ def downgrade() -> None:
     bind.execute(sa.update(runs).where(runs.c.status == "cancelled")
                  .values(status="failed", error_msg=sa.func.coalesce(runs.c.error_msg,
                                                                      "cancelled")))
+    op.drop_table("pf_run_inputs")
     op.drop_index("ix_pf_events_run_id_id", table_name="pf_events")
     keep = {"sqlite_autoincrement": True}  # a batch rebuild must keep 0.2's AUTOINCREMENT
     with op.batch_alter_table("pf_events", table_kwargs=keep) as batch:

@@ -28,11 +28,19 @@ TAG = "__pf__"
 _PLAIN = (str, int, float, bool, type(None))
 
 
+#: compact JSON, non-ASCII kept; one encoder object (json.dumps builds one per call)
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def encode_value(value: Any, key: str, *, allow_pickle: bool = False) -> str:
     """The JSON text of one store value; errors name *key*."""
+    kind = type(value)
+    if kind is str or kind is float:
+        return dumps(value)
+    if kind is int:
+        return int.__repr__(value)
     try:
-        return json.dumps(_to_json(value, allow_pickle), ensure_ascii=False,
-                          separators=(",", ":"))
+        return dumps(_to_json(value, allow_pickle))
     except _Unencodable as exc:
         raise CheckpointEncodeError(
             f"Checkpoint: store key '{key}' holds a {exc.type_name}{exc.where}, which "

@@ -24,6 +24,8 @@ from pocoflow.persistence.schema import ensure_schema
 _log = get_logger("db")
 
 _HOST = socket.gethostname()
+#: How often the background thread folds SQLite's WAL into the database file.
+CHECKPOINT_EVERY_S = 0.25
 
 
 class Database:
@@ -43,6 +45,9 @@ class Database:
         self._owned_lock = threading.Lock()
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
+        if sql.is_sqlite(self.engine):
+            threading.Thread(target=self._checkpoint_forever, daemon=True,
+                             name="pocoflow-wal-checkpoint").start()
         _log.debug("Database ready  url=%s", self.safe_url)
 
     @classmethod
@@ -65,7 +70,33 @@ class Database:
         with cls._registry_lock:
             database = cls._registry.pop(key, None)
         if database is not None:
-            database.engine.dispose()
+            database.close()
+
+    def close(self) -> None:
+        """Stop the background threads, fold the WAL in, and close every connection."""
+        self._beat.set()
+        self.writer.close()
+        if sql.is_sqlite(self.engine):
+            try:
+                sql.wal_checkpoint(self.engine, "TRUNCATE")
+            except Exception:
+                _log.debug("Final WAL checkpoint of %s failed", self.safe_url, exc_info=True)
+        self.engine.dispose()
+
+    # ── SQLite WAL checkpoints, off the steps' path ─────────────────────────
+
+    def _checkpoint_forever(self) -> None:
+        """Fold the WAL into the database file a few times a second while runs write."""
+        done = self.writer.commits
+        while not self._beat.wait(CHECKPOINT_EVERY_S):
+            if self.writer.commits == done:
+                continue
+            done = self.writer.commits
+            try:
+                sql.wal_checkpoint(self.engine)
+            except Exception:
+                _log.debug("WAL checkpoint of %s failed; retrying later", self.safe_url,
+                           exc_info=True)
 
     # ── heartbeats ──────────────────────────────────────────────────────────
 

@@ -107,6 +107,10 @@ class RunRecords:
                           parent_run_id=parent_run_id, top_level=not include_nested)
         return [self._present(row) for row in rows]
 
+    def get_run_input(self, run_id: str) -> dict[str, Any] | None:
+        """The graph (``graph_json``) and input store (``input_json``) a run started with."""
+        return self._read(sql.get_run_input, run_id)
+
     def count_runs(self) -> dict[str, int]:
         """Runs per stored status (``interrupted`` runs are counted as ``running``)."""
         return self._read(sql.count_runs)

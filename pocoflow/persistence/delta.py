@@ -90,17 +90,16 @@ class DeltaTracker:
 
     def step(self, data: Mapping[str, Any], transient: Iterable[str] = ()) -> Encoded:
         """The checkpoint of the next step: a delta, or a full snapshot when due."""
-        transient = frozenset(transient)
+        transient = frozenset(transient) if transient else frozenset()
         self._steps_since_full += 1
         if self._steps_since_full >= self._full_every:
             return self.full(data, transient)
         changed: dict[str, str] = {}
         appended: dict[str, list[str]] = {}
         texts, items = self._texts, self._items
-        deleted = [k for k in texts if k not in data or k in transient]
         compare_all, dirty = self._compare_all, self._dirty
         for key, value in data.items():
-            if key in transient:
+            if transient and key in transient:
                 continue
             old = texts.get(key)
             if (old is not None and not compare_all and key not in dirty
@@ -127,6 +126,10 @@ class DeltaTracker:
                 changed[key] = text
                 texts[key] = text
                 self._size += len(text) - (len(old) if old is not None else -len(key) - 4)
+        # every kept key has a text now, so extra texts are exactly the deleted keys
+        kept = len(data) - (sum(1 for k in transient if k in data) if transient else 0)
+        deleted = [k for k in texts if k not in data or k in transient] \
+            if len(texts) != kept else []
         for key in deleted:
             self._size -= len(texts.pop(key)) + len(key) + 4
             items.pop(key, None)

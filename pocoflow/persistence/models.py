@@ -47,8 +47,6 @@ class RunRow(Base):
     parent_run_id: Mapped[str | None] = mapped_column(Text)  # nested flow or fork
     owner: Mapped[str | None] = mapped_column(Text)  # host:pid:token of the running process
     heartbeat_at: Mapped[str | None] = mapped_column(Text)
-    graph_json: Mapped[str | None] = mapped_column(Text)  # nodes and edges, for the monitor
-    input_json: Mapped[str | None] = mapped_column(Text)  # the store the run started with
 
     __table_args__ = (
         CheckConstraint(STATUS_CHECK, name="pf_runs_status_check"),
@@ -57,6 +55,17 @@ class RunRow(Base):
         Index("ix_pf_runs_flow_name_started_at", "flow_name", "started_at"),
         Index("ix_pf_runs_parent_run_id", "parent_run_id"),
     )
+
+
+class RunInputRow(Base):
+    """What a run started from (``pf_run_inputs``): written once, kept out of ``pf_runs``,
+    whose row every step rewrites."""
+
+    __tablename__ = "pf_run_inputs"
+
+    run_id: Mapped[str] = mapped_column(Text, ForeignKey("pf_runs.run_id"), primary_key=True)
+    graph_json: Mapped[str | None] = mapped_column(Text)  # nodes and edges, for the monitor
+    input_json: Mapped[str | None] = mapped_column(Text)  # the store the run started with
 
 
 class CheckpointRow(Base):
@@ -105,5 +114,6 @@ class EventRow(Base):
 
 
 runs = RunRow.__table__
+run_inputs = RunInputRow.__table__
 checkpoints = CheckpointRow.__table__
 events = EventRow.__table__

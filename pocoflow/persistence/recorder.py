@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.events import (
@@ -27,6 +26,7 @@ from pocoflow.events import (
 )
 from pocoflow.graph import describe, node_ids
 from pocoflow.persistence.sql import StepWrite, now_iso
+from pocoflow.persistence.sql import iso as _iso
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
@@ -43,10 +43,6 @@ class ResumePoint:
     step: int  # the last checkpointed step (-1: none, the run's input)
     texts: dict[str, str]
     updated: tuple[str, ...] = ()
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds")
 
 
 class Recorder:
@@ -97,14 +93,21 @@ class Recorder:
     def _take(self, run_id: str) -> list[dict[str, Any]]:
         return self._pending.pop(run_id, [])
 
-    async def _commit(self, write: StepWrite) -> None:
+    def _commit(self, write: StepWrite) -> Awaitable[None] | None:
+        """Commit on this thread when that cannot block (SQLite, no contention), else in
+        a worker thread; either way the step is durable before the engine goes on."""
+        if self._records.database.writer.commit_now(write):
+            return None
+        return self._commit_in_thread(write)
+
+    async def _commit_in_thread(self, write: StepWrite) -> None:
         import anyio.to_thread
 
         await anyio.to_thread.run_sync(functools.partial(self._records.commit, write))
 
     # ── run start and end ───────────────────────────────────────────────────
 
-    def _flow_started(self, event: FlowStarted) -> Awaitable[None]:
+    def _flow_started(self, event: FlowStarted) -> Awaitable[None] | None:
         records = self._records
         flow = event.flow_ref
         ids = node_ids(flow.start) if flow is not None else {}
@@ -129,18 +132,20 @@ class Recorder:
                                          "updated_keys": list(self._resume.updated)}))
         else:
             values.update(run_id=event.run_id, flow_name=event.flow_name, started_at=stamp,
-                          parent_run_id=event.parent_run_id,
-                          graph_json=json.dumps(describe(flow)) if flow is not None else None)
+                          parent_run_id=event.parent_run_id)
+            graph = json.dumps(describe(flow)) if flow is not None else None
+            store_json = None
             if top:
                 store = event.store
                 transient = store.transient if isinstance(store, Store) else ()
-                values["input_json"] = self._tracker.full(store, transient).store_json
+                store_json = self._tracker.full(store, transient).store_json
+            write.run_input = {"graph_json": graph, "input_json": store_json}
             write.run_insert = values
             self._add(event, "flow_start", node_name=event.start_node)
         write.event_rows = self._take(event.run_id)
         return self._commit(write)
 
-    def _flow_finished(self, event: FlowFinished) -> Awaitable[None]:
+    def _flow_finished(self, event: FlowFinished) -> Awaitable[None] | None:
         error = event.error
         detail = None
         if event.status == "paused" and error is not None:
@@ -159,25 +164,39 @@ class Recorder:
         })
         return self._finish(event.run_id, write)
 
-    async def _finish(self, run_id: str, write: StepWrite) -> None:
+    def _finish(self, run_id: str, write: StepWrite) -> Awaitable[None] | None:
         try:
-            await self._commit(write)
+            pending = self._commit(write)
+        except BaseException:
+            self._records.database.disown(run_id)
+            raise
+        if pending is None:
+            self._records.database.disown(run_id)
+            return None
+        return self._finish_later(run_id, pending)
+
+    async def _finish_later(self, run_id: str, pending: Awaitable[None]) -> None:
+        try:
+            await pending
         finally:
             self._records.database.disown(run_id)
 
     # ── steps ───────────────────────────────────────────────────────────────
 
-    def _node_finished(self, event: NodeFinished) -> Awaitable[None]:
+    def _node_finished(self, event: NodeFinished) -> Awaitable[None] | None:
         tracker = self._tracker
         tracker.mark_written(event.changes.written)
         following = event.next_ref
         next_id = None
         if following is not None:
             next_id = self._ids.get(event.run_id, {}).get(id(following), event.next_node)
-        self._add(event, "node_end", step=event.step, node_name=event.node_name,
-                  action=event.action, elapsed_ms=event.elapsed_s * 1000)
-        write = StepWrite(event.run_id, event_rows=self._take(event.run_id), run_update={
-            "total_steps": event.step + 1, "heartbeat_at": now_iso(),
+        stamp = _iso(event.ts)
+        rows = self._take(event.run_id)
+        rows.append({"run_id": event.run_id, "event": "node_end", "ts": stamp,
+                     "step": event.step, "node_name": event.node_name, "action": event.action,
+                     "elapsed_ms": event.elapsed_s * 1000, "error_msg": None, "detail": None})
+        write = StepWrite(event.run_id, event_rows=rows, run_update={
+            "total_steps": event.step + 1, "heartbeat_at": stamp,
             "current_node": event.next_node or event.node_name, "next_node": next_id,
         })
         if event.run_id == self._top:
@@ -190,7 +209,7 @@ class Recorder:
                 encoded = tracker.step(store, transient)
             write.checkpoint = {
                 "run_id": event.run_id, "step": event.step, "node_name": event.node_name,
-                "store_json": encoded.store_json, "created_at": _iso(event.ts),
+                "store_json": encoded.store_json, "created_at": stamp,
                 "kind": encoded.kind, "next_node": next_id,
                 "excluded": json.dumps(encoded.excluded) if encoded.excluded else None,
             }

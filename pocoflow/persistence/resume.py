@@ -77,7 +77,8 @@ def claim(records: RunRecords, run_id: str) -> tuple[dict[str, Any], int, str, l
         state, step, next_id = rebuild_json(rows), last["step"], last.get("next_node")
         excluded = json.loads(last["excluded"]) if last.get("excluded") else []
     else:
-        state = json.loads(run["input_json"]) if run.get("input_json") else None
+        started = records.get_run_input(run_id) or {}
+        state = json.loads(started["input_json"]) if started.get("input_json") else None
         step, next_id, excluded = -1, run.get("next_node"), []
     if state is None or next_id is None:
         raise ResumeError(

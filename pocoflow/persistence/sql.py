@@ -14,18 +14,19 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, event, func, select, update
+from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, select, update
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 
 from pocoflow.logging import get_logger
-from pocoflow.persistence.models import checkpoints, events, runs
+from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
 
 _log = get_logger("db")
 
@@ -34,8 +35,8 @@ BUSY_TIMEOUT_MS = 30_000
 #: 0.2's column sets: what the 0.2 methods return.
 RUN_COLUMNS = ("run_id", "flow_name", "status", "started_at", "completed_at", "total_steps",
                "current_node", "error_msg")
-UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {"next_node", "owner", "heartbeat_at", "graph_json",
-                                          "parent_run_id", "input_json"}
+UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {"next_node", "owner", "heartbeat_at",
+                                          "parent_run_id"}
 
 _SYNC_DRIVERS = {
     "sqlite": "sqlite", "sqlite+aiosqlite": "sqlite", "sqlite+pysqlite": "sqlite",
@@ -45,14 +46,29 @@ _SYNC_DRIVERS = {
 }
 
 
+_second: tuple[int, str] = (-1, "")
+
+
+def iso(ts: float) -> str:
+    """UNIX time as UTC ISO-8601 with microseconds (so stored timestamps sort as text).
+
+    The date part is cached per second: this runs several times per step.
+    """
+    global _second
+    whole, micro = divmod(round(ts * 1_000_000), 1_000_000)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, datetime.fromtimestamp(whole, timezone.utc)
+                            .strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{micro:06d}+00:00"
+
+
 def now_iso() -> str:
-    """UTC ISO-8601 with microseconds, so stored timestamps sort as text."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return iso(time.time())
 
 
 def iso_ago(seconds: float) -> str:
-    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(
-        timespec="microseconds")
+    return iso(time.time() - seconds)
 
 
 # ── URLs and engines ────────────────────────────────────────────────────────
@@ -128,7 +144,17 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
+    # WAL checkpoints run in PocoFlow's background checkpointer, not inside a step's commit
+    cursor.execute("PRAGMA wal_autocheckpoint = 0")
     cursor.close()
+
+
+def wal_checkpoint(engine: Engine, mode: str = "PASSIVE") -> None:
+    """Copy the SQLite WAL into the database file (PASSIVE never waits for readers)."""
+    if mode not in ("PASSIVE", "TRUNCATE"):
+        raise ValueError(f"Unknown WAL checkpoint mode {mode!r}.")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -143,31 +169,85 @@ def write_connection(engine: Engine) -> Connection:
 
 # ── writes: one transaction per step, group-committed ───────────────────────
 
+EVENT_COLUMNS = ("run_id", "event", "ts", "step", "node_name", "action", "elapsed_ms",
+                 "error_msg", "detail")
+CHECKPOINT_COLUMNS = ("run_id", "step", "node_name", "store_json", "created_at", "kind",
+                      "next_node", "excluded")
+
+
+class WriteStatements:
+    """The step-write statements, built as Core constructs and compiled once per dialect.
+
+    A step runs them on the DBAPI cursor: the SQL is SQLAlchemy's, the
+    per-statement overhead is the driver's alone (a few µs instead of tens).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect
+        if dialect.name == "sqlite":  # the stdlib driver takes :name parameters and dicts
+            from sqlalchemy.dialects import sqlite
+
+            dialect = sqlite.dialect(paramstyle="named")
+        self._dialect = dialect
+        self.select_run = self._compile(select(runs.c.run_id).where(
+            runs.c.run_id == bindparam("pk_run_id")))
+        self.insert_event = self._compile(events.insert(), EVENT_COLUMNS)
+        self.insert_checkpoint = self._compile(checkpoints.insert(), CHECKPOINT_COLUMNS)
+        self.insert_input = self._compile(run_inputs.insert(),
+                                          ("run_id", "graph_json", "input_json"))
+        self._inserts: dict[tuple[str, ...], str] = {}
+        self._updates: dict[tuple[str, ...], str] = {}
+
+    def _compile(self, statement: Any, columns: Sequence[str] | None = None) -> str:
+        compiled = statement.compile(dialect=self._dialect,
+                                     column_keys=list(columns) if columns else None)
+        return str(compiled)
+
+    def insert_run(self, columns: tuple[str, ...]) -> str:
+        sql_text = self._inserts.get(columns)
+        if sql_text is None:
+            sql_text = self._inserts[columns] = self._compile(runs.insert(), columns)
+        return sql_text
+
+    def update_run(self, columns: tuple[str, ...]) -> str:
+        sql_text = self._updates.get(columns)
+        if sql_text is None:
+            statement = (update(runs).where(runs.c.run_id == bindparam("pk_run_id"))
+                         .values({c: bindparam(c) for c in columns}))
+            sql_text = self._updates[columns] = self._compile(statement)
+        return sql_text
+
+
 @dataclass
 class StepWrite:
     """What one step of one run writes, committed in one transaction."""
 
     run_id: str
     run_insert: dict[str, Any] | None = None
+    run_input: dict[str, Any] | None = None  # graph_json, input_json: with a new run only
     run_update: dict[str, Any] | None = None
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None
 
-    def apply(self, conn: Connection) -> None:
+    def apply(self, cursor: Any, statements: WriteStatements) -> None:
+        """Run this write's statements on a DBAPI cursor inside an open transaction."""
+        run_id = self.run_id
         if self.run_insert is not None:  # a nested flow run again after a resume: reuse
-            found = conn.execute(select(runs.c.run_id).where(runs.c.run_id == self.run_id))
-            if found.first() is None:
-                conn.execute(runs.insert(), self.run_insert)
+            cursor.execute(statements.select_run, {"pk_run_id": run_id})
+            if cursor.fetchone() is None:
+                cursor.execute(statements.insert_run(tuple(self.run_insert)), self.run_insert)
+                if self.run_input is not None:
+                    cursor.execute(statements.insert_input, {"run_id": run_id, **self.run_input})
             else:
-                conn.execute(update(runs).where(runs.c.run_id == self.run_id)
-                             .values(self.run_insert))
+                cursor.execute(statements.update_run(tuple(self.run_insert)),
+                               {**self.run_insert, "pk_run_id": run_id})
         if self.event_rows:
-            conn.execute(events.insert(), self.event_rows)
+            cursor.executemany(statements.insert_event, self.event_rows)
         if self.checkpoint is not None:
-            conn.execute(checkpoints.insert(), self.checkpoint)
+            cursor.execute(statements.insert_checkpoint, self.checkpoint)
         if self.run_update:
-            conn.execute(update(runs).where(runs.c.run_id == self.run_id)
-                         .values(self.run_update))
+            cursor.execute(statements.update_run(tuple(self.run_update)),
+                           {**self.run_update, "pk_run_id": run_id})
 
 
 class _Ticket:
@@ -180,13 +260,53 @@ class _Ticket:
 
 
 class Writer:
-    """Commits StepWrites; concurrent callers share transactions (group commit)."""
+    """Commits StepWrites, one transaction each, or one for many (group commit).
+
+    ``commit`` may wait (call it from a worker thread); ``commit_now`` is the
+    SQLite fast path for the event loop thread: it commits only if that cannot
+    block (no other writer in this process or another), else returns False.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._statements = WriteStatements(engine)
         self._commit_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Ticket] = []
+        self._commits = 0
+        self._now: Any = None  # the fast path's own sqlite3 connection, busy_timeout 0
+        if is_sqlite(engine):
+            raw = engine.raw_connection()
+            raw.driver_connection.execute("PRAGMA busy_timeout = 0")
+            self._now = raw
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed so far (the checkpointer watches it)."""
+        return self._commits
+
+    def commit_now(self, write: StepWrite) -> bool:
+        if self._now is None or not self._commit_lock.acquire(blocking=False):
+            return False
+        try:
+            connection = self._now.driver_connection
+            cursor = connection.cursor()
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+            except Exception as exc:  # another process holds the write lock: don't wait here
+                if "locked" in str(exc) or "busy" in str(exc):
+                    return False
+                raise
+            try:
+                write.apply(cursor, self._statements)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+            self._commits += 1
+            return True
+        finally:
+            self._commit_lock.release()
 
     def commit(self, write: StepWrite) -> None:
         ticket = _Ticket(write)
@@ -218,8 +338,17 @@ class Writer:
 
     def _transaction(self, writes: Sequence[StepWrite]) -> None:
         with write_connection(self._engine) as conn, conn.begin():
-            for write in writes:
-                write.apply(conn)
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                for write in writes:
+                    write.apply(cursor, self._statements)
+            finally:
+                cursor.close()
+
+    def close(self) -> None:
+        if self._now is not None:
+            self._now.close()
+            self._now = None
 
 
 # ── single statements (the 0.2 methods) ─────────────────────────────────────
@@ -302,6 +431,13 @@ def count_runs(conn: Connection) -> dict[str, int]:
 
 def _stale(cutoff: str) -> Any:
     return func.coalesce(runs.c.heartbeat_at, runs.c.started_at) < cutoff
+
+
+def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    """A run's graph and input store (JSON texts), or None."""
+    query = select(run_inputs).where(run_inputs.c.run_id == run_id)
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def get_events(conn: Connection, run_id: str) -> list[dict[str, Any]]:
