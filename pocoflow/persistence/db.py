@@ -55,6 +55,13 @@ class RunRecords:
             database = self._database = Database.open(self.url)
         return database
 
+    @property
+    def is_open(self) -> bool:
+        return self._database is not None
+
+    def open(self) -> Database:
+        return self.database
+
     def tracker(self) -> DeltaTracker:
         return DeltaTracker(full_every=self.full_every, allow_pickle=self.allow_pickle)
 
@@ -224,7 +231,7 @@ class AsyncWorkflowDB:
 
     async def open(self) -> AsyncWorkflowDB:
         """Open (and migrate) now rather than on first use; returns self."""
-        await self._call(lambda: self.records.database)
+        await self._call(self.records.open)
         return self
 
     async def create_run(self, run_id: str, flow_name: str = "") -> None:

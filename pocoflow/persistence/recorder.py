@@ -108,6 +108,20 @@ class Recorder:
     # ── run start and end ───────────────────────────────────────────────────
 
     def _flow_started(self, event: FlowStarted) -> Awaitable[None] | None:
+        if not self._records.is_open:
+            return self._open_then_start(event)
+        return self._start(event)
+
+    async def _open_then_start(self, event: FlowStarted) -> None:
+        """Open (and migrate) the database in a worker thread, off the event loop."""
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(self._records.open)
+        pending = self._start(event)
+        if pending is not None:
+            await pending
+
+    def _start(self, event: FlowStarted) -> Awaitable[None] | None:
         records = self._records
         flow = event.flow_ref
         ids = node_ids(flow.start) if flow is not None else {}
@@ -118,7 +132,7 @@ class Recorder:
             self._top = event.run_id
         database = records.database
         database.own(event.run_id, records.lease_seconds)
-        stamp = now_iso()
+        stamp = _iso(event.ts)
         values: dict[str, Any] = {
             "status": "running", "owner": database.owner, "heartbeat_at": stamp,
             "completed_at": None, "error_msg": None, "current_node": event.start_node,
