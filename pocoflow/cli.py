@@ -52,11 +52,15 @@ def _db(command: str, database: str) -> int:
     from pocoflow.persistence.schema import head_revision, revision_of, upgrade
     from pocoflow.persistence.sql import create_db_engine, safe_url, to_url
 
-    url = to_url(database)
-    if command == "upgrade" and url.get_backend_name() == "sqlite" and url.database:
+    url = to_url(database, create_dirs=command == "upgrade")
+    if url.get_backend_name() == "sqlite" and url.database:
         from pathlib import Path
 
         if not Path(url.database).exists():
+            if command == "current":
+                print(f"{safe_url(url)}: revision (none): no such file yet; this PocoFlow's "
+                      f"head is {head_revision()}")
+                return 0
             print(f"pocoflow: creating new database {url.database}")
     engine = create_db_engine(url)
     try:

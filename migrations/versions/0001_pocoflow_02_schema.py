@@ -56,7 +56,7 @@ def upgrade() -> None:
         sa.Column("node_name", sa.Text()),
         sa.Column("event", sa.Text(), nullable=False),
         sa.Column("action", sa.Text()),
-        sa.Column("elapsed_ms", sa.REAL()),
+        sa.Column("elapsed_ms", sa.Float().with_variant(sa.REAL(), "sqlite")),
         sa.Column("error_msg", sa.Text()),
         sa.Column("ts", sa.Text(), nullable=False),
         sqlite_autoincrement=True,

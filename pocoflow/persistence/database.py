@@ -38,8 +38,14 @@ class Database:
         self.url = url
         self.safe_url = sql.safe_url(url)
         self.engine: Engine = sql.create_db_engine(url)
-        ensure_schema(self.engine)
-        self.writer = sql.Writer(self.engine)
+        try:
+            ensure_schema(self.engine)
+            if sql.is_sqlite(self.engine):
+                sql.use_wal(self.engine)
+            self.writer = sql.Writer(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._owned: dict[str, float] = {}  # run_id -> its lease (seconds)
         self._owned_lock = threading.Lock()

@@ -9,6 +9,7 @@ autogenerate against them to prove there is no drift.
 from __future__ import annotations
 
 from sqlalchemy import (
+    REAL,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -101,7 +102,8 @@ class EventRow(Base):
     node_name: Mapped[str | None] = mapped_column(Text)
     event: Mapped[str] = mapped_column(Text)
     action: Mapped[str | None] = mapped_column(Text)
-    elapsed_ms: Mapped[float | None] = mapped_column(Float)
+    # REAL on SQLite as in 0.2; double precision elsewhere (PostgreSQL's REAL is 4 bytes)
+    elapsed_ms: Mapped[float | None] = mapped_column(Float().with_variant(REAL(), "sqlite"))
     error_msg: Mapped[str | None] = mapped_column(Text)
     ts: Mapped[str] = mapped_column(Text)
     # revision 2

@@ -101,6 +101,13 @@ def _not_resumable(run: dict[str, Any]) -> str:
     run_id, status = run["run_id"], run["status"]
     if status == "completed":
         return f"Run '{run_id}' already completed; there is nothing to resume."
+    if status == "running" and not run.get("owner"):
+        return (
+            f"Run '{run_id}' is marked running but has no owner process (pocoflow 0.2 left "
+            "runs so when it stopped). If it is not running, mark it: db.update_run(run_id, "
+            "status='failed'), then load its store with db.load_checkpoint(run_id, step) "
+            "and use flow.run(store, resume_from=node)."
+        )
     if status == "running":
         owner = describe_owner(run.get("owner"))
         return (

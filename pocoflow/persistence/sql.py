@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, select, update
+from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, or_, select, update
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -73,7 +73,7 @@ def iso_ago(seconds: float) -> str:
 
 # ── URLs and engines ────────────────────────────────────────────────────────
 
-def to_url(target: str | os.PathLike[str] | URL) -> URL:
+def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) -> URL:
     """A SQLAlchemy URL for a file path or URL, with the sync driver PocoFlow runs on.
 
     ``sqlite+aiosqlite`` and ``postgresql+asyncpg`` URLs are accepted and run
@@ -91,7 +91,8 @@ def to_url(target: str | os.PathLike[str] | URL) -> URL:
         path = Path(target).expanduser()
         if str(target) != ":memory:":
             path = path.absolute()
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if create_dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
         return URL.create("sqlite", database=str(path))
     else:
         raise TypeError(
@@ -105,7 +106,7 @@ def to_url(target: str | os.PathLike[str] | URL) -> URL:
             f"postgresql+psycopg://...), not {url.drivername!r}."
         )
     url = url.set(drivername=driver)
-    if driver == "sqlite" and url.database and url.database != ":memory:":
+    if create_dirs and driver == "sqlite" and url.database and url.database != ":memory:":
         Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
     return url
 
@@ -142,11 +143,19 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _sqlite_begin)
     cursor = dbapi_conn.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     # WAL checkpoints run in PocoFlow's background checkpointer, not inside a step's commit
     cursor.execute("PRAGMA wal_autocheckpoint = 0")
     cursor.close()
+
+
+def use_wal(engine: Engine) -> None:
+    """Put a SQLite file in WAL mode (persistent), once its schema is known to be ours."""
+    raw = engine.raw_connection()  # outside any transaction: WAL cannot be set inside one
+    try:
+        raw.driver_connection.execute("PRAGMA journal_mode = WAL")
+    finally:
+        raw.close()
 
 
 def wal_checkpoint(engine: Engine, mode: str = "PASSIVE") -> None:
@@ -410,7 +419,8 @@ def list_runs(conn: Connection, *, limit: int, offset: int, status: str | None,
     if status == "interrupted":
         query = query.where(runs.c.status == "running", _stale(lease_cutoff))
     elif status == "running":
-        query = query.where(runs.c.status == "running", ~_stale(lease_cutoff))
+        query = query.where(runs.c.status == "running",
+                            or_(runs.c.owner.is_(None), _heartbeat() >= lease_cutoff))
     elif status is not None:
         query = query.where(runs.c.status == status)
     if flow_name is not None:
@@ -430,7 +440,13 @@ def count_runs(conn: Connection) -> dict[str, int]:
 
 
 def _stale(cutoff: str) -> Any:
-    return func.coalesce(runs.c.heartbeat_at, runs.c.started_at) < cutoff
+    """A run some PocoFlow process owned and stopped refreshing (runs without an owner,
+    e.g. left running by pocoflow 0.2, are never guessed to be dead)."""
+    return and_(runs.c.owner.is_not(None), _heartbeat() < cutoff)
+
+
+def _heartbeat() -> Any:
+    return func.coalesce(runs.c.heartbeat_at, runs.c.started_at)
 
 
 def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
