@@ -238,10 +238,14 @@ async def walk(run: Run, node: Wired | None) -> None:
         run.steps = step + 1
         run.last_action = action
         if sinks:
-            await run.emit(NodeFinished(
-                run.run_id, flow.flow_name, _now(), step, name, action, _clock() - began,
-                store, following.name if following is not None else None,
-                store.take_changes(), following))
+            try:
+                await run.emit(NodeFinished(
+                    run.run_id, flow.flow_name, _now(), step, name, action, _clock() - began,
+                    store, following.name if following is not None else None,
+                    store.take_changes(), following))
+            except BaseException:
+                run.steps = step  # the step is done only once every sink (the DB) has it
+                raise
         node = following
         if control.cancel_requested or run.steps % YIELD_EVERY == 0:
             await anyio.lowlevel.checkpoint()

@@ -109,9 +109,17 @@ class RunRecords:
         if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"list_runs: limit and offset must be ints >= 0, got {limit!r}, "
                              f"{offset!r}.")
+        if status in ("running", "interrupted"):
+            # liveness is partly decided here (a dead owner pid), so filter after presenting;
+            # running rows are few (bounded by what runs at once)
+            rows = self._read(sql.list_runs, limit=None, offset=0, status="running",
+                              flow_name=flow_name, parent_run_id=parent_run_id,
+                              top_level=not include_nested)
+            kept = [r for r in map(self._present, rows) if r["status"] == status]
+            return kept[offset:offset + limit]
         rows = self._read(sql.list_runs, limit=limit, offset=offset, status=status,
-                          flow_name=flow_name, lease_cutoff=sql.iso_ago(self.lease_seconds),
-                          parent_run_id=parent_run_id, top_level=not include_nested)
+                          flow_name=flow_name, parent_run_id=parent_run_id,
+                          top_level=not include_nested)
         return [self._present(row) for row in rows]
 
     def get_run_input(self, run_id: str) -> dict[str, Any] | None:

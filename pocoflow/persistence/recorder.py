@@ -204,6 +204,20 @@ class Recorder:
         next_id = None
         if following is not None:
             next_id = self._ids.get(event.run_id, {}).get(id(following), event.next_node)
+        top = event.run_id == self._top
+        if top:
+            store = event.store
+            transient = store.transient if isinstance(store, Store) else ()
+            try:
+                if self._full_next:
+                    encoded = tracker.full(store, transient)
+                    self._full_next = False
+                else:
+                    encoded = tracker.step(store, transient)
+            except Exception as exc:  # recorded as this node's error; the run fails on it
+                self._add(event, "node_error", step=event.step, node_name=event.node_name,
+                          error_msg=str(exc), detail=json.dumps({"type": type(exc).__name__}))
+                raise
         stamp = _iso(event.ts)
         rows = self._take(event.run_id)
         rows.append({"run_id": event.run_id, "event": "node_end", "ts": stamp,
@@ -213,14 +227,7 @@ class Recorder:
             "total_steps": event.step + 1, "heartbeat_at": stamp,
             "current_node": event.next_node or event.node_name, "next_node": next_id,
         })
-        if event.run_id == self._top:
-            store = event.store
-            transient = store.transient if isinstance(store, Store) else ()
-            if self._full_next:
-                encoded = tracker.full(store, transient)
-                self._full_next = False
-            else:
-                encoded = tracker.step(store, transient)
+        if top:
             write.checkpoint = {
                 "run_id": event.run_id, "step": event.step, "node_name": event.node_name,
                 "store_json": encoded.store_json, "created_at": stamp,

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, create_engine, event, func, select, update
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -411,17 +411,12 @@ def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def list_runs(conn: Connection, *, limit: int, offset: int, status: str | None,
-              flow_name: str | None, lease_cutoff: str, parent_run_id: str | None,
+def list_runs(conn: Connection, *, limit: int | None, offset: int, status: str | None,
+              flow_name: str | None, parent_run_id: str | None,
               top_level: bool) -> list[dict[str, Any]]:
-    """Newest first; ``interrupted`` is a running status whose heartbeat is stale."""
+    """Newest first, filtered by stored status, flow name and parent run."""
     query = select(runs)
-    if status == "interrupted":
-        query = query.where(runs.c.status == "running", _stale(lease_cutoff))
-    elif status == "running":
-        query = query.where(runs.c.status == "running",
-                            or_(runs.c.owner.is_(None), _heartbeat() >= lease_cutoff))
-    elif status is not None:
+    if status is not None:
         query = query.where(runs.c.status == status)
     if flow_name is not None:
         query = query.where(runs.c.flow_name == flow_name)
@@ -437,16 +432,6 @@ def list_runs(conn: Connection, *, limit: int, offset: int, status: str | None,
 def count_runs(conn: Connection) -> dict[str, int]:
     query = select(runs.c.status, func.count()).group_by(runs.c.status)
     return {status: n for status, n in conn.execute(query)}
-
-
-def _stale(cutoff: str) -> Any:
-    """A run some PocoFlow process owned and stopped refreshing (runs without an owner,
-    e.g. left running by pocoflow 0.2, are never guessed to be dead)."""
-    return and_(runs.c.owner.is_not(None), _heartbeat() < cutoff)
-
-
-def _heartbeat() -> Any:
-    return func.coalesce(runs.c.heartbeat_at, runs.c.started_at)
 
 
 def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
