@@ -28,8 +28,21 @@ TAG = "__pf__"
 _PLAIN = (str, int, float, bool, type(None))
 
 
-#: compact JSON, non-ASCII kept; one encoder object (json.dumps builds one per call)
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_utf8_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ascii_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON that keeps non-ASCII text readable (one encoder object: json.dumps
+    builds one per call), escaping only what UTF-8 cannot hold (lone surrogates)."""
+    text = _utf8_dumps(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _ascii_dumps(value)
+    return text
+
 
 
 def encode_value(value: Any, key: str, *, allow_pickle: bool = False) -> str:
@@ -43,10 +56,16 @@ def encode_value(value: Any, key: str, *, allow_pickle: bool = False) -> str:
         return dumps(_to_json(value, allow_pickle))
     except _Unencodable as exc:
         raise CheckpointEncodeError(
-            f"Checkpoint: store key '{key}' holds a {exc.type_name}{exc.where}, which "
+            f"Checkpoint: store key '{key}' holds {_article(exc.type_name)} {exc.type_name}"
+            f"{exc.where}, which "
             "the checkpoint codec cannot encode. Store plain data there (str, numbers, "
             "lists, dicts, datetime, dataclasses, pydantic models...), or declare the key "
             f"transient: Store(..., transient={{'{key}'}})."
+        ) from None
+    except RecursionError:
+        raise CheckpointEncodeError(
+            f"Checkpoint: store key '{key}' holds a value nested too deep, or that contains "
+            "itself; checkpoints need a tree of plain values."
         ) from None
     except ValueError as exc:  # e.g. a circular reference
         raise CheckpointEncodeError(
@@ -90,6 +109,9 @@ def _to_json(value: Any, allow_pickle: bool) -> Any:
         items.sort(key=lambda item: json.dumps(item, sort_keys=True))
         return {TAG: kind.__name__, "items": items}
     if kind is dt.datetime:
+        zone = getattr(value.tzinfo, "key", None)  # a ZoneInfo: keep the zone, not the offset
+        if zone is not None and type(value.tzinfo).__module__ == "zoneinfo":
+            return {TAG: "datetime", "v": value.isoformat(), "tz": zone}
         return {TAG: "datetime", "v": value.isoformat()}
     if kind is dt.date:
         return {TAG: "date", "v": value.isoformat()}
@@ -121,6 +143,10 @@ def _to_json(value: Any, allow_pickle: bool) -> Any:
 
         return {TAG: "pickle", "v": base64.b64encode(pickle.dumps(value)).decode("ascii")}
     raise _Unencodable(kind.__name__)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _class_path(cls: type) -> str:
@@ -193,6 +219,16 @@ def _pydantic(data: dict[str, Any], allow_pickle: bool) -> Any:
     return cls.model_validate(data["data"])
 
 
+def _datetime(data: dict[str, Any]) -> dt.datetime:
+    value = dt.datetime.fromisoformat(data["v"])
+    zone = data.get("tz")
+    if zone is None:
+        return value
+    from zoneinfo import ZoneInfo
+
+    return value.astimezone(ZoneInfo(zone))
+
+
 def _enum(data: dict[str, Any], allow_pickle: bool) -> Any:
     cls: Any = _load_class(data["cls"], "enum")
     return cls(_from_json(data["v"], allow_pickle))
@@ -208,7 +244,7 @@ _DECODERS: dict[str, Any] = {
     "tuple": lambda d, p: tuple(_items(d, p)),
     "set": lambda d, p: set(_items(d, p)),
     "frozenset": lambda d, p: frozenset(_items(d, p)),
-    "datetime": lambda d, p: dt.datetime.fromisoformat(d["v"]),
+    "datetime": lambda d, p: _datetime(d),
     "date": lambda d, p: dt.date.fromisoformat(d["v"]),
     "time": lambda d, p: dt.time.fromisoformat(d["v"]),
     "timedelta": lambda d, p: dt.timedelta(*d["v"]),

@@ -43,22 +43,49 @@ async def resume_run(flow: Flow, run_id: str, updates: Mapping[str, Any] | None)
     records = flow.db.records
     point = await anyio.to_thread.run_sync(claim, records, run_id)
     state, step, next_id, excluded = point
+    if next_id is None:  # every step was done: only the run's end is missing
+        await anyio.to_thread.run_sync(finish, records, run_id, step)
+        return _store(flow, state, excluded, updates, records.allow_pickle)
     node = find_node(flow.start, next_id)
     if node is None:
         raise ResumeError(
             f"Run '{run_id}' stopped before node '{next_id}', which this flow "
             f"'{flow.flow_name}' does not have. Resume it with the flow that started it."
         )
-    store = Store({k: decode_object(v, allow_pickle=records.allow_pickle)
-                   for k, v in state.items()}, name=flow.flow_name, transient=excluded)
-    if updates:
-        store.update(updates)
+    store = _store(flow, state, excluded, updates, records.allow_pickle)
     recorder = Recorder(records, ResumePoint(step, texts_of(state), tuple(updates or ())))
     return await execute(flow, store, resume_from=node, control=RunControl(run_id),
                          first_step=step + 1, recorder=recorder)
 
 
-def claim(records: RunRecords, run_id: str) -> tuple[dict[str, Any], int, str, list[str]]:
+def _store(flow: Flow, state: dict[str, Any], excluded: list[str],
+           updates: Mapping[str, Any] | None, allow_pickle: bool) -> Store:
+    store = Store({k: decode_object(v, allow_pickle=allow_pickle) for k, v in state.items()},
+                  name=flow.flow_name, transient=excluded)
+    if updates:
+        store.update(updates)
+    return store
+
+
+def finish(records: RunRecords, run_id: str, last_step: int) -> None:
+    """Record the end of a run whose last step was committed before its process died."""
+    stamp = sql.now_iso()
+    row = {"run_id": run_id, "ts": stamp, "step": last_step + 1, "node_name": None,
+           "action": None, "elapsed_ms": None, "error_msg": None}
+    records.commit(sql.StepWrite(
+        run_id,
+        event_rows=[
+            {**row, "event": "flow_resume",
+             "detail": json.dumps({"from_step": last_step, "updated_keys": []})},
+            {**row, "event": "flow_end",
+             "detail": json.dumps({"note": "every step was done before the process died"})},
+        ],
+        run_update={"status": "completed", "completed_at": stamp, "total_steps": last_step + 1,
+                    "heartbeat_at": stamp}))
+
+
+def claim(records: RunRecords, run_id: str,
+          ) -> tuple[dict[str, Any], int, str | None, list[str]]:
     """Check the run can resume, take it over, and return (state, last step, next node id,
     transient keys)."""
     run = records.get_run(run_id)
@@ -80,7 +107,10 @@ def claim(records: RunRecords, run_id: str) -> tuple[dict[str, Any], int, str, l
         started = records.get_run_input(run_id) or {}
         state = json.loads(started["input_json"]) if started.get("input_json") else None
         step, next_id, excluded = -1, run.get("next_node"), []
-    if state is None or next_id is None:
+    # a run PocoFlow recorded (it has an owner) whose last step ran, but its end was never
+    # written (killed, or cancelled after its last node); 0.2's checkpoints name no next node
+    finished = bool(rows) and next_id is None and run.get("owner") is not None
+    if state is None or (next_id is None and not finished):
         raise ResumeError(
             f"Run '{run_id}' has no checkpoint that says which node runs next (it was "
             "recorded by pocoflow 0.2, or ended). Load its store with "
