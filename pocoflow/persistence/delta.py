@@ -3,8 +3,8 @@
 A checkpoint row is ``full`` (a JSON object of every key's encoded value, the
 format pocoflow 0.2 wrote) or ``delta``: ``{"set": {key: value}, "del":
 [key], "append": {key: [items]}}`` against the step before. Changes are found
-by comparing encoded values, not by trusting writes, so in-place mutation is
-caught; a list that only grew stores just its new items. A full snapshot is
+by comparing values, not by trusting writes, so in-place mutation is caught;
+a list that only grew stores just its new items. A full snapshot is
 written every ``full_every`` steps, or sooner once the deltas since the last
 one outweigh the store, which bounds both storage and rebuild cost.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pocoflow.errors import CheckpointEncodeError
-from pocoflow.persistence.codec import decode_object, encode_value
+from pocoflow.persistence.codec import decode_object, dumps, encode_value
 
 #: Values of these types cannot change in place: unwritten, they need no compare.
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
@@ -33,14 +33,51 @@ class Encoded:
     excluded: list[str]
 
 
+class _Exact:
+    """A number or bool in a shadow copy that equals only a value of its own type.
+
+    Python finds ``1 == 1.0 == True``; a checkpoint must not (JSON tells them apart).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self.value) and other == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _shadow(data: Any) -> Any:
+    """A private copy of parsed checkpoint JSON that ``==`` compares type-strictly
+    against the live value (kept on the left of ``==``)."""
+    kind = type(data)
+    if kind is dict:
+        return {k: _shadow(v) for k, v in data.items()}
+    if kind is list:
+        return [_shadow(v) for v in data]
+    if kind is str or data is None:
+        return data
+    return _Exact(data)
+
+
 class DeltaTracker:
-    """Remembers a run's last checkpointed store (as encoded text) to write deltas."""
+    """Remembers a run's last checkpointed store to write the next step's delta.
+
+    Per key it keeps the encoded text, and for lists and dicts a shadow copy:
+    an unchanged container is recognised by one C-speed ``==`` against the
+    shadow instead of being encoded again, and a list that grew is recognised
+    by comparing its old part, so only the new items are encoded.
+    """
 
     def __init__(self, *, full_every: int = FULL_EVERY, allow_pickle: bool = False) -> None:
         self._full_every = full_every
         self._allow_pickle = allow_pickle
         self._texts: dict[str, str] = {}
         self._items: dict[str, list[str]] = {}  # per list key: its encoded items
+        self._shadows: dict[str, Any] = {}  # per list/dict key: see _shadow
         self._size = 0  # bytes of a full snapshot of the remembered store
         self._since_full = 0  # bytes of deltas since the last full snapshot
         self._steps_since_full = 0
@@ -53,34 +90,47 @@ class DeltaTracker:
 
     def load(self, texts: Mapping[str, str]) -> None:
         """Start from a checkpoint read back from the database (a resume)."""
-        self._texts = dict(texts)
-        self._items = {}
-        for key, text in self._texts.items():
-            if text.startswith("["):
-                self._items[key] = [json.dumps(i, ensure_ascii=False, separators=(",", ":"))
-                                    for i in json.loads(text)]
-        self._size = sum(len(k) + len(t) + 4 for k, t in self._texts.items())
+        self._texts, self._items, self._shadows = {}, {}, {}
+        for key, text in texts.items():
+            self._remember(key, text)
+        self._size = len(_object(self._texts))
         self._since_full = 0
         self._steps_since_full = 0
         self._compare_all = True  # a resume's updates may not be marked as writes
 
+    def _remember(self, key: str, text: str, items: list[str] | None = None) -> None:
+        self._texts[key] = text
+        if text[:1] not in ("[", "{"):
+            self._items.pop(key, None)
+            self._shadows.pop(key, None)
+            return
+        parsed = json.loads(text)
+        self._shadows[key] = _shadow(parsed)
+        if type(parsed) is list:
+            self._items[key] = items if items is not None else [dumps(i) for i in parsed]
+        else:
+            self._items.pop(key, None)
+
+    def _encode_key(self, key: str, value: Any) -> str:
+        if type(value) is list:
+            items = [self._encode(item, key) for item in value]
+            text = "[" + ",".join(items) + "]"
+            self._remember(key, text, items)
+        else:
+            text = self._encode(value, key)
+            self._remember(key, text)
+        return text
+
     def full(self, data: Mapping[str, Any], transient: Iterable[str] = ()) -> Encoded:
         """A full snapshot of *data*, which becomes the base of the next delta."""
         transient = frozenset(transient)
-        texts: dict[str, str] = {}
-        items: dict[str, list[str]] = {}
+        self._texts, self._items, self._shadows = {}, {}, {}
         for key, value in data.items():
             if key in transient:
                 continue
             _check_key(key)
-            if type(value) is list:
-                encoded = [self._encode(item, key) for item in value]
-                items[key] = encoded
-                texts[key] = "[" + ",".join(encoded) + "]"
-            else:
-                texts[key] = self._encode(value, key)
-        self._texts, self._items = texts, items
-        body = _object(texts)
+            self._encode_key(key, value)
+        body = _object(self._texts)
         self._size = len(body)
         self._since_full = 0
         self._steps_since_full = 0
@@ -96,35 +146,29 @@ class DeltaTracker:
             return self.full(data, transient)
         changed: dict[str, str] = {}
         appended: dict[str, list[str]] = {}
-        texts, items = self._texts, self._items
+        texts, shadows = self._texts, self._shadows
         compare_all, dirty = self._compare_all, self._dirty
         for key, value in data.items():
             if transient and key in transient:
                 continue
             old = texts.get(key)
-            if (old is not None and not compare_all and key not in dirty
-                    and type(value) in _IMMUTABLE):
-                continue
-            _check_key(key)
-            if type(value) is list:
-                encoded = [self._encode(item, key) for item in value]
-                before = items.get(key)
-                if before is not None and len(encoded) >= len(before) \
-                        and encoded[:len(before)] == before:
-                    if len(encoded) > len(before):
-                        appended[key] = encoded[len(before):]
-                        self._size += sum(len(i) + 1 for i in appended[key])
-                        texts[key] = "[" + ",".join(encoded) + "]"
-                        items[key] = encoded
+            if old is not None:
+                kind = type(value)
+                if kind in _IMMUTABLE and not compare_all and key not in dirty:
                     continue
-                items[key] = encoded
-                text = "[" + ",".join(encoded) + "]"
+                shadow = shadows.get(key)
+                if shadow is not None:
+                    if shadow == value:  # shadow on the left: its _Exact numbers decide
+                        continue
+                    if kind is list and type(shadow) is list and len(value) > len(shadow) \
+                            and shadow == value[:len(shadow)]:
+                        appended[key] = self._append(key, value[len(shadow):])
+                        continue
             else:
-                items.pop(key, None)
-                text = self._encode(value, key)
+                _check_key(key)
+            text = self._encode_key(key, value)
             if text != old:
                 changed[key] = text
-                texts[key] = text
                 self._size += len(text) - (len(old) if old is not None else -len(key) - 4)
         # every kept key has a text now, so extra texts are exactly the deleted keys
         kept = len(data) - (sum(1 for k in transient if k in data) if transient else 0)
@@ -132,23 +176,34 @@ class DeltaTracker:
             if len(texts) != kept else []
         for key in deleted:
             self._size -= len(texts.pop(key)) + len(key) + 4
-            items.pop(key, None)
+            self._items.pop(key, None)
+            shadows.pop(key, None)
         self._compare_all = False
         dirty.clear()
         parts = []
         if changed:
             parts.append('"set":' + _object(changed))
         if deleted:
-            parts.append('"del":' + json.dumps(deleted, ensure_ascii=False))
+            parts.append('"del":' + dumps(deleted))
         if appended:
             parts.append('"append":{' + ",".join(
-                f"{json.dumps(k, ensure_ascii=False)}:[{','.join(v)}]"
-                for k, v in appended.items()) + "}")
+                f"{dumps(k)}:[{','.join(v)}]" for k, v in appended.items()) + "}")
         body = "{" + ",".join(parts) + "}"
         self._since_full += len(body)
         if self._since_full > max(self._size, 1024):
             return self.full(data, transient)
         return Encoded("delta", body, _excluded(data, transient))
+
+    def _append(self, key: str, new: list[Any]) -> list[str]:
+        """Record items appended to list *key*; return their encoded texts."""
+        encoded = [self._encode(item, key) for item in new]
+        items = self._items[key]
+        items.extend(encoded)
+        text = self._texts[key]
+        self._texts[key] = text[:-1] + ("," if len(text) > 2 else "") + ",".join(encoded) + "]"
+        self._shadows[key].extend(_shadow(json.loads(t)) for t in encoded)
+        self._size += sum(len(t) + 1 for t in encoded)
+        return encoded
 
     def _encode(self, value: Any, key: str) -> str:
         return encode_value(value, key, allow_pickle=self._allow_pickle)
@@ -163,8 +218,7 @@ def _check_key(key: Any) -> None:
 
 
 def _object(texts: Mapping[str, str]) -> str:
-    return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{v}"
-                          for k, v in texts.items()) + "}"
+    return "{" + ",".join(f"{dumps(k)}:{v}" for k, v in texts.items()) + "}"
 
 
 def _excluded(data: Mapping[str, Any], transient: frozenset[str]) -> list[str]:
@@ -202,4 +256,4 @@ def rebuild(rows: Iterable[Mapping[str, Any]], *, allow_pickle: bool = False) ->
 
 def texts_of(state: Mapping[str, Any]) -> dict[str, str]:
     """Encoded text per key of a rebuilt JSON state (to resume a DeltaTracker)."""
-    return {k: json.dumps(v, ensure_ascii=False, separators=(",", ":")) for k, v in state.items()}
+    return {k: dumps(v) for k, v in state.items()}
