@@ -1,7 +1,8 @@
 """PocoFlow benchmarks: per-step overhead, concurrency and import cost.
 
-``python benchmarks/run.py [--quick] [--no-pin]`` prints one markdown table
-(scenario, value, unit, target, ok); a missed target only shows as ok = NO.
+``python benchmarks/run.py [--quick] [--no-pin] [--postgres URL | --no-postgres]``
+prints one markdown table (scenario, value, unit, target, ok); a missed target
+only shows as ok = NO.
 
 (a) µs per step of a node looping on itself 2,000 times, timed around
     ``await flow.run_async(store)`` in one ``anyio.run``, best of 5: AsyncNode,
@@ -14,6 +15,11 @@
 (c) Wall ms of ``python -c "from pocoflow import Flow, Node, Store"`` minus
     ``python -c pass`` (best of 10, bytecode cached), with and without site;
     and that the import loads none of sqlalchemy, streamlit, anyio.
+(p-a) .. (p-d) Persistence, from ``benchmarks/persistence.py`` (its docstring has
+    the details): a 300-step loop recorded in SQLite against a raw sqlite3
+    floor; DB bytes of 100 and 200 appends of 1 KB against an append-only
+    floor; 200 concurrent recorded runs; (p-a) and (p-c) on PostgreSQL
+    (``--postgres URL``, ``$POCOFLOW_BENCH_POSTGRES_URL``, or a throwaway server).
 
 benchmarks/README.md says why each measurement is taken the way it is.
 """
@@ -245,6 +251,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin (a) to one CPU")
+    parser.add_argument("--postgres", metavar="URL", default=None,
+                        help="PostgreSQL server for (p-d) (default: "
+                             "$POCOFLOW_BENCH_POSTGRES_URL, else a throwaway server)")
+    parser.add_argument("--no-postgres", action="store_true", help="leave out (p-d)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.simplefilter("ignore", UnmatchedActionWarning)
@@ -264,6 +274,12 @@ def main() -> int:
         bare, imported = import_costs(reps_c, False, pycache)
         bare_s, imported_s = import_costs(reps_c, True, pycache)
     heavy = heavy_modules_loaded()
+    sys.modules.setdefault("run", sys.modules[__name__])  # persistence imports Row from us
+    import persistence
+
+    persisted, notes = persistence.measure(
+        quick=args.quick, pin=not args.no_pin, postgres_url=args.postgres,
+        start_postgres=not args.no_postgres)
 
     rows = [
         Row("(a) AsyncNode, per step", f"{cost['async']:.2f}", US, f"≤ 4 {US}",
@@ -289,6 +305,7 @@ def main() -> int:
             "ms", "≤ 31 ms", imported_s - bare_s <= 31),
         Row(f"(c) {', '.join(HEAVY)} not imported", "no" if heavy else "yes", "", "yes",
             not heavy),
+        *persisted,
     ]
     versions = f"Python {sys.version.split()[0]}, anyio {importlib.metadata.version('anyio')}"
     quick = ", --quick" if args.quick else ""
@@ -296,6 +313,8 @@ def main() -> int:
     print(table(rows))
     if heavy:
         print(f"\nloaded by `{IMPORT}`: {', '.join(heavy)}")
+    for note in notes:
+        print(f"\n{note}")
     return 0
 
 
