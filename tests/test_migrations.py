@@ -240,15 +240,22 @@ def test_02_status_check_accepts_cancelled_and_still_checks(tmp_path: Path) -> N
         conn.execute("UPDATE pf_runs SET status = 'bogus' WHERE run_id = 'to-cancel'")
 
 
-def test_02_tables_keep_autoincrement(tmp_path: Path) -> None:
-    """pf_checkpoints and pf_events keep 0.2's AUTOINCREMENT and their sequence values."""
+def test_02_tables_keep_their_ids_and_new_ids_follow_them(tmp_path: Path) -> None:
+    """The upgrade rebuilds pf_checkpoints and pf_events (no AUTOINCREMENT: it costs a page
+    per commit) keeping every id, and a new run's rows get ids above the old ones."""
     path = copy_02(tmp_path)
-    sequence = raw_rows(path, "sqlite_sequence")
+    before = {t: [r["id"] for r in raw_rows(path, t)] for t in ("pf_checkpoints", "pf_events")}
     WorkflowDB(path).list_runs()
     tables = table_sql(path)
-    assert "AUTOINCREMENT" in tables["pf_checkpoints"].upper()
-    assert "AUTOINCREMENT" in tables["pf_events"].upper()
-    assert sorted(sequence, key=str) == sorted(raw_rows(path, "sqlite_sequence"), key=str)
+    assert "AUTOINCREMENT" not in tables["pf_checkpoints"].upper()
+    assert "AUTOINCREMENT" not in tables["pf_events"].upper()
+    assert before == {t: [r["id"] for r in raw_rows(path, t)] for t in before}
+    Flow(start=Mark(), db_path=path, flow_name="after").run({})
+    Database.forget(to_url(path))
+    for table, ids in before.items():
+        new_ids = [r["id"] for r in raw_rows(path, table)][len(ids):]
+        assert new_ids
+        assert min(new_ids) > max(ids)
 
 
 def test_02_failed_run_resume_says_what_to_do(tmp_path: Path) -> None:

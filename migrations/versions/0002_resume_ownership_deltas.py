@@ -53,6 +53,36 @@ def _runs_table(check: str) -> sa.Table:
     )
 
 
+def _checkpoints_table() -> sa.Table:
+    """pf_checkpoints as revision 0001 has it."""
+    return sa.Table(
+        "pf_checkpoints", sa.MetaData(),
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("run_id", sa.Text(), sa.ForeignKey("pf_runs.run_id"), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("node_name", sa.Text(), nullable=False),
+        sa.Column("store_json", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.Text(), nullable=False),
+        sa.UniqueConstraint("run_id", "step"),
+    )
+
+
+def _events_table() -> sa.Table:
+    """pf_events as revision 0001 has it."""
+    return sa.Table(
+        "pf_events", sa.MetaData(),
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("run_id", sa.Text(), sa.ForeignKey("pf_runs.run_id"), nullable=False),
+        sa.Column("step", sa.Integer()),
+        sa.Column("node_name", sa.Text()),
+        sa.Column("event", sa.Text(), nullable=False),
+        sa.Column("action", sa.Text()),
+        sa.Column("elapsed_ms", sa.Float().with_variant(sa.REAL(), "sqlite")),
+        sa.Column("error_msg", sa.Text()),
+        sa.Column("ts", sa.Text(), nullable=False),
+    )
+
+
 def upgrade() -> None:
     with op.batch_alter_table("pf_runs", copy_from=_runs_table(OLD_CHECK)) as batch:
         batch.drop_constraint(CHECK_NAME, type_="check")
@@ -67,11 +97,16 @@ def upgrade() -> None:
         sa.Column("graph_json", sa.Text()),
         sa.Column("input_json", sa.Text()),
     )
-    with op.batch_alter_table("pf_checkpoints") as batch:
+    # On SQLite both tables are rebuilt without AUTOINCREMENT: it rewrites the
+    # sqlite_sequence page on every insert, a sixth of a step's commit. Ids are kept.
+    rebuild = "always" if op.get_bind().dialect.name == "sqlite" else "auto"
+    with op.batch_alter_table("pf_checkpoints", recreate=rebuild,
+                              copy_from=_checkpoints_table()) as batch:
         batch.add_column(sa.Column("kind", sa.Text(), nullable=False, server_default="full"))
         batch.add_column(sa.Column("next_node", sa.Text()))
         batch.add_column(sa.Column("excluded", sa.Text()))
-    with op.batch_alter_table("pf_events") as batch:
+    with op.batch_alter_table("pf_events", recreate=rebuild,
+                              copy_from=_events_table()) as batch:
         batch.add_column(sa.Column("detail", sa.Text()))
     op.create_index("ix_pf_events_run_id_id", "pf_events", ["run_id", "id"])
 
@@ -85,10 +120,11 @@ def downgrade() -> None:
                                                                      "cancelled")))
     op.drop_table("pf_run_inputs")
     op.drop_index("ix_pf_events_run_id_id", table_name="pf_events")
-    keep = {"sqlite_autoincrement": True}  # a batch rebuild must keep 0.2's AUTOINCREMENT
-    with op.batch_alter_table("pf_events", table_kwargs=keep) as batch:
+    keep = {"sqlite_autoincrement": True}  # 0.2's tables have AUTOINCREMENT
+    rebuild = "always" if bind.dialect.name == "sqlite" else "auto"
+    with op.batch_alter_table("pf_events", table_kwargs=keep, recreate=rebuild) as batch:
         batch.drop_column("detail")
-    with op.batch_alter_table("pf_checkpoints", table_kwargs=keep) as batch:
+    with op.batch_alter_table("pf_checkpoints", table_kwargs=keep, recreate=rebuild) as batch:
         batch.drop_column("excluded")
         batch.drop_column("next_node")
         batch.drop_column("kind")

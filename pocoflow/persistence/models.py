@@ -85,10 +85,7 @@ class CheckpointRow(Base):
     next_node: Mapped[str | None] = mapped_column(Text)
     excluded: Mapped[str | None] = mapped_column(Text)  # JSON list of transient keys
 
-    __table_args__ = (
-        UniqueConstraint("run_id", "step"),
-        {"sqlite_autoincrement": True},
-    )
+    __table_args__ = (UniqueConstraint("run_id", "step"),)
 
 
 class EventRow(Base):
@@ -109,10 +106,7 @@ class EventRow(Base):
     # revision 2
     detail: Mapped[str | None] = mapped_column(Text)  # JSON: pause data, retry attempt
 
-    __table_args__ = (
-        Index("ix_pf_events_run_id_id", "run_id", "id"),
-        {"sqlite_autoincrement": True},
-    )
+    __table_args__ = (Index("ix_pf_events_run_id_id", "run_id", "id"),)
 
 
 runs = RunRow.__table__

@@ -41,7 +41,7 @@ UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {"next_node", "owner", "heartbeat_at",
 _SYNC_DRIVERS = {
     "sqlite": "sqlite", "sqlite+aiosqlite": "sqlite", "sqlite+pysqlite": "sqlite",
     "postgresql": "postgresql+psycopg", "postgresql+asyncpg": "postgresql+psycopg",
-    "postgresql+psycopg": "postgresql+psycopg", "postgresql+psycopg2": "postgresql+psycopg2",
+    "postgresql+psycopg": "postgresql+psycopg", "postgresql+psycopg2": "postgresql+psycopg",
     "postgresql+psycopg_async": "postgresql+psycopg",
 }
 
@@ -198,12 +198,17 @@ class WriteStatements:
 
             dialect = sqlite.dialect(paramstyle="named")
         self._dialect = dialect
-        self.select_run = self._compile(select(runs.c.run_id).where(
-            runs.c.run_id == bindparam("pk_run_id")))
+        if engine.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        self._upsert = upsert
         self.insert_event = self._compile(events.insert(), EVENT_COLUMNS)
         self.insert_checkpoint = self._compile(checkpoints.insert(), CHECKPOINT_COLUMNS)
-        self.insert_input = self._compile(run_inputs.insert(),
-                                          ("run_id", "graph_json", "input_json"))
+        columns = ("run_id", "graph_json", "input_json")
+        self.insert_input = self._compile(
+            upsert(run_inputs).values({c: bindparam(c) for c in columns})
+            .on_conflict_do_nothing(index_elements=["run_id"]))
         self._inserts: dict[tuple[str, ...], str] = {}
         self._updates: dict[tuple[str, ...], str] = {}
 
@@ -212,10 +217,15 @@ class WriteStatements:
                                      column_keys=list(columns) if columns else None)
         return str(compiled)
 
-    def insert_run(self, columns: tuple[str, ...]) -> str:
+    def upsert_run(self, columns: tuple[str, ...]) -> str:
+        """Insert a run, or (a nested flow run again after a resume) reset its row."""
         sql_text = self._inserts.get(columns)
         if sql_text is None:
-            sql_text = self._inserts[columns] = self._compile(runs.insert(), columns)
+            insert = self._upsert(runs).values({c: bindparam(c) for c in columns})
+            statement = insert.on_conflict_do_update(
+                index_elements=["run_id"],
+                set_={c: insert.excluded[c] for c in columns if c != "run_id"})
+            sql_text = self._inserts[columns] = self._compile(statement)
         return sql_text
 
     def update_run(self, columns: tuple[str, ...]) -> str:
@@ -241,15 +251,10 @@ class StepWrite:
     def apply(self, cursor: Any, statements: WriteStatements) -> None:
         """Run this write's statements on a DBAPI cursor inside an open transaction."""
         run_id = self.run_id
-        if self.run_insert is not None:  # a nested flow run again after a resume: reuse
-            cursor.execute(statements.select_run, {"pk_run_id": run_id})
-            if cursor.fetchone() is None:
-                cursor.execute(statements.insert_run(tuple(self.run_insert)), self.run_insert)
-                if self.run_input is not None:
-                    cursor.execute(statements.insert_input, {"run_id": run_id, **self.run_input})
-            else:
-                cursor.execute(statements.update_run(tuple(self.run_insert)),
-                               {**self.run_insert, "pk_run_id": run_id})
+        if self.run_insert is not None:
+            cursor.execute(statements.upsert_run(tuple(self.run_insert)), self.run_insert)
+            if self.run_input is not None:
+                cursor.execute(statements.insert_input, {"run_id": run_id, **self.run_input})
         if self.event_rows:
             cursor.executemany(statements.insert_event, self.event_rows)
         if self.checkpoint is not None:
@@ -283,6 +288,7 @@ class Writer:
         self._queue_lock = threading.Lock()
         self._queue: list[_Ticket] = []
         self._commits = 0
+        self._raw: Any = None  # PostgreSQL: the writer's own connection
         self._now: Any = None  # the fast path's own sqlite3 connection, busy_timeout 0
         if is_sqlite(engine):
             raw = engine.raw_connection()
@@ -346,18 +352,53 @@ class Writer:
                 ticket.done = True
 
     def _transaction(self, writes: Sequence[StepWrite]) -> None:
-        with write_connection(self._engine) as conn, conn.begin():
-            cursor = conn.connection.driver_connection.cursor()
-            try:
+        if self._now is not None:  # SQLite: a pooled connection that waits for the lock
+            with write_connection(self._engine) as conn, conn.begin():
+                cursor = conn.connection.driver_connection.cursor()
+                try:
+                    for write in writes:
+                        write.apply(cursor, self._statements)
+                finally:
+                    cursor.close()
+            return
+        # PostgreSQL: the writer's own connection (no pool checkout or ping per step), and
+        # one pipeline per transaction, so a step costs about one network round trip
+        connection = self._writer_connection()
+        try:
+            with connection.pipeline(), connection.cursor() as cursor:
                 for write in writes:
                     write.apply(cursor, self._statements)
-            finally:
-                cursor.close()
+            connection.commit()
+        except BaseException:
+            if connection.broken:
+                self._close_writer()
+            else:
+                connection.rollback()
+            raise
+
+    def _writer_connection(self) -> Any:
+        raw = self._raw
+        if raw is None or raw.driver_connection.closed or raw.driver_connection.broken:
+            self._close_writer()
+            raw = self._raw = self._engine.raw_connection()
+        return raw.driver_connection
+
+    def _close_writer(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            try:
+                raw.invalidate()
+            except Exception:
+                _log.debug("Closing the writer connection failed", exc_info=True)
 
     def close(self) -> None:
-        if self._now is not None:
-            self._now.close()
-            self._now = None
+        with self._commit_lock:
+            if self._now is not None:
+                self._now.close()
+                self._now = None
+            if self._raw is not None:
+                self._raw.close()
+                self._raw = None
 
 
 # ── single statements (the 0.2 methods) ─────────────────────────────────────
