@@ -99,9 +99,11 @@ def test_package_ships_py_typed() -> None:
     assert (Path(pocoflow.__file__).parent / "py.typed").is_file()
 
 
-def test_hello_example_runs_offline(tmp_path: Path) -> None:
-    """examples/hello.py runs to exit code 0 with all network connections refused."""
-    example = ROOT / "examples" / "hello.py"
+@pytest.mark.parametrize("name", ["hello", "demo"])
+def test_examples_run_offline(tmp_path: Path, name: str) -> None:
+    """examples/hello.py and the README's demo run to exit code 0 with all network
+    connections refused; the demo leaves a completed, resumed run in ./pocoflow.db."""
+    example = ROOT / "examples" / f"{name}.py"
     code = textwrap.dedent(f"""
         import runpy, socket, sys
 
@@ -120,6 +122,12 @@ def test_hello_example_runs_offline(tmp_path: Path) -> None:
                           text=True, timeout=120, check=False)
 
     assert 0 == done.returncode, done.stdout + done.stderr
+    if name == "demo":
+        runs = pocoflow.WorkflowDB(tmp_path / "pocoflow.db").list_runs()
+        assert [("completed", 5)] == [(r["status"], r["total_steps"]) for r in runs]
+        events = pocoflow.WorkflowDB(tmp_path / "pocoflow.db").get_events(runs[0]["run_id"])
+        assert ["Plan", "Research", "Research", "Research", "Write"] == [
+            e["node_name"] for e in events if e["event"] == "node_end"]
 
 
 def test_pocoflow_02_module_paths_still_import() -> None:
