@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 from pocoflow.logging import get_logger
 from pocoflow.persistence import sql
 from pocoflow.persistence.schema import ensure_schema
+from pocoflow.persistence.writer import Writer
 
 _log = get_logger("db")
 
@@ -42,7 +43,7 @@ class Database:
             ensure_schema(self.engine)
             if sql.is_sqlite(self.engine):
                 sql.use_wal(self.engine)
-            self.writer = sql.Writer(self.engine)
+            self.writer = Writer(self.engine)
         except BaseException:
             self.engine.dispose()
             raise

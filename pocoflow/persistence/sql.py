@@ -4,16 +4,13 @@ One implementation for SQLite and PostgreSQL; the dialect comes from the URL.
 The statements run on SQLAlchemy's sync engine, called from worker threads
 by :mod:`pocoflow.persistence.db`: that works on asyncio and trio alike, and
 one thread hop per step is cheaper than the one hop per statement of an
-async driver. Writes from many runs in one process are group-committed: a
-thread that finds the write lock taken leaves its rows for the holder to
-commit with its own.
+async driver. :mod:`pocoflow.persistence.writer` commits the step writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -264,141 +261,11 @@ class StepWrite:
                            {**self.run_update, "pk_run_id": run_id})
 
 
-class _Ticket:
-    __slots__ = ("done", "error", "write")
-
-    def __init__(self, write: StepWrite) -> None:
-        self.write = write
-        self.done = False
-        self.error: BaseException | None = None
-
-
-class Writer:
-    """Commits StepWrites, one transaction each, or one for many (group commit).
-
-    ``commit`` may wait (call it from a worker thread); ``commit_now`` is the
-    SQLite fast path for the event loop thread: it commits only if that cannot
-    block (no other writer in this process or another), else returns False.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._statements = WriteStatements(engine)
-        self._commit_lock = threading.Lock()
-        self._queue_lock = threading.Lock()
-        self._queue: list[_Ticket] = []
-        self._commits = 0
-        self._raw: Any = None  # PostgreSQL: the writer's own connection
-        self._now: Any = None  # the fast path's own sqlite3 connection, busy_timeout 0
-        if is_sqlite(engine):
-            raw = engine.raw_connection()
-            raw.driver_connection.execute("PRAGMA busy_timeout = 0")
-            self._now = raw
-
-    @property
-    def commits(self) -> int:
-        """Transactions committed so far (the checkpointer watches it)."""
-        return self._commits
-
-    def commit_now(self, write: StepWrite) -> bool:
-        if self._now is None or not self._commit_lock.acquire(blocking=False):
-            return False
-        try:
-            connection = self._now.driver_connection
-            cursor = connection.cursor()
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-            except Exception as exc:  # another process holds the write lock: don't wait here
-                if "locked" in str(exc) or "busy" in str(exc):
-                    return False
-                raise
-            try:
-                write.apply(cursor, self._statements)
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
-            self._commits += 1
-            return True
-        finally:
-            self._commit_lock.release()
-
-    def commit(self, write: StepWrite) -> None:
-        ticket = _Ticket(write)
-        with self._queue_lock:
-            self._queue.append(ticket)
-        with self._commit_lock:
-            if not ticket.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit_batch(batch)
-        if ticket.error is not None:
-            raise ticket.error
-
-    def _commit_batch(self, batch: list[_Ticket]) -> None:
-        try:
-            self._transaction([t.write for t in batch])
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
-            else:  # one bad write must not sink the others: retry them one by one
-                for ticket in batch:
-                    try:
-                        self._transaction([ticket.write])
-                    except Exception as one_error:
-                        ticket.error = one_error
-        finally:
-            for ticket in batch:
-                ticket.done = True
-
-    def _transaction(self, writes: Sequence[StepWrite]) -> None:
-        if self._now is not None:  # SQLite: a pooled connection that waits for the lock
-            with write_connection(self._engine) as conn, conn.begin():
-                cursor = conn.connection.driver_connection.cursor()
-                try:
-                    for write in writes:
-                        write.apply(cursor, self._statements)
-                finally:
-                    cursor.close()
-            return
-        # PostgreSQL: the writer's own connection (no pool checkout or ping per step), and
-        # one pipeline per transaction, so a step costs about one network round trip
-        connection = self._writer_connection()
-        try:
-            with connection.pipeline(), connection.cursor() as cursor:
-                for write in writes:
-                    write.apply(cursor, self._statements)
-            connection.commit()
-        except BaseException:
-            if connection.broken:
-                self._close_writer()
-            else:
-                connection.rollback()
-            raise
-
-    def _writer_connection(self) -> Any:
-        raw = self._raw
-        if raw is None or raw.driver_connection.closed or raw.driver_connection.broken:
-            self._close_writer()
-            raw = self._raw = self._engine.raw_connection()
-        return raw.driver_connection
-
-    def _close_writer(self) -> None:
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            try:
-                raw.invalidate()
-            except Exception:
-                _log.debug("Closing the writer connection failed", exc_info=True)
-
-    def close(self) -> None:
-        with self._commit_lock:
-            if self._now is not None:
-                self._now.close()
-                self._now = None
-            if self._raw is not None:
-                self._raw.close()
-                self._raw = None
+#: Transaction control on the SQLite driver connection (the writer's fast path).
+SQLITE_BEGIN_WRITE = "BEGIN IMMEDIATE"
+SQLITE_COMMIT = "COMMIT"
+SQLITE_ROLLBACK = "ROLLBACK"
+SQLITE_NO_WAIT = "PRAGMA busy_timeout = 0"
 
 
 # ── single statements (the 0.2 methods) ─────────────────────────────────────
