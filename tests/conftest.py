@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,9 +46,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     base = request.getfixturevalue("postgres_base_url")
     url = create_database(base, f"pf_test_{os.getpid()}_{next(_db_names)}")
     yield url
-    from sqlalchemy.engine import make_url
 
-    from pocoflow.persistence.database import Database
-    from pocoflow.persistence.sql import to_url
 
-    Database.forget(to_url(make_url(url)))
+@pytest.fixture(autouse=True)
+def _close_databases() -> Iterator[None]:
+    """Close every database a test opened (engines, writer and checkpoint threads), so
+    a long session does not pile up connections and file descriptors."""
+    yield
+    database_module = sys.modules.get("pocoflow.persistence.database")
+    if database_module is not None:
+        for database in list(database_module.Database._registry.values()):
+            database_module.Database.forget(database.url)
