@@ -246,7 +246,8 @@ class StepWrite:
     checkpoint: dict[str, Any] | None = None
 
     def apply(self, cursor: Any, statements: WriteStatements) -> None:
-        """Run this write's statements on a DBAPI cursor inside an open transaction."""
+        """Run this write's statements on a DBAPI cursor inside an open transaction
+        (the one-write case of :func:`apply_all`, kept direct: it is every step's path)."""
         run_id = self.run_id
         if self.run_insert is not None:
             cursor.execute(statements.upsert_run(tuple(self.run_insert)), self.run_insert)
@@ -259,6 +260,46 @@ class StepWrite:
         if self.run_update:
             cursor.execute(statements.update_run(tuple(self.run_update)),
                            {**self.run_update, "pk_run_id": run_id})
+
+
+def apply_all(cursor: Any, statements: WriteStatements, writes: Sequence[StepWrite]) -> None:
+    """Run the statements of *writes* (of different runs) in one transaction, one
+    ``executemany`` per statement: a group commit costs a few statements, not a few per run.
+
+    Runs first, then what refers to them. A run has at most one write in flight, so
+    grouping by statement keeps each run's order.
+    """
+    if len(writes) == 1:
+        writes[0].apply(cursor, statements)
+        return
+    inserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    inputs, event_rows, checkpoint_rows = [], [], []
+    for write in writes:
+        if write.run_insert is not None:
+            inserts.setdefault(tuple(write.run_insert), []).append(write.run_insert)
+            if write.run_input is not None:
+                inputs.append({"run_id": write.run_id, **write.run_input})
+        event_rows.extend(write.event_rows)
+        if write.checkpoint is not None:
+            checkpoint_rows.append(write.checkpoint)
+        if write.run_update:
+            updates.setdefault(tuple(write.run_update), []).append(
+                {**write.run_update, "pk_run_id": write.run_id})
+    for columns, rows in inserts.items():
+        _execute(cursor, statements.upsert_run(columns), rows)
+    _execute(cursor, statements.insert_input, inputs)
+    _execute(cursor, statements.insert_event, event_rows)
+    _execute(cursor, statements.insert_checkpoint, checkpoint_rows)
+    for columns, rows in updates.items():
+        _execute(cursor, statements.update_run(columns), rows)
+
+
+def _execute(cursor: Any, statement: str, rows: list[dict[str, Any]]) -> None:
+    if len(rows) == 1:
+        cursor.execute(statement, rows[0])
+    elif rows:
+        cursor.executemany(statement, rows)
 
 
 #: Transaction control on the SQLite driver connection (the writer's fast path).

@@ -81,16 +81,14 @@ class _Lane:
             with sql.write_connection(writer.engine) as conn, conn.begin():
                 cursor = conn.connection.driver_connection.cursor()
                 try:
-                    for write in writes:
-                        write.apply(cursor, statements)
+                    sql.apply_all(cursor, statements, writes)
                 finally:
                     cursor.close()
         else:
             connection = self._connection()
             try:
                 with connection.pipeline(), connection.cursor() as cursor:
-                    for write in writes:
-                        write.apply(cursor, statements)
+                    sql.apply_all(cursor, statements, writes)
                 connection.commit()
             except BaseException:
                 if connection.broken:
