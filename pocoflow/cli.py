@@ -4,6 +4,9 @@
     pocoflow db current DB     print its schema revision (and the code's)
     pocoflow runs DB [--status S] [--flow NAME] [--limit N]   list runs
     pocoflow runs DB RUN_ID    one run: its row and its events
+    pocoflow resume MODULE:FLOW RUN_ID [--db DB] [--set KEY=JSON ...]
+                               continue a stopped run (FLOW: a Flow, or a function
+                               returning one, importable from the current directory)
 
 DB is a SQLite file path or a SQLAlchemy URL.
 """
@@ -33,10 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs.add_argument("--flow", help="only runs of this flow name")
     runs.add_argument("--limit", type=int, default=20)
 
+    resume = commands.add_parser("resume", help="continue a failed, cancelled, paused or "
+                                                "interrupted run from its last checkpoint")
+    resume.add_argument("flow", metavar="MODULE:FLOW", help="e.g. myapp.flows:research")
+    resume.add_argument("run_id")
+    resume.add_argument("--db", help="the database, if the flow does not name one")
+    resume.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="write KEY (a JSON value) to the store first; repeatable")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "db":
             return _db(args.db_command, args.database)
+        if args.command == "resume":
+            return _resume(args)
         return _runs(args)
     except Exception as exc:  # a clear one-line error, not a traceback
         from pocoflow.errors import PocoFlowError
@@ -105,6 +118,42 @@ def _runs(args: argparse.Namespace) -> int:
         print(f"{run['run_id']:<32} {run['flow_name']:<16} {run['status']:<12} "
               f"{run['total_steps'] if run['total_steps'] is not None else '':>5}  "
               f"{run['started_at']}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    import importlib
+    import json
+    import os
+
+    from pocoflow.flow import Flow
+
+    module_name, _, attribute = args.flow.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"resume: {args.flow!r} is not MODULE:FLOW (e.g. myapp.flows:research).")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    target = getattr(importlib.import_module(module_name), attribute, None)
+    flow = target() if callable(target) and not isinstance(target, Flow) else target
+    if not isinstance(flow, Flow):
+        raise TypeError(f"resume: {args.flow} is not a Flow, nor a function returning one.")
+    if args.db is not None:
+        from pocoflow.persistence.db import as_async_db
+
+        flow.db = as_async_db(args.db)
+    updates = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"resume: --set {item!r} is not KEY=JSON.")
+        try:
+            updates[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"resume: --set {key}: {text!r} is not JSON ({exc}).") from None
+    store = flow.resume(args.run_id, updates=updates or None)
+    run = flow.db.records.get_run(args.run_id) if flow.db is not None else None
+    status = run["status"] if run else "?"
+    print(f"{args.run_id}: {status}; store keys: {sorted(store.keys())}")
     return 0
 
 
