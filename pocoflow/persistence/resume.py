@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.errors import FlowConfigError, ResumeError, RunNotFoundError
@@ -30,7 +31,7 @@ RESUMABLE = ("failed", "cancelled", "paused", "interrupted")
 async def resume_run(flow: Flow, run_id: str, updates: Mapping[str, Any] | None) -> Store:
     import anyio.to_thread
 
-    from pocoflow.engine import RunControl, execute
+    from pocoflow.engine import RunControl, execute, validate_graph
 
     if flow.db is None:
         raise FlowConfigError(
@@ -41,27 +42,44 @@ async def resume_run(flow: Flow, run_id: str, updates: Mapping[str, Any] | None)
         raise TypeError(f"resume(updates=...) takes a mapping of store keys to values, got "
                         f"{type(updates).__name__}.")
     records = flow.db.records
-    point = await anyio.to_thread.run_sync(claim, records, run_id)
-    state, step, next_id, excluded = point
-    if next_id is None:  # every step was done: only the run's end is missing
-        await anyio.to_thread.run_sync(finish, records, run_id, step)
-        return _store(flow, state, excluded, updates, records.allow_pickle)
-    node = find_node(flow.start, next_id)
-    if node is None:
-        raise ResumeError(
-            f"Run '{run_id}' stopped before node '{next_id}', which this flow "
-            f"'{flow.flow_name}' does not have. Resume it with the flow that started it."
-        )
-    store = _store(flow, state, excluded, updates, records.allow_pickle)
-    recorder = Recorder(records, ResumePoint(step, texts_of(state), tuple(updates or ())))
+    point = await anyio.to_thread.run_sync(resume_point, records, run_id)
+    # everything that can refuse the resume is checked before the run is taken over
+    node = None
+    if point.next_id is not None:
+        node = find_node(flow.start, point.next_id)
+        if node is None:
+            raise ResumeError(
+                f"Run '{run_id}' stopped before node '{point.next_id}', which this flow "
+                f"'{flow.flow_name}' does not have. Resume it with the flow that started it."
+            )
+        validate_graph(flow.start)
+    store = _store(flow, point, updates, records.allow_pickle)
+    await anyio.to_thread.run_sync(take_over, records, point)
+    if node is None:  # every step was done: only the run's end is missing
+        await anyio.to_thread.run_sync(finish, records, run_id, point.step)
+        return store
+    recorder = Recorder(records, ResumePoint(point.step, texts_of(point.state),
+                                             tuple(updates or ())))
     return await execute(flow, store, resume_from=node, control=RunControl(run_id),
-                         first_step=step + 1, recorder=recorder)
+                         first_step=point.step + 1, recorder=recorder)
 
 
-def _store(flow: Flow, state: dict[str, Any], excluded: list[str],
-           updates: Mapping[str, Any] | None, allow_pickle: bool) -> Store:
-    store = Store({k: decode_object(v, allow_pickle=allow_pickle) for k, v in state.items()},
-                  name=flow.flow_name, transient=excluded)
+@dataclass(frozen=True)
+class StoppedRun:
+    """Where a stopped run stands: its row, last checkpointed store and next node."""
+
+    run: dict[str, Any]
+    state: dict[str, Any]  # parsed checkpoint JSON, tags kept
+    step: int  # the last checkpointed step (-1: the run's input)
+    next_id: str | None  # None: every step was done
+    excluded: list[str]
+
+
+def _store(flow: Flow, point: StoppedRun, updates: Mapping[str, Any] | None,
+           allow_pickle: bool) -> Store:
+    store = Store({k: decode_object(v, allow_pickle=allow_pickle)
+                   for k, v in point.state.items()},
+                  name=flow.flow_name, transient=point.excluded)
     if updates:
         store.update(updates)
     return store
@@ -84,16 +102,13 @@ def finish(records: RunRecords, run_id: str, last_step: int) -> None:
                     "heartbeat_at": stamp}))
 
 
-def claim(records: RunRecords, run_id: str,
-          ) -> tuple[dict[str, Any], int, str | None, list[str]]:
-    """Check the run can resume, take it over, and return (state, last step, next node id,
-    transient keys)."""
+def resume_point(records: RunRecords, run_id: str) -> StoppedRun:
+    """Read where *run_id* stopped; ResumeError if it cannot be resumed."""
     run = records.get_run(run_id)
     if run is None:
         raise RunNotFoundError(f"No run '{run_id}' in {records.database.safe_url}; "
                                "db.list_runs() shows the runs there.")
-    status = run["status"]
-    if status not in RESUMABLE:
+    if run["status"] not in RESUMABLE:
         raise ResumeError(_not_resumable(run))
     try:
         rows = records.checkpoint_rows(run_id)
@@ -116,15 +131,20 @@ def claim(records: RunRecords, run_id: str,
             "recorded by pocoflow 0.2, or ended). Load its store with "
             "db.load_checkpoint(run_id, step) and use flow.run(store, resume_from=node)."
         )
-    stored_status = "running" if status == "interrupted" else status
+    return StoppedRun(run, state, step, next_id, excluded)
+
+
+def take_over(records: RunRecords, point: StoppedRun) -> None:
+    """Claim the run for this process, if its row is still as read (compare-and-swap)."""
+    run = point.run
+    stored_status = "running" if run["status"] == "interrupted" else run["status"]
     database = records.database
     with sql.write_connection(database.engine) as conn, conn.begin():
-        claimed = sql.claim_run(conn, run_id, stored_status, run.get("owner"),
+        claimed = sql.claim_run(conn, run["run_id"], stored_status, run.get("owner"),
                                 run.get("heartbeat_at"), database.owner)
     if claimed != 1:
-        raise ResumeError(f"Run '{run_id}' was taken over by another process while this one "
-                          "was resuming it; see db.get_run(run_id).")
-    return state, step, next_id, excluded
+        raise ResumeError(f"Run '{run['run_id']}' was taken over by another process while "
+                          "this one was resuming it; see db.get_run(run_id).")
 
 
 def _not_resumable(run: dict[str, Any]) -> str:
