@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from pocoflow.errors import RunNotFoundError
 from pocoflow.events import RUN_STATUSES
 from pocoflow.persistence import sql
+from pocoflow.persistence.codec import dumps
 from pocoflow.persistence.database import Database, owner_is_dead
 from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild
 from pocoflow.store import Store
@@ -171,7 +172,7 @@ class RunRecords:
         state: dict[str, Any] = {}
         for row in rows:
             state = apply_row(state, row)
-            out.append({**row, "store_json": json.dumps(state, ensure_ascii=False)})
+            out.append({**row, "store_json": dumps(state)})
         return out
 
     def checkpoint_rows(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
