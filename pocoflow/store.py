@@ -219,11 +219,16 @@ class Store(MutableMapping[str, Any]):
         return self._data
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """Serialise to the snapshot JSON; a value JSON cannot hold is an error naming its key.
-
-        Transient keys are left out and listed under ``"excluded"``.
+        """Serialise to the snapshot JSON; a value that cannot be encoded is an error
+        naming its key. Plain values are written as they are (0.2's format); datetime,
+        tuple, set, Decimal, dataclasses and the other types checkpoints keep are tagged
+        so :meth:`restore` gives them back. Transient keys are left out and listed under
+        ``"excluded"``.
         """
         import json  # imported on use: keeps `import pocoflow` light
+
+        from pocoflow.errors import CheckpointEncodeError
+        from pocoflow.persistence.codec import to_jsonable
 
         data: dict[str, Any] = {}
         for key, value in self._data.items():
@@ -235,14 +240,9 @@ class Store(MutableMapping[str, Any]):
                     "snapshots need str keys. Use a string key."
                 )
             try:
-                json.dumps(value)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"Store '{self._name}': key '{key}' holds a {type(value).__name__}, "
-                    f"which JSON cannot hold ({exc}). Store plain data there, or declare "
-                    f"the key transient: Store(..., transient={{'{key}'}})."
-                ) from None
-            data[key] = value
+                data[key] = to_jsonable(value, key)
+            except CheckpointEncodeError as exc:
+                raise CheckpointEncodeError(f"Store '{self._name}': {exc}") from None
         payload: dict[str, Any] = {"name": self._name, "data": data}
         excluded = sorted(k for k in self._transient if k in self._data)
         if excluded:
@@ -284,7 +284,10 @@ class Store(MutableMapping[str, Any]):
                 f"Store snapshot file '{path}' has a non-string 'name' ({name!r}); it was not "
                 "written by Store.snapshot()."
             )
-        return cls(payload["data"], schema=schema, name=name, transient=transient)
+        from pocoflow.persistence.codec import decode_object
+
+        data = {k: decode_object(v) for k, v in payload["data"].items()}
+        return cls(data, schema=schema, name=name, transient=transient)
 
 
 def write_atomic(path: Path, text: str) -> None:

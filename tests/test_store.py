@@ -573,6 +573,23 @@ def test_snapshot_of_a_non_json_value_names_the_key_and_suggests_transient(
     assert [] == list(tmp_path.iterdir())
 
 
+def test_snapshot_keeps_types_json_lacks_and_plain_values_stay_plain(tmp_path: Path) -> None:
+    """Tuples, sets, datetimes and Decimals come back from a snapshot as they were (the
+    checkpoint codec tags them); plain values are written as plain JSON, as 0.2 did."""
+    import datetime as dt
+    from decimal import Decimal
+
+    values = {"pair": (1, "a"), "tags": {"x", "y"}, "when": dt.datetime(2026, 11, 26, 1, 2),
+              "price": Decimal("1.10"), "nested": {"k": [(1, 2)]}, "plain": [1, "two"]}
+    path = tmp_path / "snap.json"
+    Store(values, name="typed").snapshot(path)
+
+    restored = Store.restore(path)
+    assert values == restored.as_dict()
+    assert [tuple, set] == [type(restored["pair"]), type(restored["tags"])]
+    assert [1, "two"] == json.loads(path.read_text(encoding="utf-8"))["data"]["plain"]
+
+
 def test_failed_snapshot_keeps_the_previous_file(tmp_path: Path) -> None:
     """A snapshot that fails leaves the earlier snapshot at that path intact."""
     path = tmp_path / "snap.json"

@@ -73,6 +73,11 @@ def encode_value(value: Any, key: str, *, allow_pickle: bool = False) -> str:
         ) from None
 
 
+def to_jsonable(value: Any, key: str, *, allow_pickle: bool = False) -> Any:
+    """The JSON-ready form of one store value (tags for the types JSON lacks)."""
+    return json.loads(encode_value(value, key, allow_pickle=allow_pickle))
+
+
 def decode_value(text: str, *, allow_pickle: bool = False) -> Any:
     """The value :func:`encode_value` encoded."""
     return _from_json(json.loads(text), allow_pickle)
