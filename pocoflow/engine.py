@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import uuid4
 
 import anyio
@@ -68,11 +68,23 @@ class RunControl:
         self.status = "running"
         self.cancel_requested = False
         self._scope: anyio.CancelScope | None = None
+        #: a resume that stopped inside nested flows: child run_id -> where it goes on
+        self.nested_resume: dict[str, NestedResume] = {}
 
     def cancel(self) -> None:
         self.cancel_requested = True
         if self._scope is not None:
             self._scope.cancel()
+
+
+class NestedResume(NamedTuple):
+    """Where a nested flow goes on when its outer run resumes: at ``node`` with step
+    ``first_step``, or, with ``node`` None, not at all (it had finished with
+    ``last_action``)."""
+
+    node: Wired | None
+    first_step: int
+    last_action: str | None = None
 
 
 class Run:
@@ -386,7 +398,13 @@ async def run_nested(inner: Wired, run: Run, step: int) -> str:
     flow: Flow = inner  # type: ignore[assignment]
     child = Run(flow, f"{run.run_id}.{step}", run.store,
                 sinks_for(flow, nested=True) + run.nested_sinks, run.control, parent=run)
-    await drive(child, flow.start)
+    start = flow.start
+    resume = run.control.nested_resume.pop(child.run_id, None)
+    if resume is not None:  # the outer run resumes inside this flow
+        if resume.node is None:
+            return resume.last_action or DEFAULT_ACTION
+        start, child.steps = resume.node, resume.first_step
+    await drive(child, start)
     return child.last_action or DEFAULT_ACTION
 
 

@@ -326,7 +326,7 @@ def test_paused_run_is_recorded_paused_with_its_reason(db_url: str) -> None:
 
 def test_nested_flow_is_a_child_run_hidden_from_list_runs(db_url: str) -> None:
     """A Flow used as a node is recorded as run "<run_id>.<step>" with parent_run_id, with
-    events but no checkpoints, and list_runs shows it only when asked."""
+    its own events and checkpoints, and list_runs shows it only when asked."""
     inner = Flow(chain(Put("x", lambda: 1, name="In1"), Put("y", lambda: 2, name="In2")),
                  flow_name="inner")
     db = WorkflowDB(db_url)
@@ -347,7 +347,8 @@ def test_nested_flow_is_a_child_run_hidden_from_list_runs(db_url: str) -> None:
                                             db.list_runs(include_nested=True)}
     assert ["flow_start", "node_start", "node_end", "node_start", "node_end", "flow_end"] == [
         e["event"] for e in db.get_events(child_id)]
-    assert [] == db.get_checkpoints(child_id)
+    assert [0, 1] == [c["step"] for c in db.get_checkpoints(child_id)]
+    assert {"a": 0, "x": 1} == db.load_checkpoint(child_id, 0).as_dict()
     assert {"a": 0, "x": 1, "y": 2} == db.load_checkpoint(parent["run_id"], 1).as_dict()
 
 

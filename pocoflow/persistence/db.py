@@ -190,6 +190,10 @@ class RunRecords:
             )
         return rows
 
+    def last_action(self, run_id: str) -> str | None:
+        """The action of the run's last finished node."""
+        return self._read(sql.last_action, run_id)
+
     def load_checkpoint(self, run_id: str, step: int) -> Store:
         rows = self.checkpoint_rows(run_id, step)
         excluded = json.loads(rows[-1]["excluded"]) if rows[-1].get("excluded") else ()
@@ -343,6 +347,10 @@ class WorkflowDB:
 
     def get_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
         return self.records.get_checkpoints(run_id)
+
+    def last_action(self, run_id: str) -> str | None:
+        """The action of the run's last finished node."""
+        return self._read(sql.last_action, run_id)
 
     def load_checkpoint(self, run_id: str, step: int) -> Store:
         return self.records.load_checkpoint(run_id, step)

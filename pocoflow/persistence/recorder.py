@@ -1,11 +1,11 @@
 """The recorder: the event-stream sink that writes a run to the database.
 
 One transaction per step: the step's events, its checkpoint and the run row
-are committed together (in a worker thread), and the engine awaits that
-commit before the next node starts, so a step is done only once it is
-durable. Nested flows are recorded as child runs (``parent_run_id``) with
-their events; their changes to the shared store land in the parent's next
-checkpoint.
+are committed together, and the engine awaits that commit before the next
+node starts, so a step is done only once it is durable. Nested flows are
+recorded as child runs (``parent_run_id``) with their own events and
+checkpoint chain, so a resume can go on inside them; their writes to the
+shared store also land in the parent's next checkpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pocoflow.persistence.sql import iso as _iso
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Mapping
 
     from pocoflow.persistence.db import RunRecords
     from pocoflow.persistence.delta import DeltaTracker
@@ -50,16 +50,15 @@ class Recorder:
 
     sees_nested = True
 
-    def __init__(self, records: RunRecords, resume: ResumePoint | None = None) -> None:
+    def __init__(self, records: RunRecords,
+                 resume: Mapping[str, ResumePoint] | None = None) -> None:
         self._records = records
-        self._resume = resume
-        self._tracker: DeltaTracker = records.tracker()
-        self._top: str | None = None
+        self._resume = dict(resume or {})  # run_id -> where that (resumed) run picks up
+        self._trackers: dict[str, DeltaTracker] = {}  # one checkpoint chain per run
+        self._parents: dict[str, str | None] = {}
+        self._full_next: set[str] = set()  # runs whose next checkpoint is a full one
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._ids: dict[str, dict[int, str]] = {}  # run_id -> node ids of its flow
-        self._full_next = resume is None or resume.step < 0
-        if resume is not None:
-            self._tracker.load(resume.texts)
 
     def handle(self, event: Event) -> Awaitable[None] | None:
         if isinstance(event, NodeStarted):
@@ -127,9 +126,14 @@ class Recorder:
         ids = node_ids(flow.start) if flow is not None else {}
         self._ids[event.run_id] = ids
         start_id = ids.get(id(event.start_ref), event.start_node)
-        top = self._top is None
-        if top:
-            self._top = event.run_id
+        run_id = event.run_id
+        self._parents[run_id] = event.parent_run_id
+        tracker = self._trackers[run_id] = records.tracker()
+        resume = self._resume.pop(run_id, None)
+        if resume is not None:
+            tracker.load(resume.texts)
+        if resume is None or resume.step < 0:
+            self._full_next.add(run_id)
         database = records.database
         database.own(event.run_id, records.lease_seconds)
         stamp = _iso(event.ts)
@@ -139,20 +143,20 @@ class Recorder:
             "next_node": start_id,
         }
         write = StepWrite(event.run_id)
-        if top and self._resume is not None:
+        if resume is not None:
             write.run_update = values
             self._add(event, "flow_resume", step=event.step, node_name=event.start_node,
-                      detail=json.dumps({"from_step": self._resume.step,
-                                         "updated_keys": list(self._resume.updated)}))
+                      detail=json.dumps({"from_step": resume.step,
+                                         "updated_keys": list(resume.updated)}))
         else:
             values.update(run_id=event.run_id, flow_name=event.flow_name, started_at=stamp,
                           parent_run_id=event.parent_run_id)
             graph = json.dumps(describe(flow)) if flow is not None else None
             store_json = None
-            if top:
+            if event.parent_run_id is None:  # a nested flow's input is its parent's store
                 store = event.store
                 transient = store.transient if isinstance(store, Store) else ()
-                store_json = self._tracker.full(store, transient).store_json
+                store_json = tracker.full(store, transient).store_json
             write.run_input = {"graph_json": graph, "input_json": store_json}
             write.run_insert = values
             self._add(event, "flow_start", node_name=event.start_node)
@@ -176,6 +180,7 @@ class Recorder:
             "error_msg": str(error) if failed and error is not None else None,
             "heartbeat_at": now_iso(),
         })
+        self._trackers.pop(event.run_id, None)
         return self._finish(event.run_id, write)
 
     def _finish(self, run_id: str, write: StepWrite) -> Awaitable[None] | None:
@@ -198,26 +203,30 @@ class Recorder:
     # ── steps ───────────────────────────────────────────────────────────────
 
     def _node_finished(self, event: NodeFinished) -> Awaitable[None] | None:
-        tracker = self._tracker
-        tracker.mark_written(event.changes.written)
+        run_id = event.run_id
+        written = event.changes.written
+        ancestor: str | None = run_id
+        while ancestor is not None:  # a nested step's writes are its parents' writes too
+            if ancestor in self._trackers:
+                self._trackers[ancestor].mark_written(written)
+            ancestor = self._parents.get(ancestor)
+        tracker = self._trackers[run_id]
         following = event.next_ref
         next_id = None
         if following is not None:
-            next_id = self._ids.get(event.run_id, {}).get(id(following), event.next_node)
-        top = event.run_id == self._top
-        if top:
-            store = event.store
-            transient = store.transient if isinstance(store, Store) else ()
-            try:
-                if self._full_next:
-                    encoded = tracker.full(store, transient)
-                    self._full_next = False
-                else:
-                    encoded = tracker.step(store, transient)
-            except Exception as exc:  # recorded as this node's error; the run fails on it
-                self._add(event, "node_error", step=event.step, node_name=event.node_name,
-                          error_msg=str(exc), detail=json.dumps({"type": type(exc).__name__}))
-                raise
+            next_id = self._ids.get(run_id, {}).get(id(following), event.next_node)
+        store = event.store
+        transient = store.transient if isinstance(store, Store) else ()
+        try:
+            if run_id in self._full_next:
+                encoded = tracker.full(store, transient)
+                self._full_next.discard(run_id)
+            else:
+                encoded = tracker.step(store, transient)
+        except Exception as exc:  # recorded as this node's error; the run fails on it
+            self._add(event, "node_error", step=event.step, node_name=event.node_name,
+                      error_msg=str(exc), detail=json.dumps({"type": type(exc).__name__}))
+            raise
         stamp = _iso(event.ts)
         rows = self._take(event.run_id)
         rows.append({"run_id": event.run_id, "event": "node_end", "ts": stamp,
@@ -227,11 +236,10 @@ class Recorder:
             "total_steps": event.step + 1, "heartbeat_at": stamp,
             "current_node": event.next_node or event.node_name, "next_node": next_id,
         })
-        if top:
-            write.checkpoint = {
-                "run_id": event.run_id, "step": event.step, "node_name": event.node_name,
-                "store_json": encoded.store_json, "created_at": stamp,
-                "kind": encoded.kind, "next_node": next_id,
-                "excluded": json.dumps(encoded.excluded) if encoded.excluded else None,
-            }
+        write.checkpoint = {
+            "run_id": event.run_id, "step": event.step, "node_name": event.node_name,
+            "store_json": encoded.store_json, "created_at": stamp,
+            "kind": encoded.kind, "next_node": next_id,
+            "excluded": json.dumps(encoded.excluded) if encoded.excluded else None,
+        }
         return self._commit(write)

@@ -22,7 +22,9 @@ from pocoflow.persistence.recorder import Recorder, ResumePoint
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
+    from pocoflow.engine import NestedResume
     from pocoflow.flow import Flow
+    from pocoflow.node import Wired
     from pocoflow.persistence.db import RunRecords
 
 RESUMABLE = ("failed", "cancelled", "paused", "interrupted")
@@ -44,7 +46,7 @@ async def resume_run(flow: Flow, run_id: str, updates: Mapping[str, Any] | None)
     records = flow.db.records
     point = await anyio.to_thread.run_sync(resume_point, records, run_id)
     # everything that can refuse the resume is checked before the run is taken over
-    node = None
+    node, nested, inner = None, {}, point
     if point.next_id is not None:
         node = find_node(flow.start, point.next_id)
         if node is None:
@@ -53,15 +55,53 @@ async def resume_run(flow: Flow, run_id: str, updates: Mapping[str, Any] | None)
                 f"'{flow.flow_name}' does not have. Resume it with the flow that started it."
             )
         validate_graph(flow.start)
-    store = _store(flow, point, updates, records.allow_pickle)
+        nested, inner = await anyio.to_thread.run_sync(descend, records, point, node)
+    store = _store(flow, inner, updates, records.allow_pickle)
     await anyio.to_thread.run_sync(take_over, records, point)
     if node is None:  # every step was done: only the run's end is missing
         await anyio.to_thread.run_sync(finish, records, run_id, point.step)
         return store
-    recorder = Recorder(records, ResumePoint(point.step, texts_of(point.state),
-                                             tuple(updates or ())))
-    return await execute(flow, store, resume_from=node, control=RunControl(run_id),
-                         first_step=point.step + 1, recorder=recorder)
+    control = RunControl(run_id)
+    points = {run_id: ResumePoint(point.step, texts_of(point.state), tuple(updates or ()))}
+    for child_id, (resume_at, stopped) in nested.items():
+        control.nested_resume[child_id] = resume_at
+        if resume_at.node is not None:
+            points[child_id] = ResumePoint(stopped.step, texts_of(stopped.state))
+    return await execute(flow, store, resume_from=node, control=control,
+                         first_step=point.step + 1, recorder=Recorder(records, points))
+
+
+def descend(records: RunRecords, point: StoppedRun, node: Wired,
+            ) -> tuple[dict[str, tuple[NestedResume, StoppedRun]], StoppedRun]:
+    """Follow a run that stopped inside nested flows down to where it really stopped.
+
+    Returns, per nested child run to re-enter, where it goes on, and the innermost
+    stopped run (whose store is the newest).
+    """
+    from pocoflow.engine import NestedResume
+    from pocoflow.flow import Flow
+
+    nested: dict[str, tuple[NestedResume, StoppedRun]] = {}
+    run_id, step, innermost = point.run["run_id"], point.step + 1, point
+    while isinstance(node, Flow):
+        child_id = f"{run_id}.{step}"
+        child = stopped_at(records, child_id)
+        if child is None:  # the nested flow had no step done: it starts over
+            break
+        innermost = child
+        if child.next_id is None:  # it had finished; the outer run never recorded that
+            action = records.last_action(child_id)
+            nested[child_id] = (NestedResume(None, child.step + 1, action), child)
+            break
+        inner = find_node(node.start, child.next_id)
+        if inner is None:
+            raise ResumeError(
+                f"Run '{child_id}' (inside '{point.run['run_id']}') stopped before node "
+                f"'{child.next_id}', which nested flow '{node.flow_name}' does not have."
+            )
+        nested[child_id] = (NestedResume(inner, child.step + 1), child)
+        run_id, step, node = child_id, child.step + 1, inner
+    return nested, innermost
 
 
 @dataclass(frozen=True)
@@ -110,28 +150,39 @@ def resume_point(records: RunRecords, run_id: str) -> StoppedRun:
                                "db.list_runs() shows the runs there.")
     if run["status"] not in RESUMABLE:
         raise ResumeError(_not_resumable(run))
+    point = stopped_at(records, run_id, run)
+    # a run PocoFlow recorded (it has an owner) whose last step ran, but its end was never
+    # written (killed, or cancelled after its last node); 0.2's checkpoints name no next node
+    finished = point is not None and point.step >= 0 and point.next_id is None \
+        and run.get("owner") is not None
+    if point is None or (point.next_id is None and not finished):
+        raise ResumeError(
+            f"Run '{run_id}' has no checkpoint that says which node runs next (it was "
+            "recorded by pocoflow 0.2, or ended). Load its store with "
+            "db.load_checkpoint(run_id, step) and use flow.run(store, resume_from=node)."
+        )
+    return point
+
+
+def stopped_at(records: RunRecords, run_id: str, run: dict[str, Any] | None = None,
+               ) -> StoppedRun | None:
+    """The last checkpoint of *run_id*, or (for a top-level run) its input; None if
+    neither exists."""
     try:
         rows = records.checkpoint_rows(run_id)
     except RunNotFoundError:
         rows = []
     if rows:
         last = rows[-1]
-        state, step, next_id = rebuild_json(rows), last["step"], last.get("next_node")
         excluded = json.loads(last["excluded"]) if last.get("excluded") else []
-    else:
-        started = records.get_run_input(run_id) or {}
-        state = json.loads(started["input_json"]) if started.get("input_json") else None
-        step, next_id, excluded = -1, run.get("next_node"), []
-    # a run PocoFlow recorded (it has an owner) whose last step ran, but its end was never
-    # written (killed, or cancelled after its last node); 0.2's checkpoints name no next node
-    finished = bool(rows) and next_id is None and run.get("owner") is not None
-    if state is None or (next_id is None and not finished):
-        raise ResumeError(
-            f"Run '{run_id}' has no checkpoint that says which node runs next (it was "
-            "recorded by pocoflow 0.2, or ended). Load its store with "
-            "db.load_checkpoint(run_id, step) and use flow.run(store, resume_from=node)."
-        )
-    return StoppedRun(run, state, step, next_id, excluded)
+        return StoppedRun(run or {"run_id": run_id}, rebuild_json(rows), last["step"],
+                          last.get("next_node"), excluded)
+    if run is None:
+        return None
+    started = records.get_run_input(run_id) or {}
+    if not started.get("input_json"):
+        return None
+    return StoppedRun(run, json.loads(started["input_json"]), -1, run.get("next_node"), [])
 
 
 def take_over(records: RunRecords, point: StoppedRun) -> None:

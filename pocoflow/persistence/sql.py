@@ -411,6 +411,13 @@ def get_checkpoint_rows(conn: Connection, run_id: str, up_to: int | None = None,
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def last_action(conn: Connection, run_id: str) -> str | None:
+    query = (select(events.c.action)
+             .where(events.c.run_id == run_id, events.c.event == "node_end")
+             .order_by(events.c.id.desc()).limit(1))
+    return conn.execute(query).scalar()
+
+
 def last_checkpoint_step(conn: Connection, run_id: str) -> int | None:
     query = select(func.max(checkpoints.c.step)).where(checkpoints.c.run_id == run_id)
     return conn.execute(query).scalar()
