@@ -121,3 +121,26 @@ def test_forgetting_a_database_folds_the_wal_into_the_file(tmp_path: Path) -> No
     wal = Path(f"{path}-wal")
     assert (not wal.exists()) or 0 == wal.stat().st_size
     assert ["completed"] == [r["status"] for r in WorkflowDB(path).list_runs()]
+
+
+def _record_in_child(db: WorkflowDB, run_id: str) -> None:
+    Flow(start=AsyncNode(), db=db, flow_name="forked", run_id=run_id).run({})
+
+
+def test_a_forked_child_uses_its_own_connections(tmp_path: Path) -> None:
+    """A WorkflowDB opened before a fork works in the child: the child opens its own
+    engine instead of sharing the parent's connections, and both runs are recorded."""
+    import multiprocessing
+
+    db = WorkflowDB(tmp_path / "pocoflow.db")
+    Flow(start=AsyncNode(), db=db, flow_name="parent", run_id="before-fork").run({})
+    child = multiprocessing.get_context("fork").Process(target=_record_in_child,
+                                                        args=(db, "in-child"))
+    child.start()
+    child.join(60)
+
+    assert 0 == child.exitcode
+    Flow(start=AsyncNode(), db=db, flow_name="parent", run_id="after-fork").run({})
+    assert {"before-fork", "in-child", "after-fork"} == {
+        r["run_id"] for r in db.list_runs() if r["status"] == "completed"}
+    assert f":{child.pid}:" in db.get_run("in-child")["owner"]  # its own engine and owner

@@ -37,6 +37,7 @@ class Database:
 
     def __init__(self, url: URL) -> None:
         self.url = url
+        self.pid = os.getpid()  # a forked child must not use this process's connections
         self.safe_url = sql.safe_url(url)
         self.engine: Engine = sql.create_db_engine(url)
         try:

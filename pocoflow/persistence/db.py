@@ -52,7 +52,7 @@ class RunRecords:
     @property
     def database(self) -> Database:
         database = self._database
-        if database is None:
+        if database is None or database.pid != os.getpid():  # first use, or a forked child
             database = self._database = Database.open(self.url)
         return database
 
