@@ -140,7 +140,8 @@ class DeltaTracker:
 
     def step(self, data: Mapping[str, Any], transient: Iterable[str] = ()) -> Encoded:
         """The checkpoint of the next step: a delta, or a full snapshot when due."""
-        transient = frozenset(transient) if transient else frozenset()
+        if transient and not isinstance(transient, frozenset):
+            transient = frozenset(transient)  # Store.transient already is one
         self._steps_since_full += 1
         if self._steps_since_full >= self._full_every:
             return self.full(data, transient)
