@@ -26,7 +26,6 @@ T = TypeVar("T")
 
 #: Seconds without a heartbeat after which a running run counts as interrupted.
 LEASE_SECONDS = 30.0
-_EVENT_FIELDS = ("step", "node_name", "action", "elapsed_ms", "error_msg", "detail")
 _LIST_STATUSES = (*RUN_STATUSES, "interrupted")
 
 Target = str | os.PathLike[str]
@@ -142,13 +141,8 @@ class RunRecords:
     # ── events ──────────────────────────────────────────────────────────────
 
     def save_event(self, run_id: str, event: str, **kw: Any) -> None:
-        unknown = set(kw) - {*_EVENT_FIELDS, "ts"}
-        if unknown:
-            raise TypeError(f"save_event: unknown field(s) {sorted(unknown)}; the fields are "
-                            f"{sorted({*_EVENT_FIELDS, 'ts'})}.")
-        row = {name: kw.get(name) for name in _EVENT_FIELDS}
-        row.update(run_id=run_id, event=event, ts=kw.get("ts") or sql.now_iso())
-        self._write(sql.insert_event, row)
+        ts = kw.pop("ts", None) or sql.now_iso()
+        self._write(sql.insert_event, sql.event_row(run_id, event, ts, **kw))
 
     def get_events(self, run_id: str) -> list[dict[str, Any]]:
         return self._read(sql.get_events, run_id)

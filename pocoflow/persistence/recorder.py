@@ -25,7 +25,7 @@ from pocoflow.events import (
     NodeStarted,
 )
 from pocoflow.graph import describe, node_ids
-from pocoflow.persistence.sql import StepWrite, now_iso
+from pocoflow.persistence.sql import StepWrite, event_row, now_iso
 from pocoflow.persistence.sql import iso as _iso
 from pocoflow.store import Store
 
@@ -85,9 +85,7 @@ class Recorder:
 
     def _add(self, event: Event, kind: str, **fields: Any) -> None:
         self._pending.setdefault(event.run_id, []).append(
-            {"run_id": event.run_id, "event": kind, "ts": _iso(event.ts), "step": None,
-             "node_name": None, "action": None, "elapsed_ms": None, "error_msg": None,
-             "detail": None, **fields})
+            event_row(event.run_id, kind, _iso(event.ts), **fields))
 
     def _take(self, run_id: str) -> list[dict[str, Any]]:
         return self._pending.pop(run_id, [])
@@ -229,9 +227,9 @@ class Recorder:
             raise
         stamp = _iso(event.ts)
         rows = self._take(event.run_id)
-        rows.append({"run_id": event.run_id, "event": "node_end", "ts": stamp,
-                     "step": event.step, "node_name": event.node_name, "action": event.action,
-                     "elapsed_ms": event.elapsed_s * 1000, "error_msg": None, "detail": None})
+        rows.append(event_row(event.run_id, "node_end", stamp, step=event.step,
+                              node_name=event.node_name, action=event.action,
+                              elapsed_ms=event.elapsed_s * 1000))
         write = StepWrite(event.run_id, event_rows=rows, run_update={
             "total_steps": event.step + 1, "heartbeat_at": stamp,
             "current_node": event.next_node or event.node_name, "next_node": next_id,

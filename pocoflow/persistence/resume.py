@@ -128,15 +128,13 @@ def _store(flow: Flow, point: StoppedRun, updates: Mapping[str, Any] | None,
 def finish(records: RunRecords, run_id: str, last_step: int) -> None:
     """Record the end of a run whose last step was committed before its process died."""
     stamp = sql.now_iso()
-    row = {"run_id": run_id, "ts": stamp, "step": last_step + 1, "node_name": None,
-           "action": None, "elapsed_ms": None, "error_msg": None}
     records.commit(sql.StepWrite(
         run_id,
         event_rows=[
-            {**row, "event": "flow_resume",
-             "detail": json.dumps({"from_step": last_step, "updated_keys": []})},
-            {**row, "event": "flow_end",
-             "detail": json.dumps({"note": "every step was done before the process died"})},
+            sql.event_row(run_id, "flow_resume", stamp, step=last_step + 1,
+                          detail=json.dumps({"from_step": last_step, "updated_keys": []})),
+            sql.event_row(run_id, "flow_end", stamp, step=last_step + 1, detail=json.dumps(
+                {"note": "every step was done before the process died"})),
         ],
         run_update={"status": "completed", "completed_at": stamp, "total_steps": last_step + 1,
                     "heartbeat_at": stamp}))

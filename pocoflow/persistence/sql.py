@@ -9,7 +9,6 @@ async driver. :mod:`pocoflow.persistence.writer` commits the step writes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -177,6 +176,21 @@ def write_connection(engine: Engine) -> Connection:
 
 EVENT_COLUMNS = ("run_id", "event", "ts", "step", "node_name", "action", "elapsed_ms",
                  "error_msg", "detail")
+#: The optional fields of an event row (0.2's, plus ``detail``).
+EVENT_FIELDS = EVENT_COLUMNS[3:]
+
+
+def event_row(run_id: str, event: str, ts: str, **fields: Any) -> dict[str, Any]:
+    """A pf_events row with every column present (unset fields are NULL)."""
+    unknown = fields.keys() - EVENT_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown event field(s) {sorted(unknown)}; the fields are "
+                        f"{sorted({*EVENT_FIELDS, 'ts'})}.")
+    row = dict.fromkeys(EVENT_FIELDS)
+    row.update(fields, run_id=run_id, event=event, ts=ts)
+    return row
+
+
 CHECKPOINT_COLUMNS = ("run_id", "step", "node_name", "store_json", "created_at", "kind",
                       "next_node", "excluded")
 
@@ -423,5 +437,3 @@ def last_checkpoint_step(conn: Connection, run_id: str) -> int | None:
     return conn.execute(query).scalar()
 
 
-def decode_json(text: str | None) -> Any:
-    return json.loads(text) if text else None
