@@ -12,7 +12,7 @@ from logging.config import fileConfig
 from alembic import context
 
 from pocoflow.persistence.models import Base
-from pocoflow.persistence.sql import create_db_engine, to_url, write_connection
+from pocoflow.persistence.connect import create_db_engine, to_url, write_connection
 
 config = context.config
 target_metadata = Base.metadata

@@ -21,6 +21,7 @@ from pocoflow.errors import (
     ResumeError,
     RunNotFoundError,
     SchemaError,
+    UnmatchedActionError,
     UnmatchedActionWarning,
 )
 from pocoflow.flow import Flow
@@ -29,7 +30,8 @@ from pocoflow.store import Store
 
 if TYPE_CHECKING:
     from pocoflow.bridge import RunHandle
-    from pocoflow.persistence.db import AsyncWorkflowDB, WorkflowDB
+    from pocoflow.db import AsyncWorkflowDB, WorkflowDB
+    from pocoflow.sinks import Sink
 
 __version__ = "0.3.0.dev0"
 
@@ -53,7 +55,9 @@ __all__ = [
     "RunHandle",
     "RunNotFoundError",
     "SchemaError",
+    "Sink",
     "Store",
+    "UnmatchedActionError",
     "UnmatchedActionWarning",
     "WorkflowDB",
 ]
@@ -61,8 +65,9 @@ __all__ = [
 # loaded on first access, so `import pocoflow` pulls in neither anyio nor sqlalchemy
 _LAZY = {
     "RunHandle": "pocoflow.bridge",
-    "WorkflowDB": "pocoflow.persistence.db",
-    "AsyncWorkflowDB": "pocoflow.persistence.db",
+    "WorkflowDB": "pocoflow.db",
+    "AsyncWorkflowDB": "pocoflow.db",
+    "Sink": "pocoflow.sinks",
 }
 
 

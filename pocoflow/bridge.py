@@ -28,8 +28,7 @@ from pocoflow.store import Store, as_store
 
 if TYPE_CHECKING:
     from pocoflow.flow import Flow
-    from pocoflow.node import Wired
-    from pocoflow.persistence.db import RunRecords
+    from pocoflow.graph import Start
 
 _log = get_logger("runner")
 T = TypeVar("T")
@@ -109,14 +108,14 @@ _background = _BackgroundLoop()
 
 
 def start_background(flow: Flow, store: Store | dict[str, Any] | None,
-                     resume_from: Wired | None) -> RunHandle:
+                     start: Start | None) -> RunHandle:
     """Schedule a run on the background loop; the handle knows its run_id at once."""
     store = as_store(store)
     control = RunControl(new_run_id(flow))
-    run = functools.partial(execute, flow, store, resume_from=resume_from, control=control)
+    run = functools.partial(execute, flow, store, start=start, control=control)
     future = _background.portal().start_task_soon(run)
     _log.info("Flow '%s' started in background  run_id=%s", flow.flow_name, control.run_id)
-    return RunHandle(control, future, flow.db.records if flow.db is not None else None)
+    return RunHandle(control, future)
 
 
 class RunHandle:
@@ -125,11 +124,9 @@ class RunHandle:
     Returned by :meth:`Flow.run_background`; not meant to be built directly.
     """
 
-    def __init__(self, control: RunControl, future: concurrent.futures.Future[Store],
-                 records: RunRecords | None = None) -> None:
+    def __init__(self, control: RunControl, future: concurrent.futures.Future[Store]) -> None:
         self._control = control
         self._future = future
-        self._records = records
 
     @property
     def run_id(self) -> str:
@@ -137,15 +134,9 @@ class RunHandle:
 
     @property
     def status(self) -> str:
-        """``running``, ``completed``, ``failed``, ``cancelled`` or ``paused``.
-
-        Read from the database when the flow has one (as in 0.2), so it is
-        what the monitor and other processes see.
-        """
-        if self._records is not None:
-            row = self._records.get_run(self.run_id)
-            if row is not None:
-                return str(row["status"])
+        """``running``, ``completed``, ``failed``, ``cancelled`` or ``paused``: live, from
+        the run itself (with a database, the run's row says the same once the run has
+        recorded its end)."""
         status = self._control.status
         if status == "running" and self._future.done():
             return "failed" if self._future.exception() is not None else "completed"

@@ -62,38 +62,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _db(command: str, database: str) -> int:
-    from pocoflow.persistence.schema import head_revision, revision_of, upgrade
-    from pocoflow.persistence.sql import create_db_engine, safe_url, to_url
+    from pocoflow.db import schema_revision, upgrade_schema
 
-    url = to_url(database, create_dirs=command == "upgrade")
-    if url.get_backend_name() == "sqlite" and url.database:
-        from pathlib import Path
-
-        if not Path(url.database).exists():
-            if command == "current":
-                print(f"{safe_url(url)}: revision (none): no such file yet; this PocoFlow's "
-                      f"head is {head_revision()}")
-                return 0
-            print(f"pocoflow: creating new database {url.database}")
-    engine = create_db_engine(url)
-    try:
-        if command == "upgrade":
-            before, after = upgrade(engine)
-            if before == after:
-                print(f"{safe_url(url)}: already at revision {after} (head)")
-            else:
-                print(f"{safe_url(url)}: upgraded from {before or '(empty)'} to {after} (head)")
+    if command == "upgrade":
+        status = upgrade_schema(database)
+        if status["exists"] is None:
+            print(f"pocoflow: creating new database {status['file']}")
+        if status["before"] == status["after"]:
+            print(f"{status['url']}: already at revision {status['after']} (head)")
         else:
-            current = revision_of(engine)
-            print(f"{safe_url(url)}: revision {current or '(none)'}; this PocoFlow's head is "
-                  f"{head_revision()}")
-    finally:
-        engine.dispose()
+            print(f"{status['url']}: upgraded from {status['before'] or '(empty)'} to "
+                  f"{status['after']} (head)")
+        return 0
+    status = schema_revision(database)
+    if status["exists"] is None:
+        print(f"{status['url']}: revision (none): no such file yet; this PocoFlow's head is "
+              f"{status['head']}")
+    else:
+        print(f"{status['url']}: revision {status['before'] or '(none)'}; this PocoFlow's "
+              f"head is {status['head']}")
     return 0
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from pocoflow.persistence.db import WorkflowDB
+    from pocoflow.db import WorkflowDB
 
     db = WorkflowDB(args.database)
     if args.run_id:
@@ -138,7 +130,7 @@ def _resume(args: argparse.Namespace) -> int:
     if not isinstance(flow, Flow):
         raise TypeError(f"resume: {args.flow} is not a Flow, nor a function returning one.")
     if args.db is not None:
-        from pocoflow.persistence.db import as_async_db
+        from pocoflow.db import as_async_db
 
         flow.db = as_async_db(args.db)
     updates = {}

@@ -5,19 +5,22 @@ object can run many times at once. ``prep``/``post`` run on the event loop
 thread (the only thread that touches the store); a sync ``exec`` runs in a
 worker thread, an async one is awaited. Events go to the run's sinks, which
 are awaited before the next node starts; when a run has no sinks, no event
-object is even built.
+object is even built. The engine knows nothing of storage: a resume or a
+fork is just a run given a :class:`~pocoflow.graph.Start`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
-from uuid import uuid4
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -25,6 +28,7 @@ from pocoflow.errors import (
     MaxStepsExceeded,
     NodeTimeoutError,
     Pause,
+    UnmatchedActionError,
     UnmatchedActionWarning,
 )
 from pocoflow.events import (
@@ -36,9 +40,10 @@ from pocoflow.events import (
     NodeRetried,
     NodeStarted,
 )
+from pocoflow.graph import Start, describe, node_ids, validate_graph
 from pocoflow.logging import get_logger
 from pocoflow.node import DEFAULT_ACTION, Node, Wired
-from pocoflow.sinks import HookSink, JsonCheckpointSink, LogSink, Sink, logging_enabled
+from pocoflow.sinks import sinks_for
 from pocoflow.store import Store, as_store
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -54,6 +59,7 @@ _now = time.time
 #: A run gives the loop a turn every this many steps, so a tight loop of
 #: trivial nodes stays fair to other tasks and sees cancellation.
 YIELD_EVERY = 64
+_FRESH = Start()
 
 
 class RunControl:
@@ -68,8 +74,6 @@ class RunControl:
         self.status = "running"
         self.cancel_requested = False
         self._scope: anyio.CancelScope | None = None
-        #: a resume that stopped inside nested flows: child run_id -> where it goes on
-        self.nested_resume: dict[str, NestedResume] = {}
 
     def cancel(self) -> None:
         self.cancel_requested = True
@@ -77,34 +81,33 @@ class RunControl:
             self._scope.cancel()
 
 
-class NestedResume(NamedTuple):
-    """Where a nested flow goes on when its outer run resumes: at ``node`` with step
-    ``first_step``, or, with ``node`` None, not at all (it had finished with
-    ``last_action``)."""
-
-    node: Wired | None
-    first_step: int
-    last_action: str | None = None
-
-
 class Run:
     """The state of one execution of one flow (nested flows get a child Run)."""
 
-    __slots__ = ("control", "flow", "last_action", "nested_sinks", "parent", "run_id",
-                 "sinks", "steps", "store")
+    __slots__ = ("control", "flow", "ids", "last_action", "nested_sinks", "parent", "paused_at",
+                 "run_id", "sinks", "steps", "store", "unmatched")
 
-    def __init__(self, flow: Flow, run_id: str, store: Store, sinks: list[Sink],
+    def __init__(self, flow: Flow | None, run_id: str, store: Store, sinks: list[Any],
                  control: RunControl, parent: Run | None = None) -> None:
         self.flow = flow
         self.run_id = run_id
         self.store = store
         self.sinks = sinks
-        # a child Run's sinks already include its parent's nested sinks
-        self.nested_sinks = [s for s in sinks if s.sees_nested]
+        self.nested_sinks = [s for s in sinks if getattr(s, "sees_nested", False)]
         self.control = control
         self.parent = parent
         self.steps = 0
         self.last_action: str | None = None
+        self.ids: dict[int, str] = {}  # id(node) -> node id, when there are sinks
+        self.paused_at: str | None = None
+        self.unmatched: str | None = None
+
+    @property
+    def flow_name(self) -> str:
+        return self.flow.flow_name if self.flow is not None else ""
+
+    def node_id(self, node: Wired) -> str:
+        return self.ids.get(id(node)) or node.name
 
     async def emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -113,63 +116,52 @@ class Run:
                 await pending
 
 
+_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's, in ASCII order
+
+
 def new_run_id(flow: Flow) -> str:
-    """``<flow_name>-<8 hex>`` as in pocoflow 0.2, unless the Flow was given a run_id."""
-    return flow.run_id or f"{flow.flow_name}-{uuid4().hex[:8]}"
-
-
-def sinks_for(flow: Flow, extra: Sequence[Sink] = (), *, nested: bool = False,
-              recorder: Sink | None = None) -> list[Sink]:
-    """The sinks a run of *flow* feeds: its hooks, JSON snapshots, logging, its
-    database recorder (a nested flow is recorded by the outer one's), extras."""
-    sinks: list[Sink] = []
-    if any(flow._hooks.values()):
-        sinks.append(HookSink(flow._hooks))
-    if flow.checkpoint_dir is not None:
-        sinks.append(JsonCheckpointSink(flow.checkpoint_dir))
-    if logging_enabled():
-        sinks.append(LogSink())
-    if recorder is None and flow.db is not None and not nested:
-        from pocoflow.persistence.recorder import Recorder
-
-        recorder = Recorder(flow.db.records)
-    if recorder is not None:
-        sinks.append(recorder)
-    sinks.extend(extra)
-    return sinks
+    """The Flow's fixed run_id, else ``<flow_name>-<36 chars>``: the start time in
+    milliseconds (10 chars, so ids sort by start) then 128 random bits (26 chars), in
+    lowercase Crockford base32. Random ids of that size never collide in practice."""
+    if flow.run_id:
+        return flow.run_id
+    number = (time.time_ns() // 1_000_000) << 130 | int.from_bytes(os.urandom(16), "big")
+    chars = []
+    for _ in range(36):
+        number, digit = divmod(number, 32)
+        chars.append(_BASE32[digit])
+    return f"{flow.flow_name}-{''.join(reversed(chars))}"
 
 
 async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
-                  resume_from: Wired | None = None, control: RunControl | None = None,
-                  extra_sinks: Sequence[Sink] = (), first_step: int = 0,
-                  recorder: Sink | None = None) -> Store:
+                  start: Start | None = None, control: RunControl | None = None,
+                  sinks: Sequence[Any] = ()) -> Store:
     """Run *flow* on *store* to the end and return the store.
 
-    A cancel through *control* ends the run as ``cancelled`` and returns the
-    partial store; a cancel from an enclosing scope is recorded, then re-raised.
-    ``first_step`` numbers the first node's step and ``recorder`` replaces the
-    flow's database recorder: both for a resumed run.
+    *start* says where the run begins (default: the flow's start node, step
+    0); *sinks* are added to the flow's own. A cancel through *control* ends
+    the run as ``cancelled`` and returns the partial store; a cancel from an
+    enclosing scope is recorded, then re-raised.
     """
     store = as_store(store)
-    store.take_changes()  # writes made before the run are not step 0's changes
-    start = resume_from if resume_from is not None else flow.start
-    if not isinstance(start, Wired):
+    written = store.take_changes().written  # writes before the run are not step 0's
+    start = start or _FRESH
+    first = start.node if start.node is not None else flow.start
+    if not isinstance(first, Wired):
         raise TypeError(
             f"Flow '{flow.flow_name}': resume_from must be a node of the flow, got "
-            f"{type(start).__name__}."
+            f"{type(first).__name__}."
         )
-    validate_graph(start)
+    validate_graph(first)
     if control is None:
         control = RunControl(new_run_id(flow))
-    run = Run(flow, control.run_id, store, sinks_for(flow, extra_sinks, recorder=recorder),
-              control)
-    run.steps = first_step
+    run = Run(flow, control.run_id, store, sinks_for(flow, sinks), control)
     try:
         with anyio.CancelScope() as scope:
             control._scope = scope
             if control.cancel_requested:
                 scope.cancel()
-            await drive(run, start)
+            await drive(run, start, written)
     finally:
         control._scope = None
     if scope.cancelled_caught:
@@ -178,21 +170,29 @@ async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
     return store
 
 
-async def drive(run: Run, start: Wired) -> None:
+async def drive(run: Run, start: Start, written: frozenset[str] = frozenset()) -> None:
     """Walk the graph from *start*, bracketed by FlowStarted/FlowFinished, keeping status."""
-    flow = run.flow
+    flow: Flow = run.flow  # type: ignore[assignment]
+    run.steps = start.step
+    first = None if start.done else (start.node if start.node is not None else flow.start)
+    if start.done:
+        run.last_action = start.last_action
     began = _clock()
-    status, error, resume_at = "failed", None, None
+    status: str = "failed"
+    error: BaseException | None = None
     try:
         if run.sinks:
-            parent_id = run.parent.run_id if run.parent is not None else None
-            await run.emit(FlowStarted(run.run_id, flow.flow_name, _now(), start.name,
-                                       run.store, run.steps, parent_id, flow, start))
-        await walk(run, start)
+            run.ids = node_ids(flow.start)
+            shown = first if first is not None else flow.start
+            await run.emit(FlowStarted(
+                run.run_id, flow.flow_name, _now(), shown.name, run.store, run.steps,
+                run.parent.run_id if run.parent is not None else None,
+                run.node_id(shown) if first is not None else None, start.resumed,
+                describe(flow), written))
+        await walk(run, first, start.inner)
         status = "completed"
     except Pause as pause:
         status, error = "paused", pause
-        resume_at = getattr(pause, "_node_name", None)
         if run.parent is not None:
             raise
     except Exception as exc:
@@ -205,15 +205,28 @@ async def drive(run: Run, start: Wired) -> None:
         if run.parent is None:
             run.control.status = status
         if run.sinks:
-            with anyio.CancelScope(shield=True):
-                await run.emit(FlowFinished(run.run_id, flow.flow_name, _now(), run.steps,
-                                            status, run.store, _clock() - began,
-                                            run.last_action, error, resume_at))
+            await _emit_end(run, FlowFinished(
+                run.run_id, flow.flow_name, _now(), run.steps, status, run.store,
+                _clock() - began, run.last_action, error, run.paused_at, run.unmatched),
+                failing=error is not None or status == "cancelled")
 
 
-async def walk(run: Run, node: Wired | None) -> None:
+async def _emit_end(run: Run, event: FlowFinished, *, failing: bool) -> None:
+    """Emit the run's end, shielded from cancellation. If a sink fails while the run
+    is already failing, the run's own error is what the caller gets (the sink's
+    is logged); a run that completed fails with the sink's error."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await run.emit(event)
+        except Exception:
+            if not failing:
+                raise
+            _log.error("Recording the end of run '%s' failed", run.run_id, exc_info=True)
+
+
+async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None:
     """The orchestration loop: run a node, follow the edge of its action, repeat."""
-    flow = run.flow
+    flow: Flow = run.flow  # type: ignore[assignment]
     max_steps = flow.max_steps
     sinks = run.sinks
     store = run.store
@@ -227,54 +240,77 @@ async def walk(run: Run, node: Wired | None) -> None:
                 "raise Flow(max_steps=...)."
             )
         name = node.name
+        node_id = run.node_id(node) if sinks else name
         if sinks:
-            await run.emit(NodeStarted(run.run_id, flow.flow_name, _now(), step, name, store))
+            await run.emit(NodeStarted(run.run_id, flow.flow_name, _now(), step, name, store,
+                                       node_id))
         began = _clock()
         try:
             if isinstance(node, Node):
                 action = await run_node(node, run, step)
             else:
-                action = await run_nested(node, run, step)
-        except Pause as pause:
-            pause._node_name = name  # type: ignore[attr-defined]
+                action = await run_nested(node, run, step, inner)
+                inner = None
+            following = node.next_node(action)
+            if following is None and node.ends_on(action):
+                _unmatched(run, node, action)
+            run.steps = step + 1
+            run.last_action = action
+            if sinks:
+                try:
+                    await run.emit(NodeFinished(
+                        run.run_id, flow.flow_name, _now(), step, name, action,
+                        _clock() - began, store,
+                        following.name if following is not None else None,
+                        store.take_changes(), node_id,
+                        run.node_id(following) if following is not None else None))
+                except BaseException:
+                    run.steps = step  # a step is done only once every sink (the DB) has it
+                    raise
+        except Pause:
+            run.paused_at = node_id
             raise
         except Exception as exc:
             _log.error("Flow '%s' aborted at node '%s': %s", flow.flow_name, name, exc)
             if sinks:
-                await run.emit(NodeFailed(run.run_id, flow.flow_name, _now(), step, name,
-                                          exc, store))
+                await run.emit(NodeFailed(run.run_id, flow.flow_name, _now(), step, name, exc,
+                                          store, node_id, _clock() - began))
             raise
-        following = node.next_node(action)
-        if following is None and node._successors:
-            _warn_unmatched(name, action, node._successors)
-        run.steps = step + 1
-        run.last_action = action
-        if sinks:
-            try:
-                await run.emit(NodeFinished(
-                    run.run_id, flow.flow_name, _now(), step, name, action, _clock() - began,
-                    store, following.name if following is not None else None,
-                    store.take_changes(), following))
-            except BaseException:
-                run.steps = step  # the step is done only once every sink (the DB) has it
-                raise
         node = following
         if control.cancel_requested or run.steps % YIELD_EVERY == 0:
             await anyio.lowlevel.checkpoint()
 
 
-def _warn_unmatched(name: str, action: str, edges: Any) -> None:
+def _unmatched(run: Run, node: Wired, action: str) -> None:
+    """A node returned an action with no edge: the flow ends there (pocoflow 0.2), or,
+    as ``Flow(on_unmatched=...)`` asks, warns or raises."""
+    run.unmatched = action
+    flow: Flow = run.flow  # type: ignore[assignment]
     message = (
-        f"Node '{name}' returned action {action!r}, but it has no edge for it "
-        f"(edges: {sorted(edges)}); the flow ends here. Add .then({action!r}, next_node) "
-        "or a '*' edge if it should go on."
+        f"Node '{node.name}' returned action {action!r}, but it has no edge for it "
+        f"(edges: {sorted(node._successors)}); the flow ends here. Add "
+        f".then({action!r}, next_node), .then({action!r}, None) to end on purpose, or a "
+        "'*' edge."
     )
-    _log.warning(message)
-    warnings.warn(message, UnmatchedActionWarning, stacklevel=2)
+    mode = flow.on_unmatched
+    if mode == "raise":
+        raise UnmatchedActionError(message)
+    if mode == "warn":
+        _log.warning(message)
+        warnings.warn(message, UnmatchedActionWarning, stacklevel=3)
+    else:
+        _log.debug(message)
 
 
 async def run_node(node: Node, run: Run, step: int) -> str:
     """prep → exec (with retries, per item for batches) → post; return the action."""
+    if node._plan.custom_run:
+        return await _run_override(node, run, step)
+    return await phases(node, run, step)
+
+
+async def phases(node: Node, run: Run, step: int) -> str:
+    """The three phases of one node, whatever its class overrides."""
     plan = node._plan
     store = run.store
     prep_res = getattr(node, plan.prep)(store)
@@ -291,6 +327,10 @@ async def run_node(node: Node, run: Run, step: int) -> str:
     action = getattr(node, plan.post)(store, prep_res, exec_res)
     if plan.post_await:
         action = await action
+    return _checked_action(node, action)
+
+
+def _checked_action(node: Node, action: Any) -> str:
     if action is None:
         return DEFAULT_ACTION
     if not isinstance(action, str):
@@ -299,6 +339,41 @@ async def run_node(node: Node, run: Run, step: int) -> str:
             "return an action string, or None for 'default'."
         )
     return action
+
+
+# ── pocoflow 0.2's Node._run overrides ──────────────────────────────────────
+
+_in_run: contextvars.ContextVar[tuple[Run, int] | None] = contextvars.ContextVar(
+    "pocoflow_node_run", default=None)
+
+
+async def _run_override(node: Node, run: Run, step: int) -> str:
+    """Call a 0.2-style ``_run`` override in a worker thread; its ``super()._run``
+    hands the phases back to this loop (see :func:`run_node_blocking`)."""
+    token = _in_run.set((run, step))
+    try:
+        action = await anyio.to_thread.run_sync(node._run, run.store)
+    finally:
+        _in_run.reset(token)
+    return _checked_action(node, action)
+
+
+def run_node_blocking(node: Node, store: Any) -> str:
+    """``Node._run``: the node's phases from a worker thread of a run, or alone."""
+    current = _in_run.get()
+    if current is not None:
+        run, step = current
+        return anyio.from_thread.run(phases, node, run, step)
+    from pocoflow.bridge import run_sync
+
+    alone = Run(None, "", as_store(store), [], RunControl(""))
+    return run_sync(phases, node, alone, 0)
+
+
+# ── exec: where it runs, retries, batches ───────────────────────────────────
+
+async def run_in_worker(fn: Any, arg: Any, *, abandon_on_cancel: bool = False) -> Any:
+    return await anyio.to_thread.run_sync(fn, arg, abandon_on_cancel=abandon_on_cancel)
 
 
 async def exec_once(node: Node, arg: Any) -> Any:
@@ -314,11 +389,11 @@ async def exec_once(node: Node, arg: Any) -> Any:
     elif timeout is None:
         if not node.threaded:
             return method(arg)
-        return await anyio.to_thread.run_sync(method, arg)
+        return await run_in_worker(method, arg)
     else:
         # A run-cancel waits for this attempt (shield); only the timeout abandons the thread.
         with anyio.CancelScope(shield=True), anyio.move_on_after(timeout):
-            return await anyio.to_thread.run_sync(method, arg, abandon_on_cancel=True)
+            return await run_in_worker(method, arg, abandon_on_cancel=True)
     raise NodeTimeoutError(
         f"Node '{node.name}': exec took longer than its timeout of {timeout} s. Raise "
         f"{type(node).__name__}.timeout, or make exec faster."
@@ -327,6 +402,7 @@ async def exec_once(node: Node, arg: Any) -> Any:
 
 async def exec_with_retries(node: Node, arg: Any, run: Run, step: int) -> Any:
     """exec with the node's retry policy; exec_fallback gets the last error."""
+    began = _clock()
     try:
         return await exec_once(node, arg)
     except Exception as exc:
@@ -337,12 +413,14 @@ async def exec_with_retries(node: Node, arg: Any, run: Run, step: int) -> Any:
         _log.warning("Node '%s' exec attempt %d/%d failed: %s; retrying in %.3gs",
                      node.name, attempt, attempts, error, delay)
         if run.sinks:
-            await run.emit(NodeRetried(run.run_id, run.flow.flow_name, _now(), step, node.name,
-                                       attempt, error, delay))
+            await run.emit(NodeRetried(run.run_id, run.flow_name, _now(), step, node.name,
+                                       attempt, error, delay, run.node_id(node),
+                                       _clock() - began))
         if delay > 0:
             await anyio.sleep(delay)
         delay *= node.retry_backoff
         attempt += 1
+        began = _clock()
         try:
             return await exec_once(node, arg)
         except Exception as exc:
@@ -393,32 +471,14 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
     return first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def run_nested(inner: Wired, run: Run, step: int) -> str:
-    """Run a Flow used as a node; its last action is the action the outer flow routes on."""
+# ── nested flows ────────────────────────────────────────────────────────────
+
+async def run_nested(inner: Wired, run: Run, step: int, start: Start | None) -> str:
+    """Run a Flow used as a node, as a child run; its last action is the action the
+    outer flow routes on. *start* (a resume) says where the child run begins."""
     flow: Flow = inner  # type: ignore[assignment]
     child = Run(flow, f"{run.run_id}.{step}", run.store,
-                sinks_for(flow, nested=True) + run.nested_sinks, run.control, parent=run)
-    start = flow.start
-    resume = run.control.nested_resume.pop(child.run_id, None)
-    if resume is not None:  # the outer run resumes inside this flow
-        if resume.node is None:
-            return resume.last_action or DEFAULT_ACTION
-        start, child.steps = resume.node, resume.first_step
-    await drive(child, start)
+                sinks_for(flow, inherited=run.nested_sinks, nested=True), run.control,
+                parent=run)
+    await drive(child, start or _FRESH)
     return child.last_action or DEFAULT_ACTION
-
-
-def validate_graph(start: Wired) -> None:
-    """Check every node reachable from *start* once, before the run begins."""
-    seen: set[int] = set()
-    pending = [start]
-    while pending:
-        node = pending.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, Node):
-            node.check_config()
-        elif isinstance(getattr(node, "start", None), Wired):
-            pending.append(node.start)  # a nested Flow: check its graph too
-        pending.extend(node._successors.values())

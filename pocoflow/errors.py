@@ -7,6 +7,7 @@ Every error subclasses the built-in type a caller would naturally catch, so
     └── PocoFlowError
         ├── SchemaError (TypeError)          a Store write or schema that breaks the schema
         ├── FlowConfigError (ValueError)     a graph or node configured wrongly
+        │   └── UnmatchedActionError         an action with no edge, in Flow(on_unmatched="raise")
         ├── MaxStepsExceeded (RuntimeError)  a run took more steps than Flow.max_steps
         ├── NodeTimeoutError (TimeoutError)  one exec attempt outlived Node.timeout
         ├── Pause                            raised by a node to wait for a human
@@ -18,7 +19,7 @@ Every error subclasses the built-in type a caller would naturally catch, so
             └── ResumeError (RuntimeError)          a run that cannot be resumed (yet)
 
 Warnings: ``UnmatchedActionWarning`` (a node returned an action with no edge,
-so the flow ended there, as in pocoflow 0.2).
+so the flow ended there, as in pocoflow 0.2; only with ``Flow(on_unmatched="warn")``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class SchemaError(PocoFlowError, TypeError):
 
 class FlowConfigError(PocoFlowError, ValueError):
     """A flow or node is configured in a way that cannot run."""
+
+
+class UnmatchedActionError(FlowConfigError):
+    """A node returned an action none of its edges match, in a flow built with
+    ``on_unmatched="raise"`` (by default such an action ends the flow, as in 0.2)."""
 
 
 class MaxStepsExceeded(PocoFlowError, RuntimeError):

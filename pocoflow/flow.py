@@ -8,7 +8,7 @@ another flow and the outer flow routes on the inner flow's last action.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.node import Wired
@@ -18,10 +18,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from pocoflow.bridge import RunHandle
+    from pocoflow.db import AsyncWorkflowDB
     from pocoflow.events import Event
-    from pocoflow.persistence.db import AsyncWorkflowDB
+    from pocoflow.graph import Start
+    from pocoflow.sinks import SinkLike, UserSink
 
 HOOK_EVENTS = ("node_start", "node_end", "node_error", "flow_end")
+UNMATCHED_MODES = ("end", "warn", "raise")
 
 StoreLike = Store | dict[str, Any] | None
 
@@ -35,6 +38,11 @@ class Flow(Wired):
     (default: the start node's class name). One of ``db_path`` (a SQLite
     file), ``db_url`` (a SQLAlchemy URL) or ``db`` (a WorkflowDB or
     AsyncWorkflowDB) records every run: events, checkpoints, status.
+    ``sinks`` subscribe to every event of every run (see :meth:`add_sink`).
+    ``on_unmatched`` says what a node returning an action with no edge does:
+    ``"end"`` the flow quietly (pocoflow 0.2; the run's end event records
+    the action), ``"warn"`` (an ``UnmatchedActionWarning``) or ``"raise"``
+    (``UnmatchedActionError``, the node fails).
     """
 
     def __init__(
@@ -48,6 +56,8 @@ class Flow(Wired):
         *,
         db_url: str | None = None,
         db: Any = None,
+        sinks: Iterable[SinkLike] = (),
+        on_unmatched: str = "end",
     ) -> None:
         if not isinstance(start, Wired):
             raise TypeError(
@@ -57,18 +67,42 @@ class Flow(Wired):
             )
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
             raise ValueError(f"Flow max_steps must be an int >= 1, got {max_steps!r}.")
+        if on_unmatched not in UNMATCHED_MODES:
+            raise ValueError(f"Flow on_unmatched must be one of {list(UNMATCHED_MODES)}, got "
+                             f"{on_unmatched!r}.")
         from pathlib import Path  # imported on use: keeps `import pocoflow` light
 
         self.start = start
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.max_steps = max_steps
         self.db_path = Path(db_path) if db_path is not None else None
-        self.db: AsyncWorkflowDB | None = _database(db_path, db_url, db)
+        self._recorder: Any = None
+        self.db = _database(db_path, db_url, db)
         self.run_id = run_id
         self.flow_name = flow_name or type(start).__name__
+        self.on_unmatched = on_unmatched
         self._hooks: dict[str, list[Callable[..., Any]]] = {e: [] for e in HOOK_EVENTS}
+        self._sinks: list[UserSink] = []
+        for sink in sinks:
+            self.add_sink(sink)
         if self.checkpoint_dir is not None:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def db(self) -> AsyncWorkflowDB | None:
+        """The database that records this flow's runs (None: not recorded)."""
+        return self._db
+
+    @db.setter
+    def db(self, value: Any) -> None:
+        if value is None:
+            self._db, self._recorder = None, None
+            return
+        from pocoflow.db import as_async_db
+        from pocoflow.persistence.recorder import Recorder
+
+        self._db = as_async_db(value)
+        self._recorder = Recorder(self._db.records)
 
     @property
     def name(self) -> str:
@@ -103,6 +137,25 @@ class Flow(Wired):
         self._hooks[event].append(callback)
         return self
 
+    # ── sinks ───────────────────────────────────────────────────────────────
+
+    def add_sink(self, sink: SinkLike) -> Flow:
+        """Subscribe *sink* to every event of every run of this flow; returns self.
+
+        *sink* is a sync or async callable taking one event, or an object with a
+        ``handle(event)`` method (:class:`pocoflow.Sink`). It hears each event
+        of :mod:`pocoflow.events` in order, nested flows' runs included, before
+        the next node starts. An error it raises is logged; the run goes on.
+        """
+        from pocoflow.sinks import UserSink
+
+        self._sinks.append(UserSink(sink))
+        return self
+
+    def remove_sink(self, sink: SinkLike) -> None:
+        """Unsubscribe a sink added with :meth:`add_sink` (runs already started keep it)."""
+        self._sinks = [s for s in self._sinks if s.target is not sink]
+
     # ── running ─────────────────────────────────────────────────────────────
 
     async def run_async(self, store: StoreLike, resume_from: Wired | None = None) -> Store:
@@ -112,7 +165,7 @@ class Flow(Wired):
         """
         from pocoflow.engine import execute
 
-        return await execute(self, store, resume_from=resume_from)
+        return await execute(self, store, start=_start_at(resume_from))
 
     def run(self, store: StoreLike, resume_from: Wired | None = None) -> Store:
         """Blocking version of :meth:`run_async`; see it for details.
@@ -128,7 +181,7 @@ class Flow(Wired):
         """Start a run on PocoFlow's background loop and return its RunHandle at once."""
         from pocoflow.bridge import start_background
 
-        return start_background(self, store, resume_from)
+        return start_background(self, store, _start_at(resume_from))
 
     async def resume_async(self, run_id: str, updates: Mapping[str, Any] | None = None) -> Store:
         """Continue a failed, cancelled, paused or interrupted run from its last checkpoint.
@@ -137,9 +190,11 @@ class Flow(Wired):
         checkpoint. *updates* are written to the store first (a human's answer
         to a ``Pause``, or live objects for transient keys).
         """
-        from pocoflow.persistence.resume import resume_run
+        from pocoflow.engine import RunControl, execute
+        from pocoflow.persistence.resume import prepare_resume
 
-        return await resume_run(self, run_id, updates)
+        start, store = await prepare_resume(self, run_id, updates)
+        return await execute(self, store, start=start, control=RunControl(run_id))
 
     def resume(self, run_id: str, updates: Mapping[str, Any] | None = None) -> Store:
         """Blocking version of :meth:`resume_async`; see it for details."""
@@ -153,12 +208,21 @@ class Flow(Wired):
         If you may leave the loop early, wrap it in ``contextlib.aclosing`` so
         the run is cancelled at once.
         """
-        from pocoflow.sinks import stream_events
+        from pocoflow.stream import stream_events
 
-        return stream_events(self, store, resume_from)
+        return stream_events(self, store, _start_at(resume_from))
 
 
-def _database(db_path: Any, db_url: Any, db: Any) -> AsyncWorkflowDB | None:
+def _start_at(node: Wired | None) -> Start | None:
+    """0.2's ``resume_from=node``: a run that starts at that node."""
+    if node is None:
+        return None
+    from pocoflow.graph import Start
+
+    return Start(node=node)
+
+
+def _database(db_path: Any, db_url: Any, db: Any) -> Any:
     given = [name for name, value in (("db_path", db_path), ("db_url", db_url), ("db", db))
              if value is not None]
     if not given:
@@ -168,8 +232,8 @@ def _database(db_path: Any, db_url: Any, db: Any) -> AsyncWorkflowDB | None:
             f"Flow got {' and '.join(given)}; give one database: db_path (SQLite file), "
             "db_url (SQLAlchemy URL) or db (a WorkflowDB)."
         )
-    from pocoflow.persistence.db import AsyncWorkflowDB, as_async_db
-
     if db is not None:
-        return as_async_db(db)
+        return db
+    from pocoflow.db import AsyncWorkflowDB
+
     return AsyncWorkflowDB(db_path if db_path is not None else db_url)

@@ -47,6 +47,7 @@ class Plan(NamedTuple):
     fallback_await: bool
     batch: bool
     concurrent: bool   # AsyncBatchNode: items run at once, up to max_concurrency
+    custom_run: bool   # the class overrides pocoflow 0.2's Node._run (tracing, timing)
 
 
 def _overrides(cls: type, name: str, base: type) -> bool:
@@ -72,7 +73,9 @@ def _plan_for(cls: type) -> Plan:
         exec_ = ("exec_async", True)
     else:
         exec_ = ("exec", is_coroutine_function(cls.exec))  # type: ignore[attr-defined]
-    return Plan(*prep, *exec_, *post, *fallback, batch, async_base is not None and batch)
+    custom_run = _overrides(cls, "_run", ours["Node"])
+    return Plan(*prep, *exec_, *post, *fallback, batch, async_base is not None and batch,
+                custom_run)
 
 
 class Wired:
@@ -82,7 +85,7 @@ class Wired:
     ``__init__`` without calling ``super().__init__()`` still work.
     """
 
-    _successors: Mapping[str, Wired] = _NO_EDGES
+    _successors: Mapping[str, Wired | None] = _NO_EDGES
 
     @property
     def name(self) -> str:
@@ -96,14 +99,16 @@ class Wired:
         self.__dict__["_name"] = value
 
     @property
-    def successors(self) -> dict[str, Wired]:
-        """A copy of this node's edges: action → next node."""
+    def successors(self) -> dict[str, Wired | None]:
+        """A copy of this node's edges: action → next node (None: the flow ends)."""
         return dict(self._successors)
 
-    def then(self, action: str, node: Wired) -> Wired:
+    def then(self, action: str, node: Wired | None) -> Wired:
         """Go to *node* when ``post`` returns *action*; ``"*"`` matches any other action.
 
-        Returns ``self`` so edges chain: ``a.then("ok", b).then("error", c)``.
+        ``node=None`` ends the flow on *action* (pocoflow 0.2's explicit end),
+        even when a ``"*"`` edge exists. Returns ``self`` so edges chain:
+        ``a.then("ok", b).then("error", c)``.
         """
         if isinstance(action, Wired) and isinstance(node, str):
             raise TypeError(
@@ -116,19 +121,20 @@ class Wired:
                 f"{action!r} ({type(action).__name__}). "
                 f"Example: {_var(self)}.then('done', next_node)."
             )
-        if not isinstance(node, Wired):
+        if node is not None and not isinstance(node, Wired):
             raise TypeError(
                 f"Node '{self.name}': then({action!r}, ...) needs a Node, AsyncNode, batch "
-                f"node or Flow, got {type(node).__name__}. Pass a node instance, e.g. "
-                f"{_var(self)}.then({action!r}, NextNode())."
+                f"node or Flow (or None to end the flow there), got {type(node).__name__}. "
+                f"Pass a node instance, e.g. {_var(self)}.then({action!r}, NextNode())."
             )
         edges = self.__dict__.get("_successors")
         if edges is None:
             edges = self.__dict__["_successors"] = {}
         if action in edges:
+            old = edges[action]
             warnings.warn(
-                f"Node '{self.name}': the edge for action {action!r} to '{edges[action].name}' "
-                f"is replaced by an edge to '{node.name}'.",
+                f"Node '{self.name}': the edge for action {action!r} to "
+                f"{_target_name(old)} is replaced by an edge to {_target_name(node)}.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -138,10 +144,19 @@ class Wired:
     def next_node(self, action: str | None) -> Wired | None:
         """The node that follows *action* (``None`` means ``"default"``), or None to end."""
         edges = self._successors
-        found = edges.get(DEFAULT_ACTION if action is None else action)
-        if found is None:
+        if not edges:
+            return None
+        action = DEFAULT_ACTION if action is None else action
+        found = edges.get(action)
+        if found is None and action not in edges:
             found = edges.get(WILDCARD_ACTION)
         return found
+
+    def ends_on(self, action: str) -> bool:
+        """True if *action* ends the flow because no edge matches it (not an explicit
+        ``then(action, None)``, and not a node without edges)."""
+        edges = self._successors
+        return bool(edges) and action not in edges and WILDCARD_ACTION not in edges
 
 
 class Node(Wired):
@@ -206,6 +221,19 @@ class Node(Wired):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    def _run(self, store: Any) -> str:
+        """prep → exec (with retries) → post, blocking; returns the action.
+
+        pocoflow 0.2 programs override it to time or trace a node and call
+        ``super()._run(store)``; the engine honours such an override by calling
+        it in a worker thread, and this base version hands the phases back to
+        the run's event loop (prep and post still run on the loop thread).
+        Called outside a run (a unit test of one node), it runs the node alone.
+        """
+        from pocoflow.engine import run_node_blocking
+
+        return run_node_blocking(self, store)
 
     def check_config(self) -> None:
         """Raise FlowConfigError if the retry policy cannot work; the engine calls
@@ -295,6 +323,10 @@ Node._plan = _plan_for(Node)
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _target_name(node: Wired | None) -> str:
+    return "the end of the flow" if node is None else f"'{node.name}'"
 
 
 def _var(node: Any) -> str:

@@ -1,32 +1,80 @@
-"""The built-in sinks of the event stream: user hooks, JSON snapshots, logging, streams.
+"""Sinks: the subscribers of a run's event stream, built-in and the user's own.
 
 A sink is any object with ``handle(event)`` returning None or an awaitable
-(so sync sinks cost no coroutine) and a ``sees_nested`` flag: True if it also
-wants the events of flows nested inside its run. The engine awaits each sink
-before the next node starts, so a checkpoint is written when a step is done.
+(so a sync sink costs no coroutine), or a plain sync or async callable that
+takes the event. Users add theirs with ``Flow(..., sinks=[...])`` or
+``flow.add_sink(sink)``; every event of the run reaches them in order,
+nested flows' runs included. A user sink that raises is logged and the run
+goes on. The engine awaits each sink before the next node starts, so the
+database recorder (the one sink whose failure fails the step) has made a
+step durable before anyone else hears of it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pocoflow.events import Event, FlowFinished, NodeFailed, NodeFinished, NodeStarted
 from pocoflow.logging import get_logger, log_event
 from pocoflow.store import write_atomic
 
-if sys.version_info < (3, 11):  # pragma: no cover
-    from exceptiongroup import BaseExceptionGroup
+if TYPE_CHECKING:
+    from pocoflow.flow import Flow
 
 _log = get_logger("flow")
 
+
+@runtime_checkable
 class Sink(Protocol):
-    sees_nested: bool
+    """What ``Flow(sinks=...)`` accepts besides a plain callable: ``handle(event)``,
+    sync or async."""
 
     def handle(self, event: Event) -> Awaitable[None] | None: ...
+
+
+SinkLike = Sink | Callable[[Event], Any]
+
+
+class UserSink:
+    """A user's sink or callable, guarded: an error it raises is logged, never raised."""
+
+    sees_nested = True
+
+    def __init__(self, target: SinkLike) -> None:
+        handle = getattr(target, "handle", None)
+        if not callable(handle):
+            if not callable(target):
+                raise TypeError(
+                    f"A sink must be a callable taking an event, or an object with a "
+                    f"handle(event) method; got {type(target).__name__}. Example: "
+                    "flow.add_sink(lambda event: print(event.kind, event.run_id))."
+                )
+            handle = target
+        self.target = target
+        self._handle = handle
+
+    def handle(self, event: Event) -> Awaitable[None] | None:
+        try:
+            result = self._handle(event)
+        except Exception:
+            self._log_failure(event)
+            return None
+        if result is not None and hasattr(result, "__await__"):
+            return self._finish(result, event)
+        return None
+
+    async def _finish(self, pending: Awaitable[Any], event: Event) -> None:
+        try:
+            await pending
+        except Exception:
+            self._log_failure(event)
+
+    def _log_failure(self, event: Event) -> None:
+        _log.warning("Sink %r failed on %s of run '%s'; the run goes on", self.target,
+                     event.kind, event.run_id, exc_info=True)
 
 
 class HookSink:
@@ -138,6 +186,34 @@ class StreamSink:
             self._send.send_nowait(event)
 
 
+def sinks_for(flow: Flow, extra: Sequence[Any] = (), *, inherited: Sequence[Any] = (),
+              nested: bool = False) -> list[Any]:
+    """The sinks a run of *flow* feeds, in the order they hear each event.
+
+    The database recorder comes first (a nested flow is recorded by the outer
+    run's recorder, which it inherits), so a step is durable before hooks,
+    snapshots, logs and user sinks see it; *inherited* are the outer run's
+    sinks that see nested runs, *extra* the caller's (``stream``).
+    """
+    first = [s for s in inherited if getattr(s, "critical", False)]
+    recorder = None if nested else flow._recorder
+    if recorder is not None:
+        first.append(recorder)
+    sinks: list[Any] = first
+    hooks = flow._hooks
+    if any(hooks.values()):
+        sinks.append(HookSink(hooks))
+    if flow.checkpoint_dir is not None:
+        sinks.append(JsonCheckpointSink(flow.checkpoint_dir))
+    if logging_enabled():
+        sinks.append(LogSink())
+    outer_targets = {id(getattr(s, "target", s)) for s in inherited}
+    sinks.extend(s for s in flow._sinks if id(s.target) not in outer_targets)
+    sinks.extend(s for s in inherited if not getattr(s, "critical", False))
+    sinks.extend(extra)
+    return sinks
+
+
 def _file_safe(name: str) -> str:
     """A node name as a file name part: path separators and odd characters become '_'."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "node"
@@ -145,35 +221,3 @@ def _file_safe(name: str) -> str:
 
 def logging_enabled() -> bool:
     return _log.isEnabledFor(20)  # logging.INFO, without importing logging here
-
-
-async def stream_events(flow: Any, store: Any, resume_from: Any) -> AsyncIterator[Event]:
-    """Run *flow* in a task and yield every event, the last ``flow_end`` included;
-    then re-raise the run's error, if any."""
-    import math
-
-    import anyio
-
-    from pocoflow.engine import execute, first_error
-
-    send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
-    errors: list[BaseException] = []
-
-    async def produce() -> None:
-        async with send:
-            try:
-                await execute(flow, store, resume_from=resume_from,
-                              extra_sinks=[StreamSink(send)])
-            except Exception as exc:  # delivered after the last event
-                errors.append(exc)
-
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(produce)
-            async with receive:
-                async for event in receive:
-                    yield event
-    except BaseExceptionGroup as group_error:  # GeneratorExit from aclose(), or a cancel
-        raise first_error(group_error) from None
-    if errors:
-        raise errors[0]

@@ -64,7 +64,7 @@ class Store(MutableMapping[str, Any]):
         self._schema: dict[str, Any] = dict(schema or {})
         self._checks: dict[str, Callable[[Any], bool]] = {}
         if self._schema:
-            from pocoflow.schema import compile_check
+            from pocoflow.typecheck import compile_check
 
             self._checks = {
                 key: compile_check(spec, f"Store '{name}', key '{key}'")
@@ -157,7 +157,7 @@ class Store(MutableMapping[str, Any]):
         return self._transient
 
     def _reject(self, key: str, value: Any) -> None:
-        from pocoflow.schema import describe
+        from pocoflow.typecheck import describe
 
         raise SchemaError(
             f"Store '{self._name}': key '{key}' expects {describe(self._schema[key])}, "

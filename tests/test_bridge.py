@@ -15,7 +15,7 @@ import trio
 
 from pocoflow import AsyncNode, Flow, Node, RunHandle, Store
 
-HEX8 = "[0-9a-f]{8}"
+RUN_ID = "[0-9a-hjkmnp-tv-z]{36}"  # start ms + 128 random bits, Crockford base32
 
 
 def current_loop() -> Any:
@@ -229,7 +229,7 @@ def test_run_background_reports_running_then_completed() -> None:
     handle = Flow(start=gate, flow_name="bg").run_background(store)
     try:
         assert isinstance(handle, RunHandle)
-        assert re.fullmatch(f"bg-{HEX8}", handle.run_id)
+        assert re.fullmatch(f"bg-{RUN_ID}", handle.run_id)
         assert gate.entered.wait(5)
         assert "running" == handle.status
         assert False is handle.is_done
@@ -253,8 +253,8 @@ def test_run_id_defaults_to_the_start_node_class_name_and_differs_per_run() -> N
     first.wait(5)
     second.wait(5)
 
-    assert re.fullmatch(f"Add-{HEX8}", first.run_id)
-    assert re.fullmatch(f"Add-{HEX8}", second.run_id)
+    assert re.fullmatch(f"Add-{RUN_ID}", first.run_id)
+    assert re.fullmatch(f"Add-{RUN_ID}", second.run_id)
     assert first.run_id != second.run_id
 
 
@@ -405,7 +405,7 @@ def test_seed_readme_background_example_works_as_written() -> None:
     flow = Flow(start=my_node, flow_name="research")
     handle = flow.run_background(store)
     try:
-        assert re.fullmatch(f"research-{HEX8}", handle.run_id)
+        assert re.fullmatch(f"research-{RUN_ID}", handle.run_id)
         assert my_node.entered.wait(5)
         assert "running" == handle.status
     finally:

@@ -12,8 +12,8 @@ from sqlalchemy import text
 
 from pocoflow import WorkflowDB
 from pocoflow.cli import main
-from pocoflow.persistence.schema import ensure_schema, head_revision
-from pocoflow.persistence.sql import create_db_engine, to_url
+from pocoflow.persistence.connect import create_db_engine, to_url
+from pocoflow.persistence.migrate import ensure_schema, head_revision
 
 V021_DB = Path(__file__).resolve().parent / "data" / "pocoflow-0.2.1.db"
 V02_RUNS = ("greet-completed", "greet-failed", "loop-completed", "nonjson", "stuck-running")

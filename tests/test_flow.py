@@ -233,14 +233,59 @@ async def test_run_async_with_dict_writes_final_state_back() -> None:
     assert {"trail": ["A", "B"], "a": 1, "b": 2} == shared
 
 
-async def test_unmatched_action_ends_flow_with_warning() -> None:
-    """An action without an edge ends the flow cleanly and warns naming the action and edges."""
-    start = Step("nope", name="Review")
+def review_with_two_edges(action: str | None) -> Step:
+    start = Step(action, name="Review")
     start.then("approve", Step(name="Publish")).then("reject", Step(name="Drop"))
+    return start
+
+
+async def test_unmatched_action_ends_flow_silently_as_in_pocoflow_02(
+        recwarn: pytest.WarningsRecorder) -> None:
+    """By default an action without an edge (or None on a node with named edges) ends the
+    flow cleanly, printing nothing; the end event records the unmatched action."""
+    ends: list[FlowFinished] = []
+    for action in ("nope", None):
+        flow = Flow(start=review_with_two_edges(action))
+        flow.add_sink(lambda event: ends.append(event) if event.kind == "flow_end" else None)
+        store = await flow.run_async({})
+        assert ["Review"] == store["trail"]
+    assert [] == list(recwarn)
+    assert [("completed", "nope"), ("completed", "default")] == [
+        (e.status, e.unmatched_action) for e in ends]
+
+
+async def test_unmatched_action_warns_with_on_unmatched_warn() -> None:
+    """Flow(on_unmatched="warn") warns naming the action and the edges, and ends the flow."""
+    flow = Flow(start=review_with_two_edges("nope"), on_unmatched="warn")
     with pytest.warns(pocoflow.UnmatchedActionWarning, match="'nope'") as caught:
-        store = await Flow(start=start).run_async({})
+        store = await flow.run_async({})
     assert ["Review"] == store["trail"]
     assert "['approve', 'reject']" in str(caught[0].message)
+
+
+async def test_unmatched_action_raises_with_on_unmatched_raise() -> None:
+    """Flow(on_unmatched="raise") fails the node with UnmatchedActionError naming the fix."""
+    flow = Flow(start=review_with_two_edges("nope"), on_unmatched="raise")
+    with pytest.raises(pocoflow.UnmatchedActionError, match=r"\.then\('nope', next_node\)"):
+        await flow.run_async({})
+
+
+async def test_explicit_end_with_then_none_is_not_unmatched() -> None:
+    """then(action, None) ends the flow on that action on purpose (0.2), even in raise mode
+    and even with a '*' edge; other actions still follow the wildcard."""
+    review = Step("stop", name="Review")
+    review.then("stop", None).then("*", Step(name="Other"))
+    store = await Flow(start=review, on_unmatched="raise").run_async({})
+    assert ["Review"] == store["trail"]
+    review.action = "elsewhere"
+    store = await Flow(start=review, on_unmatched="raise").run_async({})
+    assert ["Review", "Other"] == store["trail"]
+
+
+def test_on_unmatched_rejects_unknown_modes() -> None:
+    """Flow(on_unmatched=...) takes end, warn or raise and says so."""
+    with pytest.raises(ValueError, match="'end', 'warn', 'raise'"):
+        Flow(start=Step(), on_unmatched="ignore")
 
 
 # ── JSON checkpoints ────────────────────────────────────────────────────────

@@ -26,10 +26,10 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from pocoflow import DatabaseVersionError, Flow, Node, ResumeError, Store, WorkflowDB
+from pocoflow.persistence.connect import create_db_engine, to_url
 from pocoflow.persistence.database import Database
+from pocoflow.persistence.migrate import alembic_config, ensure_schema, head_revision
 from pocoflow.persistence.models import Base
-from pocoflow.persistence.schema import alembic_config, ensure_schema, head_revision
-from pocoflow.persistence.sql import create_db_engine, to_url
 
 ROOT = Path(__file__).resolve().parent.parent
 V021_DB = ROOT / "tests" / "data" / "pocoflow-0.2.1.db"
@@ -502,8 +502,8 @@ def test_wheel_install_migrates_without_a_checkout(tmp_path: Path) -> None:
     outside.mkdir()
     code = (
         "from pocoflow import Flow, Node, Store, WorkflowDB\n"
-        "from pocoflow.persistence.schema import head_revision, migrations_dir, revision_of\n"
-        "from pocoflow.persistence.sql import create_db_engine, to_url\n"
+        "from pocoflow.persistence.migrate import head_revision, migrations_dir, revision_of\n"
+        "from pocoflow.persistence.connect import create_db_engine, to_url\n"
         "class One(Node):\n"
         "    def post(self, store, prep_res, exec_res):\n"
         "        store['one'] = 1\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pocoflow import AsyncNode, Flow, WorkflowDB
+from pocoflow.persistence.connect import to_url
 from pocoflow.persistence.database import Database
-from pocoflow.persistence.sql import to_url
 from tests.postgres_server import create_database
 
 WRITER = textwrap.dedent("""

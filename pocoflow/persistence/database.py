@@ -18,8 +18,16 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
 from pocoflow.logging import get_logger
-from pocoflow.persistence import sql
-from pocoflow.persistence.schema import ensure_schema
+from pocoflow.persistence import queries
+from pocoflow.persistence.connect import (
+    create_db_engine,
+    is_sqlite,
+    safe_url,
+    use_wal,
+    wal_checkpoint,
+    write_connection,
+)
+from pocoflow.persistence.migrate import ensure_schema
 from pocoflow.persistence.writer import Writer
 
 _log = get_logger("db")
@@ -38,12 +46,12 @@ class Database:
     def __init__(self, url: URL) -> None:
         self.url = url
         self.pid = os.getpid()  # a forked child must not use this process's connections
-        self.safe_url = sql.safe_url(url)
-        self.engine: Engine = sql.create_db_engine(url)
+        self.safe_url = safe_url(url)
+        self.engine: Engine = create_db_engine(url)
         try:
             ensure_schema(self.engine)
-            if sql.is_sqlite(self.engine):
-                sql.use_wal(self.engine)
+            if is_sqlite(self.engine):
+                use_wal(self.engine)
             self.writer = Writer(self.engine)
         except BaseException:
             self.engine.dispose()
@@ -53,7 +61,7 @@ class Database:
         self._owned_lock = threading.Lock()
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
-        if sql.is_sqlite(self.engine):
+        if is_sqlite(self.engine):
             threading.Thread(target=self._checkpoint_forever, daemon=True,
                              name="pocoflow-wal-checkpoint").start()
         _log.debug("Database ready  url=%s", self.safe_url)
@@ -84,9 +92,9 @@ class Database:
         """Stop the background threads, fold the WAL in, and close every connection."""
         self._beat.set()
         self.writer.close()
-        if sql.is_sqlite(self.engine):
+        if is_sqlite(self.engine):
             try:
-                sql.wal_checkpoint(self.engine, "TRUNCATE")
+                wal_checkpoint(self.engine, "TRUNCATE")
             except Exception:
                 _log.debug("Final WAL checkpoint of %s failed", self.safe_url, exc_info=True)
         self.engine.dispose()
@@ -101,7 +109,7 @@ class Database:
                 continue
             done = self.writer.commits
             try:
-                sql.wal_checkpoint(self.engine)
+                wal_checkpoint(self.engine)
             except Exception:
                 _log.debug("WAL checkpoint of %s failed; retrying later", self.safe_url,
                            exc_info=True)
@@ -131,8 +139,8 @@ class Database:
             if not owned:
                 continue
             try:
-                with sql.write_connection(self.engine) as conn, conn.begin():
-                    sql.heartbeat(conn, self.owner, owned)
+                with write_connection(self.engine) as conn, conn.begin():
+                    queries.heartbeat(conn, self.owner, owned)
             except Exception:
                 _log.warning("Heartbeat for %d run(s) failed on %s", len(owned), self.safe_url,
                              exc_info=True)

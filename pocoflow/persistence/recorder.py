@@ -1,10 +1,12 @@
-"""The recorder: the event-stream sink that writes a run to the database.
+"""The recorder: the event-stream sink that writes a flow's runs to the database.
 
 One transaction per step: the step's events, its checkpoint and the run row
 are committed together, and the engine awaits that commit before the next
-node starts, so a step is done only once it is durable. Nested flows are
-recorded as child runs (``parent_run_id``) with their own events and
-checkpoint chain, so a resume can go on inside them; their writes to the
+node starts, so a step is done only once it is durable. A Flow with a
+database has one recorder for all its runs; what it knows of a run comes from
+the run's events (the graph and node ids arrive with ``FlowStarted``). Nested
+flows are recorded as child runs (``parent_run_id``) with their own events
+and checkpoint chain, so a resume can go on inside them; their writes to the
 shared store also land in the parent's next checkpoint.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.events import (
@@ -24,76 +26,76 @@ from pocoflow.events import (
     NodeRetried,
     NodeStarted,
 )
-from pocoflow.graph import describe, node_ids
-from pocoflow.persistence.sql import StepWrite, event_row, now_iso
-from pocoflow.persistence.sql import iso as _iso
+from pocoflow.persistence import rows
+from pocoflow.persistence.rows import StepWrite, event_row, iso
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Mapping
-
-    from pocoflow.persistence.db import RunRecords
     from pocoflow.persistence.delta import DeltaTracker
+    from pocoflow.persistence.records import RunRecords
 
 
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a resumed run picks up: its last checkpoint, as encoded text per key."""
+class _RunState:
+    """What the recorder keeps about one run between its events."""
 
-    step: int  # the last checkpointed step (-1: none, the run's input)
-    texts: dict[str, str]
-    updated: tuple[str, ...] = ()
+    __slots__ = ("full_next", "parent", "pending", "tracker")
+
+    def __init__(self, tracker: DeltaTracker, parent: str | None, full_next: bool) -> None:
+        self.tracker = tracker
+        self.parent = parent
+        self.full_next = full_next  # the next checkpoint is a full snapshot
+        self.pending: list[dict[str, Any]] = []  # event rows waiting for the step's commit
 
 
 class Recorder:
-    """Records one top-level run (and the runs of flows nested in it)."""
+    """Records every run of one Flow (and the runs of flows nested in it)."""
 
     sees_nested = True
+    critical = True  # its failure fails the step: a step is done only once durable
 
-    def __init__(self, records: RunRecords,
-                 resume: Mapping[str, ResumePoint] | None = None) -> None:
+    def __init__(self, records: RunRecords) -> None:
         self._records = records
-        self._resume = dict(resume or {})  # run_id -> where that (resumed) run picks up
-        self._trackers: dict[str, DeltaTracker] = {}  # one checkpoint chain per run
-        self._parents: dict[str, str | None] = {}
-        self._full_next: set[str] = set()  # runs whose next checkpoint is a full one
-        self._pending: dict[str, list[dict[str, Any]]] = {}
-        self._ids: dict[str, dict[int, str]] = {}  # run_id -> node ids of its flow
+        self._runs: dict[str, _RunState] = {}
 
     def handle(self, event: Event) -> Awaitable[None] | None:
-        if isinstance(event, NodeStarted):
-            self._add(event, "node_start", step=event.step, node_name=event.node_name)
-            return None
-        if isinstance(event, NodeFinished):
-            return self._node_finished(event)
-        if isinstance(event, NodeRetried):
-            self._add(event, "node_retry", step=event.step, node_name=event.node_name,
-                      error_msg=str(event.error),
-                      detail=json.dumps({"attempt": event.attempt, "delay_s": event.delay_s,
-                                         "type": type(event.error).__name__}))
-            return None
-        if isinstance(event, NodeFailed):
-            self._add(event, "node_error", step=event.step, node_name=event.node_name,
-                      error_msg=str(event.error),
-                      detail=json.dumps({"type": type(event.error).__name__}))
-            return None
         if isinstance(event, FlowStarted):
             return self._flow_started(event)
+        state = self._runs.get(event.run_id)
+        if state is None:  # a run whose start was never recorded (it was refused)
+            return None
+        if isinstance(event, NodeStarted):
+            self._add(state, event, "node_start", step=event.step, node_name=event.node_name)
+            return None
+        if isinstance(event, NodeFinished):
+            return self._node_finished(state, event)
+        if isinstance(event, NodeRetried):
+            self._add(state, event, "node_retry", step=event.step, node_name=event.node_name,
+                      error_msg=str(event.error),
+                      detail=rows.detail(attempt=event.attempt, delay_s=event.delay_s,
+                                         type=type(event.error).__name__))
+            return None
+        if isinstance(event, NodeFailed):
+            self._add(state, event, "node_error", step=event.step, node_name=event.node_name,
+                      error_msg=str(event.error),
+                      detail=rows.detail(type=type(event.error).__name__))
+            return None
         if isinstance(event, FlowFinished):
-            return self._flow_finished(event)
+            return self._flow_finished(state, event)
         return None
 
-    def _add(self, event: Event, kind: str, **fields: Any) -> None:
-        self._pending.setdefault(event.run_id, []).append(
-            event_row(event.run_id, kind, _iso(event.ts), **fields))
+    @staticmethod
+    def _add(state: _RunState, event: Event, kind: str, **fields: Any) -> None:
+        state.pending.append(event_row(event.run_id, kind, iso(event.ts), **fields))
 
-    def _take(self, run_id: str) -> list[dict[str, Any]]:
-        return self._pending.pop(run_id, [])
+    @staticmethod
+    def _take(state: _RunState) -> list[dict[str, Any]]:
+        taken, state.pending = state.pending, []
+        return taken
 
     def _commit(self, write: StepWrite) -> Awaitable[None] | None:
         """Commit on this thread when that cannot block (SQLite, no contention), else in
         a worker thread; either way the step is durable before the engine goes on."""
-        if self._records.database.writer.commit_now(write):
+        if self._records.commit_now(write):
             return None
         return self._commit_in_thread(write)
 
@@ -120,124 +122,112 @@ class Recorder:
 
     def _start(self, event: FlowStarted) -> Awaitable[None] | None:
         records = self._records
-        flow = event.flow_ref
-        ids = node_ids(flow.start) if flow is not None else {}
-        self._ids[event.run_id] = ids
-        start_id = ids.get(id(event.start_ref), event.start_node)
         run_id = event.run_id
-        self._parents[run_id] = event.parent_run_id
-        tracker = self._trackers[run_id] = records.tracker()
-        resume = self._resume.pop(run_id, None)
-        if resume is not None:
-            tracker.load(resume.texts)
-        if resume is None or resume.step < 0:
-            self._full_next.add(run_id)
+        # a resumed run's first checkpoint is a full one: the tracker starts empty
+        state = _RunState(records.tracker(), event.parent_run_id, full_next=True)
+        self._runs[run_id] = state
         database = records.database
-        database.own(event.run_id, records.lease_seconds)
-        stamp = _iso(event.ts)
-        values: dict[str, Any] = {
-            "status": "running", "owner": database.owner, "heartbeat_at": stamp,
-            "completed_at": None, "error_msg": None, "current_node": event.start_node,
-            "next_node": start_id,
-        }
-        write = StepWrite(event.run_id)
-        if resume is not None:
-            write.run_update = values
-            self._add(event, "flow_resume", step=event.step, node_name=event.start_node,
-                      detail=json.dumps({"from_step": resume.step,
-                                         "updated_keys": list(resume.updated)}))
+        database.own(run_id, records.lease_seconds)
+        stamp = iso(event.ts)
+        write = StepWrite(run_id)
+        if event.resumed:
+            write.run_update = rows.resumed_run(stamp, database.owner, event.start_node,
+                                                event.start_node_id)
+            self._add(state, event, "flow_resume", step=event.step, node_name=event.start_node,
+                      detail=rows.detail(from_step=event.step - 1,
+                                         updated_keys=sorted(event.written)))
         else:
-            values.update(run_id=event.run_id, flow_name=event.flow_name, started_at=stamp,
-                          parent_run_id=event.parent_run_id)
-            graph = json.dumps(describe(flow)) if flow is not None else None
+            write.run_insert = rows.started_run(
+                run_id, event.flow_name, stamp, database.owner, event.start_node,
+                event.start_node_id, event.parent_run_id)
             store_json = None
             if event.parent_run_id is None:  # a nested flow's input is its parent's store
                 store = event.store
                 transient = store.transient if isinstance(store, Store) else ()
-                store_json = tracker.full(store, transient).store_json
-            write.run_input = {"graph_json": graph, "input_json": store_json}
-            write.run_insert = values
-            self._add(event, "flow_start", node_name=event.start_node)
-        write.event_rows = self._take(event.run_id)
-        return self._commit(write)
+                store_json = records.tracker().full(store, transient).store_json
+            write.run_input = rows.run_input(
+                json.dumps(event.graph) if event.graph is not None else None, store_json)
+            self._add(state, event, "flow_start", node_name=event.start_node)
+        write.event_rows = self._take(state)
+        try:
+            return self._finishing(run_id, self._commit(write), failed_only=True)
+        except BaseException:
+            self._forget(run_id)
+            raise
 
-    def _flow_finished(self, event: FlowFinished) -> Awaitable[None] | None:
+    def _flow_finished(self, state: _RunState, event: FlowFinished) -> Awaitable[None] | None:
         error = event.error
         detail = None
         if event.status == "paused" and error is not None:
-            detail = json.dumps({"reason": getattr(error, "reason", str(error)),
-                                 "data": getattr(error, "data", {})}, default=repr)
+            detail = rows.detail(reason=getattr(error, "reason", str(error)),
+                                 data=getattr(error, "data", {}))
         elif error is not None:
-            detail = json.dumps({"type": type(error).__name__})
+            detail = rows.detail(type=type(error).__name__)
+        elif event.unmatched_action is not None:
+            detail = rows.detail(unmatched_action=event.unmatched_action)
         failed = event.status == "failed"
-        self._add(event, "flow_end", step=event.steps, action=event.last_action,
-                  error_msg=str(error) if failed and error is not None else None, detail=detail)
-        write = StepWrite(event.run_id, event_rows=self._take(event.run_id), run_update={
-            "status": event.status, "total_steps": event.steps,
-            "completed_at": None if event.status == "paused" else _iso(event.ts),
-            "error_msg": str(error) if failed and error is not None else None,
-            "heartbeat_at": now_iso(),
-        })
-        self._trackers.pop(event.run_id, None)
-        return self._finish(event.run_id, write)
-
-    def _finish(self, run_id: str, write: StepWrite) -> Awaitable[None] | None:
+        error_msg = str(error) if failed and error is not None else None
+        self._add(state, event, "flow_end", step=event.steps, action=event.last_action,
+                  error_msg=error_msg, detail=detail)
+        write = StepWrite(event.run_id, event_rows=self._take(state), run_update=rows.run_ended(
+            event.status, event.steps, iso(event.ts), error_msg))
         try:
             pending = self._commit(write)
         except BaseException:
-            self._records.database.disown(run_id)
+            self._forget(event.run_id)
             raise
-        if pending is None:
-            self._records.database.disown(run_id)
-            return None
-        return self._finish_later(run_id, pending)
+        return self._finishing(event.run_id, pending, failed_only=False)
 
-    async def _finish_later(self, run_id: str, pending: Awaitable[None]) -> None:
+    def _finishing(self, run_id: str, pending: Awaitable[None] | None, *,
+                   failed_only: bool) -> Awaitable[None] | None:
+        """Forget the run once *pending* is done (or, with *failed_only*, if it fails)."""
+        if pending is None:
+            if not failed_only:
+                self._forget(run_id)
+            return None
+        return self._await_then_forget(run_id, pending, failed_only)
+
+    async def _await_then_forget(self, run_id: str, pending: Awaitable[None],
+                                 failed_only: bool) -> None:
         try:
             await pending
-        finally:
-            self._records.database.disown(run_id)
+        except BaseException:
+            self._forget(run_id)
+            raise
+        if not failed_only:
+            self._forget(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+        self._records.database.disown(run_id)
 
     # ── steps ───────────────────────────────────────────────────────────────
 
-    def _node_finished(self, event: NodeFinished) -> Awaitable[None] | None:
+    def _node_finished(self, state: _RunState, event: NodeFinished) -> Awaitable[None] | None:
         run_id = event.run_id
-        written = event.changes.written
-        ancestor: str | None = run_id
+        changes = event.changes
+        ancestor: _RunState | None = state
         while ancestor is not None:  # a nested step's writes are its parents' writes too
-            if ancestor in self._trackers:
-                self._trackers[ancestor].mark_written(written)
-            ancestor = self._parents.get(ancestor)
-        tracker = self._trackers[run_id]
-        following = event.next_ref
-        next_id = None
-        if following is not None:
-            next_id = self._ids.get(run_id, {}).get(id(following), event.next_node)
+            ancestor.tracker.mark_written(changes.written)
+            ancestor = self._runs.get(ancestor.parent) if ancestor.parent else None
+        tracker = state.tracker
         store = event.store
         transient = store.transient if isinstance(store, Store) else ()
-        try:
-            if run_id in self._full_next:
-                encoded = tracker.full(store, transient)
-                self._full_next.discard(run_id)
-            else:
-                encoded = tracker.step(store, transient)
-        except Exception as exc:  # recorded as this node's error; the run fails on it
-            self._add(event, "node_error", step=event.step, node_name=event.node_name,
-                      error_msg=str(exc), detail=json.dumps({"type": type(exc).__name__}))
-            raise
-        stamp = _iso(event.ts)
-        rows = self._take(event.run_id)
-        rows.append(event_row(event.run_id, "node_end", stamp, step=event.step,
-                              node_name=event.node_name, action=event.action,
-                              elapsed_ms=event.elapsed_s * 1000))
-        write = StepWrite(event.run_id, event_rows=rows, run_update={
-            "total_steps": event.step + 1, "heartbeat_at": stamp,
-            "current_node": event.next_node or event.node_name, "next_node": next_id,
-        })
-        write.checkpoint = {
-            "run_id": event.run_id, "step": event.step, "node_name": event.node_name,
-            "store_json": encoded.store_json, "created_at": stamp,
-            "kind": encoded.kind, "next_node": next_id,
-            "excluded": json.dumps(encoded.excluded) if encoded.excluded else None,
-        }
+        if state.full_next:
+            encoded = tracker.full(store, transient)
+            state.full_next = False
+        else:
+            encoded = tracker.step(store, transient)
+        stamp = iso(event.ts)
+        found = self._take(state)
+        found.append(event_row(run_id, "node_end", stamp, step=event.step,
+                               node_name=event.node_name, action=event.action,
+                               elapsed_ms=event.elapsed_s * 1000))
+        write = StepWrite(
+            run_id, event_rows=found,
+            run_update=rows.step_done(event.step + 1, stamp,
+                                      event.next_node or event.node_name, event.next_node_id),
+            checkpoint=rows.checkpoint_row(run_id, event.step, event.node_name, encoded.kind,
+                                           encoded.store_json, encoded.excluded, stamp,
+                                           event.next_node_id))
         return self._commit(write)

@@ -11,15 +11,22 @@ processes opening one new database at once never collide.
 from __future__ import annotations
 
 import importlib.util
+import os
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, func, inspect, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 
 from pocoflow.errors import DatabaseVersionError
 from pocoflow.logging import get_logger
-from pocoflow.persistence.sql import is_sqlite, safe_url, write_connection
+from pocoflow.persistence.connect import (
+    create_db_engine,
+    is_sqlite,
+    safe_url,
+    to_url,
+    write_connection,
+)
 
 _log = get_logger("db")
 
@@ -125,3 +132,32 @@ def revision_of(engine: Engine) -> str | None:
         if current is None and inspect(conn).has_table("pf_runs"):
             return "0.2 (unversioned)"
         return current
+
+
+def is_sqlite_url(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def schema_status(target: str | os.PathLike[str], *, upgrade_it: bool = False,
+                  ) -> dict[str, str | None]:
+    """The schema revision of the database at *target* (``before``, ``after``, ``head``,
+    ``url``), upgraded to head first when *upgrade_it*. A SQLite file that does not exist
+    is reported as such (``exists`` False) and only created by an upgrade."""
+    url = to_url(target, create_dirs=upgrade_it)
+    head = head_revision()
+    status: dict[str, str | None] = {"url": safe_url(url), "head": head, "exists": "yes",
+                                     "file": url.database if is_sqlite_url(url) else None}
+    if status["file"] and status["file"] != ":memory:" and not Path(status["file"]).exists():
+        status["exists"] = None
+        if not upgrade_it:
+            status["before"] = status["after"] = None
+            return status
+    engine = create_db_engine(url)
+    try:
+        if upgrade_it:
+            status["before"], status["after"] = upgrade(engine)
+        else:
+            status["before"] = status["after"] = revision_of(engine)
+    finally:
+        engine.dispose()
+    return status

@@ -1,0 +1,286 @@
+"""WorkflowDB and AsyncWorkflowDB: the run database, blocking and awaitable.
+
+pocoflow 0.2's ``from pocoflow.db import WorkflowDB`` and its methods, on
+SQLite or PostgreSQL: both take a file path (SQLite) or a SQLAlchemy URL and
+return plain dicts with 0.2's keys (plus the new columns). Both facades only
+delegate to :class:`pocoflow.persistence.records.RunRecords`, the one
+implementation; their methods are generated from it (see
+:mod:`pocoflow.persistence.facades`), so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pocoflow.persistence.delta import FULL_EVERY
+from pocoflow.persistence.records import LEASE_SECONDS, RunRecords, Target
+from pocoflow.store import Store
+
+T = TypeVar("T")
+
+__all__ = ["AsyncWorkflowDB", "WorkflowDB", "schema_revision", "upgrade_schema"]
+
+
+class AsyncWorkflowDB:
+    """The run database, awaitable: runs, events, checkpoints of every flow.
+
+    ``AsyncWorkflowDB("pocoflow.db")`` or ``AsyncWorkflowDB("postgresql+asyncpg://...")``.
+    The database is opened (and migrated to the current schema) on first use.
+    ``lease_seconds``: a running run whose heartbeat is older shows as
+    ``interrupted``. ``allow_pickle``: checkpoint values no codec handles are
+    pickled (trusted databases only). ``full_every``: steps between full
+    snapshots at most. Each method runs in a worker thread, on asyncio or trio.
+    """
+
+    def __init__(self, target: Target, *, lease_seconds: float = LEASE_SECONDS,
+                 allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
+        if isinstance(target, (WorkflowDB, AsyncWorkflowDB)):
+            raise TypeError(f"Pass a path or URL, not a {type(target).__name__}; use it "
+                            "directly (Flow(db=...) takes either).")
+        self.records = RunRecords(target, lease_seconds=lease_seconds,
+                                  allow_pickle=allow_pickle, full_every=full_every)
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self.records.safe_url
+
+    def __repr__(self) -> str:
+        return f"<AsyncWorkflowDB {self.url}>"
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        import functools
+
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    async def open(self) -> AsyncWorkflowDB:
+        """Open (and migrate) now rather than on first use; returns self."""
+        await self._call(self.records.open)
+        return self
+
+    # ── generated from RunRecords by pocoflow.persistence.facades: do not edit ──
+
+    async def create_run(self, run_id: str, flow_name: str = "") -> None:
+        """Insert a run with status ``running`` (ignored if the run_id exists)."""
+        return await self._call(self.records.create_run, run_id, flow_name)
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run: status, completed_at, total_steps, current_node, error_msg..."""
+        return await self._call(self.records.update_run, run_id, **fields)
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run as a dict, or None."""
+        return await self._call(self.records.get_run, run_id)
+
+    async def list_runs(
+        self,
+        limit: int = 100,
+        *,
+        offset: int = 0,
+        status: str | None = None,
+        flow_name: str | None = None,
+        parent_run_id: str | None = None,
+        include_nested: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Newest runs first, filtered by status (``interrupted`` too) and flow name, paged.
+
+        Nested flows' child runs are left out unless ``include_nested`` or
+        ``parent_run_id`` asks for them.
+        """
+        return await self._call(
+            self.records.list_runs,
+            limit,
+            offset=offset,
+            status=status,
+            flow_name=flow_name,
+            parent_run_id=parent_run_id,
+            include_nested=include_nested,
+        )
+
+    async def count_runs(self) -> dict[str, int]:
+        """Runs per stored status (``interrupted`` runs are counted as ``running``)."""
+        return await self._call(self.records.count_runs)
+
+    async def get_run_input(self, run_id: str) -> dict[str, Any] | None:
+        """The graph (``graph_json``) and input store (``input_json``) a run started with."""
+        return await self._call(self.records.get_run_input, run_id)
+
+    async def save_event(self, run_id: str, event: str, **kw: Any) -> None:
+        """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
+        return await self._call(self.records.save_event, run_id, event, **kw)
+
+    async def get_events(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's events in the order they happened."""
+        return await self._call(self.records.get_events, run_id)
+
+    async def save_checkpoint(
+        self,
+        run_id: str,
+        step: int,
+        node_name: str,
+        store: Store | Mapping[str, Any],
+    ) -> None:
+        """Write a full snapshot of *store* as the checkpoint of *step* (replacing one
+        written before, as in 0.2).
+        """
+        return await self._call(self.records.save_checkpoint, run_id, step, node_name, store)
+
+    async def get_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's checkpoints by step, each ``store_json`` the full store."""
+        return await self._call(self.records.get_checkpoints, run_id)
+
+    async def load_checkpoint(self, run_id: str, step: int) -> Store:
+        """The Store as it was after *step*; ``KeyError`` if there is no such checkpoint."""
+        return await self._call(self.records.load_checkpoint, run_id, step)
+
+    async def last_action(self, run_id: str) -> str | None:
+        """The action of the run's last finished node (None: no node finished)."""
+        return await self._call(self.records.last_action, run_id)
+    # ── end of generated methods ──
+
+
+class WorkflowDB:
+    """Blocking version of :class:`AsyncWorkflowDB`; see it for details.
+
+    As in pocoflow 0.2, the database is opened (created, migrated) at once.
+    ``WorkflowDB(...).aio`` is the async twin on the same database.
+    """
+
+    def __init__(self, target: Target, *, lease_seconds: float = LEASE_SECONDS,
+                 allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
+        self.aio = AsyncWorkflowDB(target, lease_seconds=lease_seconds,
+                                   allow_pickle=allow_pickle, full_every=full_every)
+        self.records = self.aio.records
+        self.records.open()
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return self.aio.url
+
+    @property
+    def db_path(self) -> Path | None:
+        """The SQLite file (0.2 attribute); None for other databases."""
+        url = self.records.url
+        return Path(url.database) if url.get_backend_name() == "sqlite" and url.database \
+            else None
+
+    def __repr__(self) -> str:
+        return f"<WorkflowDB {self.url}>"
+
+    # ── generated from RunRecords by pocoflow.persistence.facades: do not edit ──
+
+    def create_run(self, run_id: str, flow_name: str = "") -> None:
+        """Insert a run with status ``running`` (ignored if the run_id exists)."""
+        return self.records.create_run(run_id, flow_name)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run: status, completed_at, total_steps, current_node, error_msg..."""
+        return self.records.update_run(run_id, **fields)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run as a dict, or None."""
+        return self.records.get_run(run_id)
+
+    def list_runs(
+        self,
+        limit: int = 100,
+        *,
+        offset: int = 0,
+        status: str | None = None,
+        flow_name: str | None = None,
+        parent_run_id: str | None = None,
+        include_nested: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Newest runs first, filtered by status (``interrupted`` too) and flow name, paged.
+
+        Nested flows' child runs are left out unless ``include_nested`` or
+        ``parent_run_id`` asks for them.
+        """
+        return self.records.list_runs(
+            limit,
+            offset=offset,
+            status=status,
+            flow_name=flow_name,
+            parent_run_id=parent_run_id,
+            include_nested=include_nested,
+        )
+
+    def count_runs(self) -> dict[str, int]:
+        """Runs per stored status (``interrupted`` runs are counted as ``running``)."""
+        return self.records.count_runs()
+
+    def get_run_input(self, run_id: str) -> dict[str, Any] | None:
+        """The graph (``graph_json``) and input store (``input_json``) a run started with."""
+        return self.records.get_run_input(run_id)
+
+    def save_event(self, run_id: str, event: str, **kw: Any) -> None:
+        """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
+        return self.records.save_event(run_id, event, **kw)
+
+    def get_events(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's events in the order they happened."""
+        return self.records.get_events(run_id)
+
+    def save_checkpoint(
+        self,
+        run_id: str,
+        step: int,
+        node_name: str,
+        store: Store | Mapping[str, Any],
+    ) -> None:
+        """Write a full snapshot of *store* as the checkpoint of *step* (replacing one
+        written before, as in 0.2).
+        """
+        return self.records.save_checkpoint(run_id, step, node_name, store)
+
+    def get_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's checkpoints by step, each ``store_json`` the full store."""
+        return self.records.get_checkpoints(run_id)
+
+    def load_checkpoint(self, run_id: str, step: int) -> Store:
+        """The Store as it was after *step*; ``KeyError`` if there is no such checkpoint."""
+        return self.records.load_checkpoint(run_id, step)
+
+    def last_action(self, run_id: str) -> str | None:
+        """The action of the run's last finished node (None: no node finished)."""
+        return self.records.last_action(run_id)
+    # ── end of generated methods ──
+
+
+def schema_revision(target: Target) -> dict[str, str | None]:
+    """The schema revision of a database (``before`` and ``after`` alike), this
+    PocoFlow's ``head``, and ``exists`` (None for a SQLite file not created yet, which
+    this leaves uncreated)."""
+    from pocoflow.persistence.migrate import schema_status
+
+    return schema_status(target)
+
+
+def upgrade_schema(target: Target) -> dict[str, str | None]:
+    """Bring a database to this PocoFlow's schema (creating it if new); the revisions
+    ``before`` and ``after``. A database newer than this PocoFlow is refused untouched
+    (``DatabaseVersionError``)."""
+    from pocoflow.persistence.migrate import schema_status
+
+    return schema_status(target, upgrade_it=True)
+
+
+def as_async_db(db: Any) -> AsyncWorkflowDB:
+    """What ``Flow(db=...)`` accepts: an AsyncWorkflowDB, a WorkflowDB, a path or a URL."""
+    if isinstance(db, AsyncWorkflowDB):
+        return db
+    if isinstance(db, WorkflowDB):
+        return db.aio
+    if isinstance(db, (str, os.PathLike)):
+        return AsyncWorkflowDB(db)
+    raise TypeError(
+        f"Flow(db=...) takes a WorkflowDB, an AsyncWorkflowDB, a path or a URL, got "
+        f"{type(db).__name__}."
+    )
+

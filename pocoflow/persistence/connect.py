@@ -1,0 +1,167 @@
+"""Connecting: database URLs, pooled engines, and SQLite's connection settings.
+
+One implementation for SQLite and PostgreSQL; the dialect comes from the URL.
+PocoFlow runs SQLAlchemy's sync engine in worker threads (that works on
+asyncio and trio alike, and one thread hop per step is cheaper than one per
+statement of an async driver), so async driver names in URLs are mapped to
+their sync twins.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
+
+#: How long a SQLite writer waits for another process's lock before failing.
+BUSY_TIMEOUT_MS = 30_000
+
+_SYNC_DRIVERS = {
+    "sqlite": "sqlite", "sqlite+aiosqlite": "sqlite", "sqlite+pysqlite": "sqlite",
+    "postgresql": "postgresql+psycopg", "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg", "postgresql+psycopg2": "postgresql+psycopg",
+    "postgresql+psycopg_async": "postgresql+psycopg",
+}
+
+#: Transaction control on the SQLite driver connection (the writer's fast path).
+SQLITE_BEGIN_WRITE = "BEGIN IMMEDIATE"
+SQLITE_COMMIT = "COMMIT"
+SQLITE_ROLLBACK = "ROLLBACK"
+SQLITE_NO_WAIT = "PRAGMA busy_timeout = 0"
+
+
+def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) -> URL:
+    """A SQLAlchemy URL for a file path or URL, with the sync driver PocoFlow runs on.
+
+    ``sqlite+aiosqlite`` and ``postgresql+asyncpg`` URLs are accepted and run
+    on the stdlib sqlite3 and psycopg 3 drivers.
+    """
+    if isinstance(target, URL):
+        url = target
+    elif isinstance(target, str) and "://" in target:
+        try:
+            url = make_url(target)
+        except ArgumentError as exc:
+            raise ValueError(f"Database URL {target!r} is not a valid SQLAlchemy URL: {exc}") \
+                from None
+    elif isinstance(target, (str, os.PathLike)):
+        path = Path(target).expanduser()
+        if str(target) != ":memory:":
+            path = path.absolute()
+            if create_dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        return URL.create("sqlite", database=str(path))
+    else:
+        raise TypeError(
+            f"A database is a file path or a SQLAlchemy URL string, got {type(target).__name__}."
+        )
+    driver = _SYNC_DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"Database URL {url.render_as_string(hide_password=True)!r}: PocoFlow supports "
+            "SQLite (a path, sqlite:///file.db) and PostgreSQL (postgresql+asyncpg://... or "
+            f"postgresql+psycopg://...), not {url.drivername!r}."
+        )
+    url = url.set(drivername=driver)
+    if create_dirs and driver == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def safe_url(url: URL) -> str:
+    """The URL for messages and logs: never the password."""
+    return url.render_as_string(hide_password=True)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_db_engine(url: URL) -> Engine:
+    """A pooled engine; SQLite gets WAL, synchronous=NORMAL, a busy timeout and
+    BEGIN IMMEDIATE for write transactions (so writers queue instead of failing)."""
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, pool_size=8, max_overflow=32, pool_timeout=60,
+                               connect_args={"check_same_thread": False,
+                                             "timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    try:
+        return create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"The database driver for {safe_url(url)!r} is not installed ({exc.name}). "
+            "Install it with: pip install 'pocoflow[postgres]'."
+        ) from None
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _sqlite_begin)
+    cursor = dbapi_conn.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    # WAL checkpoints run in PocoFlow's background checkpointer, not inside a step's commit
+    cursor.execute("PRAGMA wal_autocheckpoint = 0")
+    cursor.close()
+
+
+def use_wal(engine: Engine) -> None:
+    """Put a SQLite file in WAL mode (persistent), once its schema is known to be ours.
+
+    Switching needs the file to itself, and SQLite does not wait for that (no busy
+    handler), so when other processes open the file at the same moment it retries.
+    """
+    import time
+
+    raw = engine.raw_connection()  # outside any transaction: WAL cannot be set inside one
+    try:
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.005
+        while True:
+            connection = raw.driver_connection
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return
+            try:
+                connection.execute("PRAGMA journal_mode = WAL")
+            except Exception as exc:
+                if not is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+    finally:
+        raw.close()
+
+
+def wal_checkpoint(engine: Engine, mode: str = "PASSIVE") -> None:
+    """Copy the SQLite WAL into the database file (PASSIVE never waits for readers)."""
+    if mode not in ("PASSIVE", "TRUNCATE"):
+        raise ValueError(f"Unknown WAL checkpoint mode {mode!r}.")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("pocoflow_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def write_connection(engine: Engine) -> Connection:
+    """A connection whose transactions take SQLite's write lock up front."""
+    return engine.connect().execution_options(pocoflow_write=True)
+
+
+def is_busy(error: BaseException) -> bool:
+    """True when a SQLite error means another connection holds the lock (SQLITE_BUSY or
+    SQLITE_LOCKED, by the driver's error code)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:  # Python 3.10's sqlite3 has no error codes: any OperationalError
+        import sqlite3
+
+        return isinstance(error, sqlite3.OperationalError)
+    return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)

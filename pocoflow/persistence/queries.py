@@ -1,0 +1,136 @@
+"""Queries: every read, and the single-row writes of the database API (SQLAlchemy Core).
+
+Each function takes an open Connection and returns plain dicts; ORM objects
+never leave this package. The step writes, which run on every step, are
+compiled once in :mod:`pocoflow.persistence.writer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import Connection
+
+from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
+from pocoflow.persistence.rows import now_iso
+
+# ── writes ──────────────────────────────────────────────────────────────────
+
+def insert_run(conn: Connection, values: dict[str, Any]) -> None:
+    """Insert a run unless one with this run_id exists (0.2's INSERT OR IGNORE)."""
+    exists = conn.execute(select(runs.c.run_id).where(runs.c.run_id == values["run_id"]))
+    if exists.first() is None:
+        conn.execute(runs.insert(), values)
+
+
+def update_run(conn: Connection, run_id: str, values: dict[str, Any]) -> int:
+    return conn.execute(update(runs).where(runs.c.run_id == run_id).values(values)).rowcount
+
+
+def insert_event(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(events.insert(), row)
+
+
+def upsert_checkpoint(conn: Connection, row: dict[str, Any]) -> None:
+    """0.2's INSERT OR REPLACE: a step written again replaces the earlier checkpoint."""
+    conn.execute(checkpoints.delete().where(and_(checkpoints.c.run_id == row["run_id"],
+                                                 checkpoints.c.step == row["step"])))
+    conn.execute(checkpoints.insert(), row)
+
+
+def heartbeat(conn: Connection, owner: str, run_ids: Iterable[str]) -> None:
+    conn.execute(update(runs).where(and_(runs.c.run_id.in_(list(run_ids)),
+                                         runs.c.owner == owner, runs.c.status == "running"))
+                 .values(heartbeat_at=now_iso()))
+
+
+def claim_run(conn: Connection, run_id: str, observed: dict[str, Any],
+              values: dict[str, Any]) -> int:
+    """Write *values* to a run if its status, owner and heartbeat are still as
+    *observed* (a compare-and-swap); 1 if it was taken."""
+    def same(column: Any, value: Any) -> Any:
+        return column.is_(None) if value is None else column == value
+
+    return conn.execute(
+        update(runs)
+        .where(runs.c.run_id == run_id, runs.c.status == observed["status"],
+               same(runs.c.owner, observed.get("owner")),
+               same(runs.c.heartbeat_at, observed.get("heartbeat_at")))
+        .values(values)).rowcount
+
+
+# ── reads ───────────────────────────────────────────────────────────────────
+
+def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def run_exists(conn: Connection, run_id: str) -> bool:
+    return conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() \
+        is not None
+
+
+def list_runs(conn: Connection, *, limit: int | None, offset: int, status: str | None,
+              flow_name: str | None, parent_run_id: str | None,
+              top_level: bool) -> list[dict[str, Any]]:
+    """Newest first, filtered by stored status, flow name and parent run."""
+    query = select(runs)
+    if status is not None:
+        query = query.where(runs.c.status == status)
+    if flow_name is not None:
+        query = query.where(runs.c.flow_name == flow_name)
+    if parent_run_id is not None:
+        query = query.where(runs.c.parent_run_id == parent_run_id)
+    elif top_level:
+        query = query.where(runs.c.parent_run_id.is_(None))
+    query = query.order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+    query = query.limit(limit).offset(offset)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def count_runs(conn: Connection) -> dict[str, int]:
+    query = select(runs.c.status, func.count()).group_by(runs.c.status)
+    return {status: n for status, n in conn.execute(query)}
+
+
+def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
+    """A run's graph and input store (JSON texts), or None."""
+    query = select(run_inputs).where(run_inputs.c.run_id == run_id)
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def get_events(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    query = select(events).where(events.c.run_id == run_id).order_by(events.c.id)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def get_checkpoint_rows(conn: Connection, run_id: str, up_to: int | None = None,
+                        ) -> list[dict[str, Any]]:
+    """Checkpoint rows of a run by step; with *up_to*, only those a rebuild of that
+    step needs (from the last full snapshot at or before it)."""
+    query = select(checkpoints).where(checkpoints.c.run_id == run_id)
+    if up_to is not None:
+        last_full = (select(func.max(checkpoints.c.step))
+                     .where(checkpoints.c.run_id == run_id, checkpoints.c.step <= up_to,
+                            checkpoints.c.kind == "full")
+                     .scalar_subquery())
+        query = query.where(checkpoints.c.step <= up_to,
+                            checkpoints.c.step >= func.coalesce(last_full, up_to))
+    query = query.order_by(checkpoints.c.step)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def last_action(conn: Connection, run_id: str) -> str | None:
+    query = (select(events.c.action)
+             .where(events.c.run_id == run_id, events.c.event == "node_end")
+             .order_by(events.c.id.desc()).limit(1))
+    return conn.execute(query).scalar()
+
+
+def last_checkpoint_step(conn: Connection, run_id: str) -> int | None:
+    query = select(func.max(checkpoints.c.step)).where(checkpoints.c.run_id == run_id)
+    return conn.execute(query).scalar()

@@ -1,0 +1,242 @@
+"""RunRecords: the one implementation of the run database API (blocking).
+
+``pocoflow.db.AsyncWorkflowDB`` runs these methods in worker threads (so they
+work on asyncio and trio) and ``pocoflow.db.WorkflowDB`` calls them directly;
+both facades are generated from :data:`API` and the signatures here, so they
+cannot drift. Runs come back as plain dicts with pocoflow 0.2's keys (plus
+the new columns).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import URL
+
+from pocoflow.errors import RunNotFoundError
+from pocoflow.events import RUN_STATUSES
+from pocoflow.persistence import queries, rows
+from pocoflow.persistence.codec import dumps
+from pocoflow.persistence.connect import safe_url, to_url, write_connection
+from pocoflow.persistence.database import Database, owner_is_dead
+from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild
+from pocoflow.store import Store
+
+T = TypeVar("T")
+
+#: Seconds without a heartbeat after which a running run counts as interrupted.
+LEASE_SECONDS = 30.0
+LIST_STATUSES = (*RUN_STATUSES, "interrupted")
+
+Target = str | os.PathLike[str]
+
+#: The public methods, in the order the facades list them.
+API = ("create_run", "update_run", "get_run", "list_runs", "count_runs", "get_run_input",
+       "save_event", "get_events", "save_checkpoint", "get_checkpoints", "load_checkpoint",
+       "last_action")
+
+
+class RunRecords:
+    """The run database of one path or URL: the implementation behind both facades."""
+
+    def __init__(self, target: Target | URL, *, lease_seconds: float = LEASE_SECONDS,
+                 allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
+        if not isinstance(target, (str, os.PathLike, URL)):
+            raise TypeError(
+                f"A database is a file path or a SQLAlchemy URL string, got "
+                f"{type(target).__name__}."
+            )
+        if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
+            raise ValueError(f"lease_seconds must be a positive number, got {lease_seconds!r}.")
+        if not (isinstance(full_every, int) and full_every >= 1):
+            raise ValueError(f"full_every must be an int >= 1, got {full_every!r}.")
+        self.url = to_url(target)
+        self.lease_seconds = float(lease_seconds)
+        self.allow_pickle = allow_pickle
+        self.full_every = full_every
+        self._database: Database | None = None
+
+    @property
+    def safe_url(self) -> str:
+        return safe_url(self.url)
+
+    @property
+    def database(self) -> Database:
+        database = self._database
+        if database is None or database.pid != os.getpid():  # first use, or a forked child
+            database = self._database = Database.open(self.url)
+        return database
+
+    @property
+    def is_open(self) -> bool:
+        return self._database is not None
+
+    def open(self) -> None:
+        """Open (create, migrate) the database now rather than on first use."""
+        self.database  # noqa: B018
+
+    def tracker(self) -> DeltaTracker:
+        return DeltaTracker(full_every=self.full_every, allow_pickle=self.allow_pickle)
+
+    def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self.database.engine.connect() as conn:
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                conn.rollback()
+
+    def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with write_connection(self.database.engine) as conn, conn.begin():
+            return fn(conn, *args, **kwargs)
+
+    # ── runs ────────────────────────────────────────────────────────────────
+
+    def create_run(self, run_id: str, flow_name: str = "") -> None:
+        """Insert a run with status ``running`` (ignored if the run_id exists)."""
+        _check_id(run_id)
+        self._write(queries.insert_run, rows.created_run(run_id, flow_name, rows.now_iso()))
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run: status, completed_at, total_steps, current_node, error_msg..."""
+        unknown = set(fields) - rows.UPDATABLE
+        if unknown:
+            raise TypeError(
+                f"update_run: unknown field(s) {sorted(unknown)}; the fields are "
+                f"{sorted(rows.UPDATABLE)}."
+            )
+        if "status" in fields and fields["status"] not in RUN_STATUSES:
+            raise ValueError(
+                f"update_run: status {fields['status']!r} is not one of {list(RUN_STATUSES)}."
+            )
+        if fields:
+            self._write(queries.update_run, run_id, fields)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """One run as a dict, or None."""
+        row = self._read(queries.get_run, run_id)
+        return self._present(row) if row is not None else None
+
+    def list_runs(self, limit: int = 100, *, offset: int = 0, status: str | None = None,
+                  flow_name: str | None = None, parent_run_id: str | None = None,
+                  include_nested: bool = False) -> list[dict[str, Any]]:
+        """Newest runs first, filtered by status (``interrupted`` too) and flow name, paged.
+
+        Nested flows' child runs are left out unless ``include_nested`` or
+        ``parent_run_id`` asks for them."""
+        if status is not None and status not in LIST_STATUSES:
+            raise ValueError(f"list_runs: status {status!r} is not one of {list(LIST_STATUSES)}.")
+        if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"list_runs: limit and offset must be ints >= 0, got {limit!r}, "
+                             f"{offset!r}.")
+        if status in ("running", "interrupted"):
+            # liveness is partly decided here (a dead owner pid), so filter after presenting;
+            # running rows are few (bounded by what runs at once)
+            found = self._read(queries.list_runs, limit=None, offset=0, status="running",
+                               flow_name=flow_name, parent_run_id=parent_run_id,
+                               top_level=not include_nested)
+            kept = [r for r in map(self._present, found) if r["status"] == status]
+            return kept[offset:offset + limit]
+        found = self._read(queries.list_runs, limit=limit, offset=offset, status=status,
+                           flow_name=flow_name, parent_run_id=parent_run_id,
+                           top_level=not include_nested)
+        return [self._present(row) for row in found]
+
+    def count_runs(self) -> dict[str, int]:
+        """Runs per stored status (``interrupted`` runs are counted as ``running``)."""
+        return self._read(queries.count_runs)
+
+    def get_run_input(self, run_id: str) -> dict[str, Any] | None:
+        """The graph (``graph_json``) and input store (``input_json``) a run started with."""
+        return self._read(queries.get_run_input, run_id)
+
+    def _present(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A run row as callers see it: ``interrupted`` if its process is gone."""
+        if row["status"] == "running" and row.get("owner") and (
+                (row.get("heartbeat_at") or row["started_at"]) < rows.iso_ago(self.lease_seconds)
+                or owner_is_dead(row["owner"])):
+            row["status"] = "interrupted"
+        return row
+
+    # ── events ──────────────────────────────────────────────────────────────
+
+    def save_event(self, run_id: str, event: str, **kw: Any) -> None:
+        """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
+        ts = kw.pop("ts", None) or rows.now_iso()
+        self._write(queries.insert_event, rows.event_row(run_id, event, ts, **kw))
+
+    def get_events(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's events in the order they happened."""
+        return self._read(queries.get_events, run_id)
+
+    def last_action(self, run_id: str) -> str | None:
+        """The action of the run's last finished node (None: no node finished)."""
+        return self._read(queries.last_action, run_id)
+
+    # ── checkpoints ─────────────────────────────────────────────────────────
+
+    def save_checkpoint(self, run_id: str, step: int, node_name: str,
+                        store: Store | Mapping[str, Any]) -> None:
+        """Write a full snapshot of *store* as the checkpoint of *step* (replacing one
+        written before, as in 0.2)."""
+        transient = store.transient if isinstance(store, Store) else ()
+        encoded = self.tracker().full(store, transient)
+        self._write(queries.upsert_checkpoint, rows.checkpoint_row(
+            run_id, step, node_name, "full", encoded.store_json, encoded.excluded,
+            rows.now_iso()))
+
+    def get_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's checkpoints by step, each ``store_json`` the full store."""
+        found = self._read(queries.get_checkpoint_rows, run_id)
+        out: list[dict[str, Any]] = []
+        state: dict[str, Any] = {}
+        for row in found:
+            state = apply_row(state, row)
+            out.append({**row, "store_json": dumps(state)})
+        return out
+
+    def load_checkpoint(self, run_id: str, step: int) -> Store:
+        """The Store as it was after *step*; ``KeyError`` if there is no such checkpoint."""
+        found = self.checkpoint_rows(run_id, step)
+        return Store(rebuild(found, allow_pickle=self.allow_pickle), name=f"{run_id}@step{step}",
+                     transient=rows.excluded_keys(found[-1]))
+
+    def checkpoint_rows(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
+        """The rows that rebuild *step* (default: the last step), from a full snapshot on."""
+        def read(conn: Any) -> list[dict[str, Any]]:
+            at = step if step is not None else queries.last_checkpoint_step(conn, run_id)
+            return [] if at is None else queries.get_checkpoint_rows(conn, run_id, at)
+
+        found = self._read(read)
+        if not found or (step is not None and found[-1]["step"] != step):
+            where = f"step {step}" if step is not None else "any step"
+            raise RunNotFoundError(
+                f"No checkpoint for run_id={run_id!r} at {where} in {self.safe_url}. "
+                "List them with db.get_checkpoints(run_id)."
+            )
+        return found
+
+    # ── what the recorder and resume use ────────────────────────────────────
+
+    def commit(self, write: rows.StepWrite) -> None:
+        """Commit a step's write (may wait for locks: call it from a worker thread)."""
+        self.database.writer.commit(write)
+
+    def commit_now(self, write: rows.StepWrite) -> bool:
+        """Commit on this thread if that cannot block (SQLite); False: nothing written."""
+        return self.database.writer.commit_now(write)
+
+    def claim(self, run: Mapping[str, Any]) -> bool:
+        """Take a stopped run over for this process if its row is still as *run* was
+        read (a compare-and-swap); False if another process got there first."""
+        observed = {**run, "status": "running" if run["status"] == "interrupted"
+                    else run["status"]}
+        owner = self.database.owner
+        return 1 == self._write(queries.claim_run, run["run_id"], observed,
+                                rows.claimed_run(owner, rows.now_iso()))
+
+
+def _check_id(run_id: Any) -> None:
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"A run_id must be a non-empty str, got {run_id!r}.")

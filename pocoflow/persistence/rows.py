@@ -1,0 +1,138 @@
+"""Rows: every dict keyed by column name that PocoFlow writes, built in one place.
+
+Callers (the recorder, the database API, resume) say what happened; these
+functions say which columns that touches. Timestamps are ISO-8601 UTC text
+with microseconds, as pocoflow 0.2 wrote them, so they sort as text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+#: 0.2's column sets: what the 0.2 methods return.
+RUN_COLUMNS = ("run_id", "flow_name", "status", "started_at", "completed_at", "total_steps",
+               "current_node", "error_msg")
+UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {"next_node", "owner", "heartbeat_at",
+                                          "parent_run_id"}
+EVENT_COLUMNS = ("run_id", "event", "ts", "step", "node_name", "action", "elapsed_ms",
+                 "error_msg", "detail")
+#: The optional fields of an event row (0.2's, plus ``detail``).
+EVENT_FIELDS = EVENT_COLUMNS[3:]
+CHECKPOINT_COLUMNS = ("run_id", "step", "node_name", "store_json", "created_at", "kind",
+                      "next_node", "excluded")
+
+_second: tuple[int, str] = (-1, "")
+
+
+def iso(ts: float) -> str:
+    """UNIX time as UTC ISO-8601 with microseconds (so stored timestamps sort as text).
+
+    The date part is cached per second: this runs several times per step.
+    """
+    global _second
+    whole, micro = divmod(round(ts * 1_000_000), 1_000_000)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, datetime.fromtimestamp(whole, timezone.utc)
+                            .strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{micro:06d}+00:00"
+
+
+def now_iso() -> str:
+    return iso(time.time())
+
+
+def iso_ago(seconds: float) -> str:
+    return iso(time.time() - seconds)
+
+
+@dataclass
+class StepWrite:
+    """What one step of one run writes, committed in one transaction."""
+
+    run_id: str
+    run_insert: dict[str, Any] | None = None
+    run_input: dict[str, Any] | None = None  # graph_json, input_json: with a new run only
+    run_update: dict[str, Any] | None = None
+    event_rows: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: dict[str, Any] | None = None
+
+
+# ── pf_events ───────────────────────────────────────────────────────────────
+
+def event_row(run_id: str, event: str, ts: str, **fields: Any) -> dict[str, Any]:
+    """A pf_events row with every column present (unset fields are NULL)."""
+    unknown = fields.keys() - EVENT_FIELDS
+    if unknown:
+        raise TypeError(f"Unknown event field(s) {sorted(unknown)}; the fields are "
+                        f"{sorted({*EVENT_FIELDS, 'ts'})}.")
+    row = dict.fromkeys(EVENT_FIELDS)
+    row.update(fields, run_id=run_id, event=event, ts=ts)
+    return row
+
+
+def detail(**fields: Any) -> str:
+    """The JSON ``detail`` of an event (pause data, retry attempt, error type)."""
+    return json.dumps(fields, default=repr)
+
+
+# ── pf_checkpoints ──────────────────────────────────────────────────────────
+
+def checkpoint_row(run_id: str, step: int, node_name: str, kind: str, store_json: str,
+                   excluded: list[str], created_at: str,
+                   next_node: str | None = None) -> dict[str, Any]:
+    return {"run_id": run_id, "step": step, "node_name": node_name, "store_json": store_json,
+            "created_at": created_at, "kind": kind, "next_node": next_node,
+            "excluded": json.dumps(excluded) if excluded else None}
+
+
+def excluded_keys(row: dict[str, Any]) -> list[str]:
+    """The transient keys a checkpoint row left out on purpose."""
+    text = row.get("excluded")
+    return json.loads(text) if text else []
+
+
+# ── pf_runs ─────────────────────────────────────────────────────────────────
+
+def created_run(run_id: str, flow_name: str, started_at: str) -> dict[str, Any]:
+    """A run as 0.2's ``create_run`` made it (status ``running``, no owner)."""
+    return {"run_id": run_id, "flow_name": flow_name, "started_at": started_at}
+
+
+def started_run(run_id: str, flow_name: str, at: str, owner: str, node_name: str,
+                next_node: str | None, parent_run_id: str | None) -> dict[str, Any]:
+    """A run this process starts and owns."""
+    return {"run_id": run_id, "flow_name": flow_name, "started_at": at,
+            "parent_run_id": parent_run_id, **resumed_run(at, owner, node_name, next_node)}
+
+
+def resumed_run(at: str, owner: str, node_name: str, next_node: str | None) -> dict[str, Any]:
+    """A run this process takes up again (a resume): running, owned, its end unset."""
+    return {"status": "running", "owner": owner, "heartbeat_at": at, "completed_at": None,
+            "error_msg": None, "current_node": node_name, "next_node": next_node}
+
+
+def claimed_run(owner: str, at: str) -> dict[str, Any]:
+    return {"status": "running", "owner": owner, "heartbeat_at": at, "completed_at": None,
+            "error_msg": None}
+
+
+def step_done(steps: int, at: str, current_node: str, next_node: str | None) -> dict[str, Any]:
+    """The run row after a step: steps so far, where it stands, a fresh heartbeat."""
+    return {"total_steps": steps, "heartbeat_at": at, "current_node": current_node,
+            "next_node": next_node}
+
+
+def run_ended(status: str, steps: int, at: str, error_msg: str | None) -> dict[str, Any]:
+    """The run row at its end (a paused run has no completion time yet)."""
+    return {"status": status, "total_steps": steps,
+            "completed_at": None if status == "paused" else at, "error_msg": error_msg,
+            "heartbeat_at": at}
+
+
+def run_input(graph_json: str | None, input_json: str | None) -> dict[str, Any]:
+    return {"graph_json": graph_json, "input_json": input_json}
