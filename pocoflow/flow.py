@@ -154,7 +154,7 @@ class Flow(Wired):
 
     def remove_sink(self, sink: SinkLike) -> None:
         """Unsubscribe a sink added with :meth:`add_sink` (runs already started keep it)."""
-        self._sinks = [s for s in self._sinks if s.target is not sink]
+        self._sinks = [s for s in self._sinks if s.target != sink]
 
     # ── running ─────────────────────────────────────────────────────────────
 

@@ -207,8 +207,8 @@ def sinks_for(flow: Flow, extra: Sequence[Any] = (), *, inherited: Sequence[Any]
         sinks.append(JsonCheckpointSink(flow.checkpoint_dir))
     if logging_enabled():
         sinks.append(LogSink())
-    outer_targets = {id(getattr(s, "target", s)) for s in inherited}
-    sinks.extend(s for s in flow._sinks if id(s.target) not in outer_targets)
+    outer = [getattr(s, "target", s) for s in inherited]
+    sinks.extend(s for s in flow._sinks if not any(s.target == t for t in outer))
     sinks.extend(s for s in inherited if not getattr(s, "critical", False))
     sinks.extend(extra)
     return sinks

@@ -25,10 +25,18 @@ Observer = Callable[[str, Any, Any], None]
 
 
 class StoreChanges(NamedTuple):
-    """Keys assigned and keys deleted since the previous ``take_changes()``."""
+    """What a stretch of code did to a Store since the previous ``take_changes()``.
+
+    ``written`` keys were assigned, ``deleted`` keys removed; ``read`` keys had
+    their value handed out (``[]``, ``get``), so the value may have been changed
+    in place. ``read_all`` means every value may have been handed out
+    (``items()``, ``values()``, ``as_dict()``).
+    """
 
     written: frozenset[str]
     deleted: frozenset[str]
+    read: frozenset[str] = frozenset()
+    read_all: bool = False
 
 
 class Store(MutableMapping[str, Any]):
@@ -76,6 +84,8 @@ class Store(MutableMapping[str, Any]):
         self._observers: list[Observer] = []
         self._written: set[str] = set()
         self._deleted: set[str] = set()
+        self._read: set[str] = set()
+        self._read_all = False
 
     @classmethod
     def wrap(cls, data: dict[str, Any], name: str = "store") -> Store:
@@ -92,12 +102,14 @@ class Store(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         try:
-            return self._data[key]
+            value = self._data[key]
         except KeyError:
             raise KeyError(
                 f"Store '{self._name}' has no key {key!r} (keys: {sorted(map(str, self._data))}). "
                 "Set it before reading, or use store.get(key, default)."
             ) from None
+        self._read.add(key)
+        return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         check = self._checks.get(key)
@@ -128,15 +140,18 @@ class Store(MutableMapping[str, Any]):
         return len(self._data)
 
     def get(self, key: str, default: Any = None) -> Any:
+        self._read.add(key)
         return self._data.get(key, default)
 
     def keys(self):  # type: ignore[override]  # dict views are faster and richer
         return self._data.keys()
 
     def items(self):  # type: ignore[override]
+        self._read_all = True
         return self._data.items()
 
     def values(self):  # type: ignore[override]
+        self._read_all = True
         return self._data.values()
 
     def __repr__(self) -> str:
@@ -202,20 +217,30 @@ class Store(MutableMapping[str, Any]):
     # ── change tracking (for checkpoint sinks) ──────────────────────────────
 
     def take_changes(self) -> StoreChanges:
-        """Return the keys written/deleted since the last call, and start afresh.
+        """Return the keys written, deleted and read since the last call, and start afresh.
 
-        In-place mutation (``store["history"].append(x)``) is not a write; a
-        checkpoint sink that must catch it compares values.
+        In-place mutation (``store["history"].append(x)``) is not a write, but
+        the key was read first; a checkpoint sink compares the values of the
+        keys written or read to find what really changed.
         """
-        changes = StoreChanges(frozenset(self._written), frozenset(self._deleted))
+        changes = StoreChanges(frozenset(self._written), frozenset(self._deleted),
+                               frozenset(self._read), self._read_all)
         self._written.clear()
         self._deleted.clear()
+        self._read.clear()
+        self._read_all = False
         return changes
 
     # ── snapshots ───────────────────────────────────────────────────────────
 
+    def untracked(self) -> dict[str, Any]:
+        """The underlying dict, for sinks that only read it (checkpoints): unlike
+        ``as_dict``, handing it out is not counted as reading every key."""
+        return self._data
+
     def as_dict(self) -> dict[str, Any]:
         """The underlying dict itself (no copy): writes to it bypass the schema."""
+        self._read_all = True
         return self._data
 
     def to_json(self, *, indent: int | None = 2) -> str:

@@ -18,10 +18,15 @@ from typing import Any
 
 from pocoflow.errors import CheckpointEncodeError
 from pocoflow.persistence.codec import decode_object, dumps, encode_value
+from pocoflow.store import StoreChanges
 
 #: Values of these types cannot change in place: unwritten, they need no compare.
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
 FULL_EVERY = 1000
+#: Every key is compared at least every this many steps (see DeltaTracker) ...
+COMPARE_EVERY = 16
+#: ... or, for a bigger store, every (store bytes / this) steps.
+COMPARE_BYTES_PER_STEP = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,17 @@ class DeltaTracker:
     an unchanged container is recognised by one C-speed ``==`` against the
     shadow instead of being encoded again, and a list that grew is recognised
     by comparing its old part, so only the new items are encoded.
+
+    A step looks only at the keys it touched: keys written or deleted, keys
+    whose value was handed out (read, so maybe changed in place), and keys
+    holding the very same object as one of those (an alias). So its cost
+    follows what the step did, not the store's size. What that cannot see is
+    an in-place change made through a reference obtained in an earlier step
+    (an object kept on a node or in a closure, another thread), or through an
+    object nested inside another key's value: every key is compared at a
+    run's last step (``compare_everything``) and every :data:`COMPARE_EVERY`
+    steps at least (more rarely for big stores, so the amortised cost per step
+    stays near :data:`COMPARE_BYTES_PER_STEP` of comparing).
     """
 
     def __init__(self, *, full_every: int = FULL_EVERY, allow_pickle: bool = False) -> None:
@@ -78,19 +94,41 @@ class DeltaTracker:
         self._texts: dict[str, str] = {}
         self._items: dict[str, list[str]] = {}  # per list key: its encoded items
         self._shadows: dict[str, Any] = {}  # per list/dict key: see _shadow
+        self._held: dict[str, int] = {}  # key -> id() of its mutable value
+        self._holders: dict[int, set[str]] = {}  # id() of a mutable value -> its keys
         self._size = 0  # bytes of a full snapshot of the remembered store
         self._since_full = 0  # bytes of deltas since the last full snapshot
         self._steps_since_full = 0
+        self._steps_since_compare = 0
         self._compare_all = True
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # written since the last checkpoint
+        self._touched: set[str] = set()  # read or deleted since the last checkpoint
 
     def mark_written(self, keys: Iterable[str]) -> None:
         """Keys assigned since the last checkpoint (from ``Store.take_changes``)."""
         self._dirty.update(keys)
 
+    def mark_touched(self, keys: Iterable[str]) -> None:
+        """Keys read or deleted since the last checkpoint: compared at the next step."""
+        self._touched.update(keys)
+
+    def note(self, changes: StoreChanges) -> None:
+        """Everything ``Store.take_changes`` reported for a step."""
+        self._dirty.update(changes.written)
+        self._touched.update(changes.read)
+        self._touched.update(changes.deleted)
+        if changes.read_all:
+            self._compare_all = True
+
+    def compare_everything(self) -> None:
+        """Compare every key at the next step (a run's last step, or a value changed
+        behind the store's back)."""
+        self._compare_all = True
+
     def load(self, texts: Mapping[str, str]) -> None:
         """Start from a checkpoint read back from the database (a resume)."""
         self._texts, self._items, self._shadows = {}, {}, {}
+        self._held, self._holders = {}, {}
         for key, text in texts.items():
             self._remember(key, text)
         self._size = len(_object(self._texts))
@@ -111,6 +149,22 @@ class DeltaTracker:
         else:
             self._items.pop(key, None)
 
+    def _hold(self, key: str, value: Any) -> None:
+        """Note which object *key* holds, to find its aliases later (mutable values only)."""
+        ident = None if type(value) in _IMMUTABLE else id(value)
+        old = self._held.get(key)
+        if old == ident:
+            return
+        if old is not None:
+            holders = self._holders[old]
+            holders.discard(key)
+            if not holders:
+                del self._holders[old]
+            del self._held[key]
+        if ident is not None:
+            self._held[key] = ident
+            self._holders.setdefault(ident, set()).add(key)
+
     def _encode_key(self, key: str, value: Any) -> str:
         if type(value) is list:
             items = [self._encode(item, key) for item in value]
@@ -125,18 +179,43 @@ class DeltaTracker:
         """A full snapshot of *data*, which becomes the base of the next delta."""
         transient = frozenset(transient)
         self._texts, self._items, self._shadows = {}, {}, {}
+        self._held, self._holders = {}, {}
         for key, value in data.items():
             if key in transient:
                 continue
             _check_key(key)
             self._encode_key(key, value)
+            self._hold(key, value)
         body = _object(self._texts)
         self._size = len(body)
         self._since_full = 0
         self._steps_since_full = 0
+        self._steps_since_compare = 0
         self._compare_all = False
         self._dirty.clear()
+        self._touched.clear()
         return Encoded("full", body, _excluded(data, transient))
+
+    def _candidates(self, data: Mapping[str, Any]) -> Iterable[str]:
+        """The keys this step must look at: all of them, or the touched ones and their
+        aliases (new keys in the store's order, so a rebuild keeps it)."""
+        self._steps_since_compare += 1
+        if self._compare_all or self._steps_since_compare >= max(
+                COMPARE_EVERY, self._size // COMPARE_BYTES_PER_STEP):
+            self._steps_since_compare = 0
+            return list(data) + [k for k in self._texts if k not in data]
+        keys = self._dirty | self._touched
+        holders, held = self._holders, self._held
+        for key in list(self._touched):
+            for ident in (held.get(key), id(data.get(key))):
+                if ident is not None and ident in holders:
+                    keys |= holders[ident]
+        texts = self._texts
+        new = [k for k in keys if k not in texts and k in data]
+        if len(new) > 1:
+            order = {k: i for i, k in enumerate(data)}
+            new.sort(key=order.__getitem__)
+        return [*(k for k in keys if k in texts), *new]
 
     def step(self, data: Mapping[str, Any], transient: Iterable[str] = ()) -> Encoded:
         """The checkpoint of the next step: a delta, or a full snapshot when due."""
@@ -147,16 +226,25 @@ class DeltaTracker:
             return self.full(data, transient)
         changed: dict[str, str] = {}
         appended: dict[str, list[str]] = {}
+        deleted: list[str] = []
         texts, shadows = self._texts, self._shadows
         compare_all, dirty = self._compare_all, self._dirty
-        for key, value in data.items():
-            if transient and key in transient:
-                continue
+        for key in self._candidates(data):
             old = texts.get(key)
+            if key not in data or (transient and key in transient):
+                if old is not None:
+                    deleted.append(key)
+                    self._size -= len(texts.pop(key)) + len(key) + 4
+                    self._items.pop(key, None)
+                    shadows.pop(key, None)
+                    self._hold(key, None)
+                continue
+            value = data[key]
             if old is not None:
                 kind = type(value)
                 if kind in _IMMUTABLE and not compare_all and key not in dirty:
                     continue
+                self._hold(key, value)
                 shadow = shadows.get(key)
                 if shadow is not None:
                     if shadow == value:  # shadow on the left: its _Exact numbers decide
@@ -167,20 +255,14 @@ class DeltaTracker:
                         continue
             else:
                 _check_key(key)
+                self._hold(key, value)
             text = self._encode_key(key, value)
             if text != old:
                 changed[key] = text
                 self._size += len(text) - (len(old) if old is not None else -len(key) - 4)
-        # every kept key has a text now, so extra texts are exactly the deleted keys
-        kept = len(data) - (sum(1 for k in transient if k in data) if transient else 0)
-        deleted = [k for k in texts if k not in data or k in transient] \
-            if len(texts) != kept else []
-        for key in deleted:
-            self._size -= len(texts.pop(key)) + len(key) + 4
-            self._items.pop(key, None)
-            shadows.pop(key, None)
         self._compare_all = False
         dirty.clear()
+        self._touched.clear()
         parts = []
         if changed:
             parts.append('"set":' + _object(changed))

@@ -142,9 +142,7 @@ class Recorder:
                 event.start_node_id, event.parent_run_id)
             store_json = None
             if event.parent_run_id is None:  # a nested flow's input is its parent's store
-                store = event.store
-                transient = store.transient if isinstance(store, Store) else ()
-                store_json = records.tracker().full(store, transient).store_json
+                store_json = records.tracker().full(*_contents(event.store)).store_json
             write.run_input = rows.run_input(
                 json.dumps(event.graph) if event.graph is not None else None, store_json)
             self._add(state, event, "flow_start", node_name=event.start_node)
@@ -207,17 +205,18 @@ class Recorder:
         run_id = event.run_id
         changes = event.changes
         ancestor: _RunState | None = state
-        while ancestor is not None:  # a nested step's writes are its parents' writes too
-            ancestor.tracker.mark_written(changes.written)
+        while ancestor is not None:  # a nested step's changes are its parents' changes too
+            ancestor.tracker.note(changes)
             ancestor = self._runs.get(ancestor.parent) if ancestor.parent else None
         tracker = state.tracker
-        store = event.store
-        transient = store.transient if isinstance(store, Store) else ()
+        data, transient = _contents(event.store)
         if state.full_next:
-            encoded = tracker.full(store, transient)
+            encoded = tracker.full(data, transient)
             state.full_next = False
         else:
-            encoded = tracker.step(store, transient)
+            if event.next_node is None:  # the run's last step: look at every key once
+                tracker.compare_everything()
+            encoded = tracker.step(data, transient)
         stamp = iso(event.ts)
         found = self._take(state)
         found.append(event_row(run_id, "node_end", stamp, step=event.step,
@@ -231,3 +230,11 @@ class Recorder:
                                            encoded.store_json, encoded.excluded, stamp,
                                            event.next_node_id))
         return self._commit(write)
+
+
+def _contents(store: Any) -> tuple[Any, frozenset[str]]:
+    """A store's data as checkpoints read it (without counting as reads) and its
+    transient keys."""
+    if isinstance(store, Store):
+        return store.untracked(), store.transient
+    return store, frozenset()

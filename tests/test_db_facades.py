@@ -1,0 +1,62 @@
+"""WorkflowDB and AsyncWorkflowDB cannot drift: both are generated from RunRecords."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from pocoflow import AsyncWorkflowDB, WorkflowDB
+from pocoflow.persistence import facades
+from pocoflow.persistence.records import API, RunRecords
+
+
+def public_methods(cls: type) -> set[str]:
+    return {name for name, value in vars(cls).items()
+            if callable(value) and not name.startswith("_")}
+
+
+@pytest.mark.parametrize("facade", [WorkflowDB, AsyncWorkflowDB])
+@pytest.mark.parametrize("name", API)
+def test_each_api_method_has_the_implementations_signature(facade: type, name: str) -> None:
+    """Every method of the database API exists on both facades with exactly the signature
+    (parameters, defaults, annotations) of RunRecords; the async one is a coroutine."""
+    implementation = inspect.signature(getattr(RunRecords, name))
+    method = getattr(facade, name)
+
+    assert implementation == inspect.signature(method)
+    assert (facade is AsyncWorkflowDB) == inspect.iscoroutinefunction(method)
+
+
+def test_the_facades_offer_the_same_methods() -> None:
+    """Both facades have the same public methods (the API, plus open)."""
+    expected = {*API, "open"}
+
+    assert expected == public_methods(AsyncWorkflowDB)
+    assert expected - {"open"} == public_methods(WorkflowDB)
+
+
+def test_the_generated_methods_are_up_to_date() -> None:
+    """pocoflow/db.py holds exactly what `python -m pocoflow.persistence.facades` writes."""
+    source = Path(facades.TARGET).read_text(encoding="utf-8")
+
+    assert facades.render(source) == source
+
+
+def test_last_action_works_on_both_facades(tmp_path: Path) -> None:
+    """last_action (broken in the hand-written WorkflowDB) answers on both facades."""
+    import anyio
+
+    from pocoflow import Flow, Node
+
+    class Go(Node):
+        def post(self, store: object, prep_res: object, exec_res: object) -> str:
+            return "went"
+
+    db = WorkflowDB(tmp_path / "facades.db")
+    handle = Flow(start=Go(), db=db).run_background({})
+    handle.wait(10)
+
+    assert "went" == db.last_action(handle.run_id)
+    assert "went" == anyio.run(db.aio.last_action, handle.run_id)

@@ -1,0 +1,281 @@
+"""The public event API: user sinks hear every event of a run, in order, and cannot break it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+from pocoflow import AsyncBatchNode, AsyncNode, BatchNode, Flow, Node, Sink, WorkflowDB
+from pocoflow.events import (
+    Event,
+    FlowFinished,
+    FlowStarted,
+    NodeFailed,
+    NodeFinished,
+    NodeRetried,
+    NodeStarted,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class Flaky(Node):
+    """exec fails once with ConnectionError, then returns "ok"."""
+
+    max_retries = 2
+
+    def __init__(self) -> None:
+        super().__init__(name="Flaky")
+        self.calls = 0
+
+    def exec(self, prep_res: Any) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("dropped")
+        return "ok"
+
+
+class Double(BatchNode):
+    def prep(self, store: Any) -> list[int]:
+        return store["items"]
+
+    def exec(self, item: int) -> int:
+        return item * 2
+
+    def post(self, store: Any, prep_res: Any, exec_res: list[int]) -> str:
+        store["doubled"] = exec_res
+        return "default"
+
+
+class Boom(Node):
+    def exec(self, prep_res: Any) -> None:
+        raise ValueError("boom")
+
+
+def full_flow() -> Flow:
+    """Flaky → Double (batch) → nested flow (Inner) → Boom."""
+    inner = Flow(start=Node(name="Inner"), flow_name="inner")
+    flaky, double = Flaky(), Double()
+    flaky.then("default", double)
+    double.then("default", inner)
+    inner.then("default", Boom())
+    return Flow(start=flaky, flow_name="outer")
+
+
+def kinds(events: list[Event]) -> list[tuple[str, str, str]]:
+    """(run suffix, kind, node) per event, run ids shortened to "outer" or the child's step."""
+    out = []
+    for event in events:
+        run = "outer" if "." not in event.run_id else "child" + event.run_id.rsplit(".", 1)[1]
+        out.append((run, event.kind, getattr(event, "node_name", "")))
+    return out
+
+
+EXPECTED = [
+    ("outer", "flow_start", ""),
+    ("outer", "node_start", "Flaky"),
+    ("outer", "node_retry", "Flaky"),
+    ("outer", "node_end", "Flaky"),
+    ("outer", "node_start", "Double"),
+    ("outer", "node_end", "Double"),
+    ("outer", "node_start", "inner"),
+    ("child2", "flow_start", ""),
+    ("child2", "node_start", "Inner"),
+    ("child2", "node_end", "Inner"),
+    ("child2", "flow_end", ""),
+    ("outer", "node_end", "inner"),
+    ("outer", "node_start", "Boom"),
+    ("outer", "node_error", "Boom"),
+    ("outer", "flow_end", ""),
+]
+
+
+async def test_a_sync_callable_sink_hears_every_event_kind_in_order() -> None:
+    """A plain function given to Flow(sinks=...) gets every event of a run with a retry, a
+    batch, a nested flow and a failure, in order, nested run included."""
+    heard: list[Event] = []
+    flow = full_flow()
+    flow.add_sink(heard.append)
+
+    with pytest.raises(ValueError, match="boom"):
+        await flow.run_async({"items": [1, 2]})
+
+    assert EXPECTED == kinds(heard)
+
+
+async def test_events_carry_run_ids_steps_timings_and_the_error() -> None:
+    """Each event names its run and node; steps count up; ends carry elapsed time and actions;
+    the retry and the failure carry their exceptions; the flow end carries status and error."""
+    heard: list[Event] = []
+    flow = full_flow()
+    flow.add_sink(heard.append)
+    with pytest.raises(ValueError, match="boom"):
+        await flow.run_async({"items": [1, 2]})
+
+    outer_id = heard[0].run_id
+    started = [e for e in heard if isinstance(e, FlowStarted)]
+    assert [None, outer_id] == [e.parent_run_id for e in started]
+    assert f"{outer_id}.2" == started[1].run_id
+    assert {"outer", "inner"} == {e.flow_name for e in started}
+    ends = [e for e in heard if isinstance(e, NodeFinished) and e.run_id == outer_id]
+    assert [0, 1, 2] == [e.step for e in ends]
+    assert all(e.elapsed_s >= 0 for e in ends)
+    assert ["Double", "inner", "Boom"] == [e.next_node for e in ends]
+    retry = next(e for e in heard if isinstance(e, NodeRetried))
+    assert (1, ConnectionError, 0) == (retry.attempt, type(retry.error), retry.step)
+    failed = next(e for e in heard if isinstance(e, NodeFailed))
+    assert ("Boom", 3, "boom") == (failed.node_name, failed.step, str(failed.error))
+    finished = heard[-1]
+    assert isinstance(finished, FlowFinished)
+    assert ("failed", 3, failed.error) == (finished.status, finished.steps, finished.error)
+
+
+async def test_async_callables_and_handle_objects_are_sinks_too() -> None:
+    """An async function and an object with handle() (the Sink protocol, sync or async)
+    receive the same events as a sync function, and are awaited before the next node."""
+    seen: dict[str, list[str]] = {"async_fn": [], "object": [], "async_object": []}
+
+    async def async_fn(event: Event) -> None:
+        await anyio.sleep(0)
+        seen["async_fn"].append(event.kind)
+
+    class Collect:
+        def handle(self, event: Event) -> None:
+            seen["object"].append(event.kind)
+
+    class AsyncCollect:
+        async def handle(self, event: Event) -> None:
+            await anyio.sleep(0)
+            seen["async_object"].append(event.kind)
+
+    assert isinstance(Collect(), Sink)
+    a, b = Node(name="A"), Node(name="B")
+    a.then("default", b)
+    await Flow(start=a, sinks=[async_fn, Collect(), AsyncCollect()]).run_async({})
+
+    expected = ["flow_start", "node_start", "node_end", "node_start", "node_end", "flow_end"]
+    assert {"async_fn": expected, "object": expected, "async_object": expected} == seen
+
+
+async def test_a_sink_that_raises_is_logged_and_the_run_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A sync or async sink that raises on every event does not stop the run or the other
+    sinks; each failure is logged with the sink and the event kind."""
+    heard: list[str] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("sink bug")
+
+    async def broken_async(event: Event) -> None:
+        raise RuntimeError("async sink bug")
+
+    flow = Flow(start=Node(name="Only"), sinks=[broken, broken_async,
+                                                lambda e: heard.append(e.kind)])
+    with caplog.at_level(logging.WARNING, logger="pocoflow.flow"):
+        store = await flow.run_async({"x": 1})
+
+    assert {"x": 1} == dict(store)
+    assert ["flow_start", "node_start", "node_end", "flow_end"] == heard
+    failures = [r.getMessage() for r in caplog.records if "failed on" in r.getMessage()]
+    assert 8 == len(failures)
+    assert "failed on node_end" in failures[4]
+    assert "broken" in failures[4]
+
+
+async def test_async_batch_and_retries_reach_the_sink() -> None:
+    """An AsyncBatchNode whose items each fail once emits one node_retry per item."""
+
+    class Items(AsyncBatchNode):
+        max_retries = 2
+
+        def __init__(self) -> None:
+            super().__init__(name="Items")
+            self.failed: set[int] = set()
+
+        def prep(self, store: Any) -> list[int]:
+            return [1, 2, 3]
+
+        async def exec_async(self, item: int) -> int:
+            if item not in self.failed:
+                self.failed.add(item)
+                raise TimeoutError(f"item {item}")
+            return item
+
+    heard: list[Event] = []
+    await Flow(start=Items(), sinks=[heard.append]).run_async({})
+
+    retries = [e for e in heard if isinstance(e, NodeRetried)]
+    assert ["item 1", "item 2", "item 3"] == sorted(str(e.error) for e in retries)
+
+
+async def test_a_sink_added_to_a_nested_flow_hears_only_that_flows_runs() -> None:
+    """A sink on the inner flow hears the inner run's events; one on the outer flow hears
+    both; the same sink on both hears each event once."""
+    inner_heard: list[str] = []
+    outer_heard: list[str] = []
+    both: list[str] = []
+    inner = Flow(start=Node(name="In"), flow_name="inner",
+                 sinks=[lambda e: inner_heard.append(e.kind), both.append])
+    outer = Flow(start=inner, flow_name="outer",
+                 sinks=[lambda e: outer_heard.append(e.kind), both.append])
+
+    await outer.run_async({})
+
+    assert ["flow_start", "node_start", "node_end", "flow_end"] == inner_heard
+    assert 8 == len(outer_heard)
+    assert 8 == len(both)
+
+
+async def test_remove_sink_stops_delivery_to_later_runs() -> None:
+    """remove_sink unsubscribes a sink added before."""
+    heard: list[str] = []
+    flow = Flow(start=Node())
+    flow.add_sink(heard.append)
+    await flow.run_async({})
+    flow.remove_sink(heard.append)
+    await flow.run_async({})
+
+    assert 4 == len(heard)
+
+
+def test_a_sink_that_is_not_callable_is_refused_with_an_example() -> None:
+    """add_sink of a value that is neither callable nor has handle() raises TypeError
+    naming the type and showing a sink."""
+    with pytest.raises(TypeError, match=r"got int.*flow\.add_sink\(lambda event"):
+        Flow(start=Node()).add_sink(42)  # type: ignore[arg-type]
+
+
+async def test_node_events_carry_node_ids_that_tell_same_named_nodes_apart() -> None:
+    """Two nodes of one class get ids Name and Name#2 in their events and in FlowStarted's
+    graph, and NodeFinished names the next node's id."""
+    first, second = Node(), Node()
+    first.then("default", second)
+    heard: list[Event] = []
+    await Flow(start=first, sinks=[heard.append]).run_async({})
+
+    started = [e for e in heard if isinstance(e, NodeStarted)]
+    assert ["Node", "Node#2"] == [e.node_id for e in started]
+    ended = [e for e in heard if isinstance(e, NodeFinished)]
+    assert ["Node#2", None] == [e.next_node_id for e in ended]
+    graph = heard[0].graph  # type: ignore[attr-defined]
+    assert ["Node", "Node#2"] == [n["id"] for n in graph["nodes"]]
+
+
+async def test_a_sink_hears_steps_only_after_the_database_recorded_them(tmp_path: Any) -> None:
+    """With a database, a user sink called for node_end finds that step's checkpoint
+    already committed (the recorder is heard first)."""
+    path = tmp_path / "sinks.db"
+    found: list[int] = []
+
+    def check(event: Event) -> None:
+        if isinstance(event, NodeFinished):
+            found.append(len(WorkflowDB(path).get_checkpoints(event.run_id)))
+
+    a, b = Node(name="A"), AsyncNode(name="B")
+    a.then("default", b)
+    await Flow(start=a, db_path=path, sinks=[check]).run_async({})
+
+    assert [1, 2] == found
