@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pocoflow import CheckpointDecodeError, CheckpointEncodeError, PersistenceError, WorkflowDB
 from pocoflow.persistence.codec import decode_value, encode_value
 
-# ── types the codec must carry (module level, so their class paths import) ──
+# ── types the codec must carry (module level: another process registers them) ──
 
 
 class Color(enum.IntEnum):
@@ -199,6 +199,56 @@ def test_datetime_with_a_named_zone_keeps_its_zone() -> None:
         (after + dt.timedelta(days=1)).utcoffset()
 
 
+# ── text the codec wrote before the allow-list: written and read the same ────
+
+#: encode_value's output for SUPPORTED values before decoding used an allow-list
+#: ({mod} stands for this module's name)
+WRITTEN_BEFORE = {
+    "datetime-offset": '{"__pf__":"datetime","v":"2024-01-02T03:04:05.000006+05:30"}',
+    "time-tz": '{"__pf__":"time","v":"01:02:03+05:30"}',
+    "timedelta": '{"__pf__":"timedelta","v":[-1,5,7]}',
+    "bytes": '{"__pf__":"bytes","v":"AP8gYmluYXJ5IIA="}',
+    "set": '{"__pf__":"set","items":["a",1,null,{"__pf__":"tuple","items":[1,2]}]}',
+    "tuple": '{"__pf__":"tuple","items":[1,"a",null,true]}',
+    "decimal": '{"__pf__":"decimal","v":"1.10"}',
+    "uuid": '{"__pf__":"uuid","v":"12345678-1234-5678-1234-567812345678"}',
+    "pure-posix-path":
+        '{"__pf__":"path","v":"/etc/pocoflow/conf.toml","cls":"pathlib:PurePosixPath"}',
+    "pure-windows-path":
+        '{"__pf__":"path","v":"C:\\\\Users\\\\x","cls":"pathlib:PureWindowsPath"}',
+    "complex": '{"__pf__":"complex","v":[1.5,-2.0]}',
+    "int-enum": '{"__pf__":"enum","cls":"{mod}:Color","v":2}',
+    "str-enum": '{"__pf__":"enum","cls":"{mod}:Mood","v":"grumpy"}',
+    "int-flag": '{"__pf__":"enum","cls":"{mod}:Perm","v":6}',
+    "dict-mixed-keys": '{"__pf__":"dict","items":'
+                       '[[1,"int"],["1","str"],[null,"none"],[false,"bool"],[2.5,"float"]]}',
+    "dict-with-tag-key": '{"__pf__":"dict","items":[["__pf__","tuple"],["items",[1,2]]]}',
+    "dataclass-nested": '{"__pf__":"dataclass","cls":"{mod}:Shape","fields":{"name":"tri",'
+                        '"corners":[{"__pf__":"dataclass","cls":"{mod}:Point","fields":{"x":0,"y":0}},'
+                        '{"__pf__":"dataclass","cls":"{mod}:Point","fields":{"x":1,"y":0}}],'
+                        '"origin":{"__pf__":"dataclass","cls":"{mod}:Point","fields":{"x":5,"y":5}},'
+                        '"tags":{"__pf__":"set","items":["a","b"]},'
+                        '"span":{"__pf__":"tuple","items":[1,2]},"area":0.0}}',
+    "dataclass-frozen": '{"__pf__":"dataclass","cls":"{mod}:Frozen","fields":'
+                        '{"when":{"__pf__":"date","v":"2020-05-17"},'
+                        '"point":{"__pf__":"dataclass","cls":"{mod}:Point","fields":{"x":3,"y":4.0}}}}',
+    "pydantic": '{"__pf__":"pydantic","cls":"{mod}:Person","data":{"name":"Ada",'
+                '"born":"1815-12-10T00:00:00Z","address":{"city":"London","zip_code":"W1"},'
+                '"scores":[3,1]}}',
+}
+
+
+@pytest.mark.parametrize("name", list(WRITTEN_BEFORE))
+def test_checkpoint_text_is_unchanged_and_old_text_still_loads(name: str) -> None:
+    """The encoder writes byte for byte the text the codec wrote before decoding used an
+    allow-list (old and new checkpoints compare equal in delta rows), and that old text
+    decodes to the value (its classes are allowed: this process encodes them)."""
+    text = WRITTEN_BEFORE[name].replace("{mod}", __name__)
+    value = SUPPORTED[name]
+    assert text == encode_value(value, "key")
+    assert shape_of(value) == shape_of(decode(text))
+
+
 # ── plain JSON stays plain (0.2 readability) ────────────────────────────────
 
 PLAIN_JSON = st.recursive(
@@ -337,24 +387,28 @@ def test_pickle_is_not_used_for_supported_types() -> None:
     assert "pickle" not in text
 
 
-# ── classes that cannot be found when decoding ──────────────────────────────
+# ── classes that are not allowed when decoding (more in test_codec_security) ─
 
 
-@pytest.mark.parametrize("tag", ["dataclass", "pydantic", "enum"])
-@pytest.mark.parametrize("cls", ["no_such_module_pf_xyz:Gone", f"{__name__}:Vanished"])
-def test_unimportable_class_raises_decode_error_naming_the_class(tag: str, cls: str) -> None:
-    """A checkpointed dataclass/pydantic model/enum whose class cannot be imported raises
-    CheckpointDecodeError naming the class path."""
-    text = json.dumps({"__pf__": tag, "cls": cls, "fields": {}, "data": {}, "v": 1})
+@pytest.mark.parametrize("tag", ["dataclass", "pydantic", "enum", "path"])
+@pytest.mark.parametrize("cls", ["no_such_module_pf_xyz:Gone", f"{__name__}:Vanished",
+                                 f"{__name__}:Opaque"])
+def test_class_not_allowed_raises_decode_error_naming_the_class(tag: str, cls: str) -> None:
+    """A checkpointed dataclass/pydantic model/enum/path whose class is neither built in,
+    registered nor encoded by this process raises CheckpointDecodeError naming the class
+    path, whether or not that class could be imported."""
+    text = json.dumps({"__pf__": tag, "cls": cls, "fields": {}, "data": {}, "v": "1"})
     with pytest.raises(CheckpointDecodeError) as caught:
         decode(text)
     assert cls in str(caught.value)
 
 
-def test_class_path_of_a_non_dataclass_raises_decode_error() -> None:
-    """A dataclass tag naming a class that is not a dataclass is a CheckpointDecodeError."""
-    text = json.dumps({"__pf__": "dataclass", "cls": f"{__name__}:Opaque", "fields": {}})
-    with pytest.raises(CheckpointDecodeError, match="Opaque"):
+def test_class_path_of_an_allowed_non_dataclass_raises_decode_error() -> None:
+    """A dataclass tag naming an allowed class that is not a dataclass (an enum this
+    process encoded) is a CheckpointDecodeError naming it."""
+    encode_value(Color.RED, "key")
+    text = json.dumps({"__pf__": "dataclass", "cls": f"{__name__}:Color", "fields": {}})
+    with pytest.raises(CheckpointDecodeError, match="Color"):
         decode(text)
 
 
