@@ -143,12 +143,12 @@ LLM_VARIABLES = ("LLM_PROVIDER", "LLM_MODEL", "LLM_MAX_RETRIES", "LLM_INITIAL_WA
 @pytest.fixture(autouse=True)
 def clean_llm_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no LLM variable set, no .env loading and no shared provider."""
-    from pocoflow.llm import provider, set_default_provider
+    from pocoflow.llm import environment, set_default_provider
 
     for name in list(os.environ):
         if name in LLM_VARIABLES or name.startswith("LLM_MODEL_"):
             monkeypatch.delenv(name)
-    monkeypatch.setitem(provider._env_file, "loaded", True)
+    monkeypatch.setitem(environment._env_file, "loaded", True)
     set_default_provider(None)
     yield
     set_default_provider(None)

@@ -159,6 +159,17 @@ def test_fallbacks_are_tried_in_order_after_the_primary_is_exhausted() -> None:
         (e["provider"], e["attempt"]) for e in response.error_history]
 
 
+def test_no_attempt_at_all_is_a_failed_response() -> None:
+    """A provider whose max_retries was set to 0 after construction makes no attempt:
+    the response fails with attempts 0 instead of raising."""
+    provider, _ = make(Fakes(openai=Script("ok")))
+    provider.max_retries = 0
+
+    response = provider.call("hi")
+
+    assert (False, 0, []) == (response.success, response.attempts, response.error_history)
+
+
 def test_when_every_provider_fails_the_response_says_all_failed() -> None:
     """All attempts failing gives success=False, provider "all_failed", empty content and
     attempts equal to the number of entries in error_history (0.2's count)."""

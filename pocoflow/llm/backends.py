@@ -42,6 +42,7 @@ class Backend:
 
     package = ""  # the pip name, for the missing-SDK error
     module = ""  # the import name
+    asyncio_only = False  # its async client runs on asyncio only (not on trio)
 
     def __init__(self, name: str, default_model: str, key_variable: str | None) -> None:
         self.name = name
@@ -189,11 +190,14 @@ class GeminiGenerate(Backend):
 
     Roles map to Gemini's (``assistant`` → ``model``), system messages become the
     ``system_instruction``, and options such as ``temperature`` or ``max_tokens``
-    go into ``config`` (merged with a ``config=`` you pass yourself).
+    go into ``config`` (merged with a ``config=`` you pass yourself). Its async
+    client (``client.aio``) is built on asyncio, so under trio ``acall`` sends
+    with the sync client in a worker thread.
     """
 
     package = "google-genai"
     module = "google.genai"
+    asyncio_only = True
 
     def client(self, settings: dict[str, str], *, asynchronous: bool) -> Any:
         return self.sdk().Client(**settings)
@@ -239,6 +243,15 @@ BACKENDS: dict[str, Backend] = {
                              "OPENROUTER_API_KEY", base_url=OPENROUTER_URL),
     "ollama": Ollama("ollama", "llama3.2", None),
 }
+
+
+def backend_for(provider: str) -> Backend:
+    """The adapter of ``provider``, or ``LLMConfigurationError`` listing the known ones."""
+    backend = BACKENDS.get(provider)
+    if backend is None:
+        raise LLMConfigurationError(
+            f"Unknown LLM provider {provider!r}; the known providers are {', '.join(BACKENDS)}.")
+    return backend
 
 
 def default_model(provider: str) -> str:

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-from pocoflow.llm.backends import BACKENDS, Backend, Messages, default_model, redact
+from pocoflow.llm.backends import BACKENDS, Messages, backend_for, default_model, redact
+from pocoflow.llm.clients import ClientFactory, ClientPool
+from pocoflow.llm.environment import load_env_file, number_setting
 from pocoflow.llm.errors import LLMConfigurationError
 from pocoflow.llm.response import LLMResponse
 from pocoflow.llm.retry import backoff, retry_after, with_feedback
@@ -30,8 +31,6 @@ from pocoflow.logging import get_logger, log_event
 _log = get_logger("llm")
 
 DEFAULT_FALLBACKS = ("anthropic", "gemini", "openrouter", "ollama")
-
-ClientFactory = Callable[[str, bool], Any]
 
 
 @dataclass(frozen=True)
@@ -123,10 +122,11 @@ class UniversalLLMProvider:
         self._default_fallbacks = list(DEFAULT_FALLBACKS)
         self.fallback_providers = (self._default_fallbacks if fallback_providers is None
                                    else fallback_providers)
-        self.max_retries = int(max_retries or _setting("LLM_MAX_RETRIES", 3, minimum=1))
-        self.initial_wait = (_setting("LLM_INITIAL_WAIT", 1.0) if initial_wait is None
-                             else float(initial_wait))
-        self.max_wait = _setting("LLM_MAX_WAIT", 30.0) if max_wait is None else float(max_wait)
+        self.max_retries = int(max_retries or number_setting("LLM_MAX_RETRIES", 3, minimum=1))
+        self.initial_wait = float(number_setting("LLM_INITIAL_WAIT", 1.0)
+                                  if initial_wait is None else initial_wait)
+        self.max_wait = float(number_setting("LLM_MAX_WAIT", 30.0)
+                              if max_wait is None else max_wait)
         if self.max_retries < 1 or self.initial_wait < 0 or self.max_wait < 0:
             raise LLMConfigurationError(
                 f"UniversalLLMProvider needs max_retries >= 1 and waits >= 0 seconds, got "
@@ -136,9 +136,8 @@ class UniversalLLMProvider:
         self.client_factory = client_factory
         self.sleep = sleep
         self.provider_stats: dict[str, dict[str, Any]] = {name: _new_stats() for name in BACKENDS}
-        self._lock = threading.Lock()
-        self._clients: dict[tuple[Any, ...], Any] = {}  # sync clients, for every thread
-        self._loop_clients: Any = None  # anyio RunVar: (lock, async clients) of the running loop
+        self._lock = threading.Lock()  # guards provider_stats
+        self._clients = ClientPool()
 
     # ── public API ──────────────────────────────────────────────────────────
 
@@ -179,8 +178,7 @@ class UniversalLLMProvider:
     def get_provider_stats(self) -> dict[str, Any]:
         """Per-provider counts (see the class docstring) plus ``success_rate``."""
         with self._lock:
-            return {name: {**stats, "success_rate": stats["successes"] / max(
-                        stats["successes"] + stats["failures"], 1)}
+            return {name: {**stats, "success_rate": _success_rate(stats)}
                     for name, stats in self.provider_stats.items()}
 
     # ── the policy, written once ────────────────────────────────────────────
@@ -198,7 +196,8 @@ class UniversalLLMProvider:
         history: list[dict[str, Any]] = []  # every failed attempt, oldest first
         feedback: list[dict[str, Any]] = []  # the errors worth telling the model
         unusable: list[LLMConfigurationError] = []
-        for index, (name, named) in enumerate(self._chain()):
+        chain = self._chain()
+        for index, (name, named) in enumerate(chain):
             used_model = _model_for(name, model, primary=index == 0)
             provider_started = time.monotonic()
             for attempt in range(1, self.max_retries + 1):
@@ -227,8 +226,10 @@ class UniversalLLMProvider:
                     yield _Sleep(self._wait(attempt, outcome))
             else:
                 self._count(name, "failures", time.monotonic() - provider_started)
-        if len(unusable) == len(history):
+        if history and len(unusable) == len(history):
             raise _nothing_configured(unusable, history)
+        log_event(_log, "llm_failed", level=logging.WARNING,
+                  providers=[name for name, _ in chain], attempts=len(history))
         return LLMResponse(content="", success=False, provider="all_failed",
                            model=model if isinstance(model, str) and model else "unknown",
                            attempts=len(history), total_time=time.monotonic() - started,
@@ -278,72 +279,25 @@ class UniversalLLMProvider:
                 await pause
             return None
         try:
-            client = await self._async_client(step)
-            if client is None:  # no async client: the sync one, in a worker thread
+            client = await self._clients.async_client(step.provider, named=step.named,
+                                                      factory=self.client_factory)
+            if client is None:  # no async client here: the sync one, in a worker thread
                 return await anyio.to_thread.run_sync(self._send, step)
-            backend = _backend(step.provider)
-            return await backend.acomplete(client, step.model, step.messages, step.options)
+            return await backend_for(step.provider).acomplete(client, step.model, step.messages,
+                                                              step.options)
         except Exception as exc:
             return exc
 
     def _send(self, step: _Send) -> str:
-        backend = _backend(step.provider)
-        key, make = self._client_recipe(step, asynchronous=False)
-        with self._lock:
-            client = self._clients.get(key)
-        if client is None:
-            client = make()
-            with self._lock:
-                client = self._clients.setdefault(key, client)
-        return backend.complete(client, step.model, step.messages, step.options)
-
-    async def _async_client(self, step: _Send) -> Any:
-        """The async client for ``step``'s provider, cached per event loop (None if none)."""
-        import anyio
-        from anyio.lowlevel import RunVar
-
-        key, make = self._client_recipe(step, asynchronous=True)
-        with self._lock:
-            if self._loop_clients is None:
-                self._loop_clients = RunVar(f"pocoflow.llm.clients.{id(self)}")
-        state = self._loop_clients.get(None)
-        if state is None:
-            state = (anyio.Lock(), {})
-            self._loop_clients.set(state)
-        lock, clients = state
-        if key not in clients:
-            async with lock:  # concurrent first calls build one client, not one each
-                if key not in clients:  # the SDK import and setup may be slow: not on the loop
-                    clients[key] = await anyio.to_thread.run_sync(make)
-        return clients[key]
-
-    def _client_recipe(self, step: _Send, *, asynchronous: bool,
-                       ) -> tuple[tuple[Any, ...], Callable[[], Any]]:
-        """A cache key for the client ``step`` needs, and how to build it.
-
-        The built-in clients are keyed by their settings, so a changed API key
-        builds a new client; a missing key raises here, before any cache lookup.
-        """
-        backend = _backend(step.provider)
-        if self.client_factory is not None:
-            return ((step.provider, asynchronous),
-                    partial(self.client_factory, step.provider, asynchronous))
-        settings = backend.settings(named=step.named)
-        return ((step.provider, asynchronous, *sorted(settings.items())),
-                partial(backend.client, settings, asynchronous=asynchronous))
+        """Send ``step`` with the provider's sync client and return the reply text."""
+        client = self._clients.sync_client(step.provider, named=step.named,
+                                           factory=self.client_factory)
+        return backend_for(step.provider).complete(client, step.model, step.messages,
+                                                   step.options)
 
     def __repr__(self) -> str:
         chain = " → ".join(name for name, _ in self._chain())
         return f"<UniversalLLMProvider {chain} max_retries={self.max_retries}>"
-
-
-def _backend(provider: str) -> Backend:
-    backend = BACKENDS.get(provider)
-    if backend is None:
-        raise LLMConfigurationError(
-            f"Unknown LLM provider {provider!r}; the known providers are "
-            f"{', '.join(BACKENDS)}.")
-    return backend
 
 
 def _model_for(provider: str, model: str | Mapping[str, str] | None, *, primary: bool) -> str:
@@ -373,42 +327,10 @@ def _nothing_configured(errors: list[LLMConfigurationError],
     return error
 
 
+def _success_rate(stats: dict[str, Any]) -> float:
+    """Successes over calls that reached the provider (0.0 before the first)."""
+    return stats["successes"] / max(stats["successes"] + stats["failures"], 1)
+
+
 def _new_stats() -> dict[str, Any]:
     return {"successes": 0, "failures": 0, "avg_time": 0.0, "unavailable": 0}
-
-
-def _setting(variable: str, default: float, *, minimum: float = 0) -> float:
-    """A number from environment ``variable`` (``default`` if unset or empty)."""
-    raw = os.environ.get(variable, "").strip()
-    if not raw:
-        return default
-    try:
-        value = type(default)(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum:
-        kind = "a whole number" if isinstance(default, int) else "a number"
-        raise LLMConfigurationError(f"{variable} must be {kind} >= {minimum}, got {raw!r}.")
-    return value
-
-
-_env_file = {"loaded": False}
-
-
-def load_env_file() -> None:
-    """Load the nearest ``.env`` (working directory, then its parents) once per process.
-
-    Only if python-dotenv is installed; variables already in the environment win.
-    Nothing happens at ``import pocoflow``: the first ``UniversalLLMProvider``
-    (and the pocoflow 0.2 module ``pocoflow.utils``) calls this.
-    """
-    if _env_file["loaded"]:
-        return
-    _env_file["loaded"] = True
-    try:
-        from dotenv import find_dotenv, load_dotenv
-    except ImportError:
-        return
-    path = find_dotenv(usecwd=True)
-    if path:
-        load_dotenv(path, override=False)
