@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import textwrap
 import threading
 from typing import Any
 
 import anyio
 import pytest
 
+import pocoflow.llm
 from pocoflow.llm import (
     LLMCallError,
     LLMConfigurationError,
@@ -704,3 +706,12 @@ def test_the_shared_provider_is_built_once_from_the_environment(
 
     assert first is get_default_provider()
     assert "anthropic" == first.primary_provider
+
+
+def test_the_offline_testing_example_of_the_docstring_works() -> None:
+    """The fake client shown in pocoflow.llm's docstring answers call_llm and acall_llm."""
+    example = pocoflow.llm.__doc__.split("Testing a flow offline")[1].split("::", 1)[1]
+    exec(textwrap.dedent(example), {})
+
+    assert "ok" == call_llm("hi")
+    assert "ok" == anyio.run(acall_llm, "hi")

@@ -112,3 +112,16 @@ def test_the_first_provider_loads_the_env_file(tmp_path: Path) -> None:
     """
 
     assert "None anthropic 7" == run_python(code, tmp_path)
+
+
+def test_the_visualizer_names_are_those_of_pocoflow_visualize() -> None:
+    """With pocoflow.visualize present, pocoflow.utils hands out its very objects, and a
+    star import of pocoflow.utils gets every name of its __all__."""
+    from pocoflow import visualize
+
+    namespace: dict[str, object] = {}
+    exec("from pocoflow.utils import *", namespace)
+
+    assert (visualize.FlowVisualizer, visualize.visualize_flow) == (
+        pocoflow.utils.FlowVisualizer, pocoflow.utils.visualize_flow)
+    assert set(pocoflow.utils.__all__) <= set(namespace)
