@@ -11,7 +11,7 @@
       whole store once per run: the input, the first full snapshot, the last
       step's full compare) and keeping the periodic full compares the tracker
       makes on the way. Best of a few repetitions, the three sizes taking
-      turns. Target: 10 MB ≤ 2× 1 KB.
+      turns. Target: 10 MB at most 2x 1 KB.
 """
 
 from __future__ import annotations

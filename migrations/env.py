@@ -11,8 +11,8 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from pocoflow.persistence.models import Base
 from pocoflow.persistence.connect import create_db_engine, to_url, write_connection
+from pocoflow.persistence.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -31,7 +31,19 @@ from pocoflow.store import Store
 if TYPE_CHECKING:
     from pocoflow.bridge import RunHandle
     from pocoflow.db import AsyncWorkflowDB, WorkflowDB
+    from pocoflow.llm import (
+        LLMCallError,
+        LLMConfigurationError,
+        LLMError,
+        LLMResponse,
+        UniversalLLMProvider,
+        acall_llm,
+        call_llm,
+        get_llm_stats,
+    )
+    from pocoflow.persistence.codec import register_type, register_types
     from pocoflow.sinks import Sink
+    from pocoflow.visualize import FlowVisualizer, visualize_flow
 
 __version__ = "0.3.0.dev0"
 
@@ -45,6 +57,11 @@ __all__ = [
     "DatabaseVersionError",
     "Flow",
     "FlowConfigError",
+    "FlowVisualizer",
+    "LLMCallError",
+    "LLMConfigurationError",
+    "LLMError",
+    "LLMResponse",
     "MaxStepsExceeded",
     "Node",
     "NodeTimeoutError",
@@ -57,9 +74,16 @@ __all__ = [
     "SchemaError",
     "Sink",
     "Store",
+    "UniversalLLMProvider",
     "UnmatchedActionError",
     "UnmatchedActionWarning",
     "WorkflowDB",
+    "acall_llm",
+    "call_llm",
+    "get_llm_stats",
+    "register_type",
+    "register_types",
+    "visualize_flow",
 ]
 
 # loaded on first access, so `import pocoflow` pulls in neither anyio nor sqlalchemy
@@ -68,6 +92,13 @@ _LAZY = {
     "WorkflowDB": "pocoflow.db",
     "AsyncWorkflowDB": "pocoflow.db",
     "Sink": "pocoflow.sinks",
+    "FlowVisualizer": "pocoflow.visualize",
+    "visualize_flow": "pocoflow.visualize",
+    "register_type": "pocoflow.persistence.codec",
+    "register_types": "pocoflow.persistence.codec",
+    **dict.fromkeys(("LLMCallError", "LLMConfigurationError", "LLMError", "LLMResponse",
+                     "UniversalLLMProvider", "acall_llm", "call_llm", "get_llm_stats"),
+                    "pocoflow.llm"),
 }
 
 

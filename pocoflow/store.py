@@ -309,9 +309,14 @@ class Store(MutableMapping[str, Any]):
                 f"Store snapshot file '{path}' has a non-string 'name' ({name!r}); it was not "
                 "written by Store.snapshot()."
             )
-        from pocoflow.persistence.codec import decode_object
+        from pocoflow.errors import CheckpointDecodeError
+        from pocoflow.persistence.codec import decode_state
 
-        data = {k: decode_object(v) for k, v in payload["data"].items()}
+        try:
+            data = decode_state(payload["data"])
+        except CheckpointDecodeError as exc:
+            raise CheckpointDecodeError(f"Store snapshot file '{path}': {exc}") \
+                from exc.__cause__
         return cls(data, schema=schema, name=name, transient=transient)
 
 

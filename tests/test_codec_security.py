@@ -622,7 +622,7 @@ def test_tampered_checkpoint_row_is_refused_on_every_backend(db_url: str, marker
     """The same refusal on SQLite and PostgreSQL, the row rewritten through SQL."""
     from sqlalchemy import text
 
-    from pocoflow.persistence.sql import create_db_engine, to_url
+    from pocoflow.persistence.connect import create_db_engine, to_url
 
     db = WorkflowDB(db_url)
     db.create_run("victim", "f")
@@ -695,16 +695,8 @@ def test_store_restore_still_loads_registered_types(tmp_path: Path,
     assert Ticket("t", Level.HIGH) == Store.restore(path)["ticket"]
 
 
-# ── the key in errors of the public API (needs its call sites to pass key=) ──
+# ── the key in errors of the public API ──
 
-NEEDS_KEY = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="the callers do not pass key= to the codec yet: pocoflow/persistence/delta.py "
-           "rebuild, pocoflow/persistence/resume.py _store, pocoflow/store.py Store.restore "
-           "should call codec.decode_state(...); then drop this mark")
-
-
-@NEEDS_KEY
 def test_load_checkpoint_error_names_the_key(tmp_path: Path, marker: Path) -> None:
     """load_checkpoint of a hostile row names the store key that holds it."""
     path = tmp_path / "runs.db"
@@ -717,7 +709,6 @@ def test_load_checkpoint_error_names_the_key(tmp_path: Path, marker: Path) -> No
     assert "store key 'invoice'" in str(caught.value)
 
 
-@NEEDS_KEY
 def test_resume_error_names_the_key(tmp_path: Path, marker: Path) -> None:
     """Resuming a run with a hostile checkpoint names the store key that holds it."""
     path = tmp_path / "runs.db"
@@ -732,7 +723,6 @@ def test_resume_error_names_the_key(tmp_path: Path, marker: Path) -> None:
     assert "store key 'invoice'" in str(caught.value)
 
 
-@NEEDS_KEY
 def test_store_restore_error_names_the_key(tmp_path: Path, marker: Path) -> None:
     """Store.restore of a snapshot with a hostile value names the store key that holds it."""
     path = tmp_path / "snap.json"

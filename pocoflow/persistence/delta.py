@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pocoflow.errors import CheckpointEncodeError
-from pocoflow.persistence.codec import decode_object, dumps, encode_value
+from pocoflow.persistence.codec import decode_state, dumps, encode_value
 from pocoflow.store import StoreChanges
 
 #: Values of these types cannot change in place: unwritten, they need no compare.
@@ -334,7 +334,7 @@ def rebuild_json(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 def rebuild(rows: Iterable[Mapping[str, Any]], *, allow_pickle: bool = False) -> dict[str, Any]:
     """Like :func:`rebuild_json`, with every value decoded back to Python."""
-    return {k: decode_object(v, allow_pickle=allow_pickle) for k, v in rebuild_json(rows).items()}
+    return decode_state(rebuild_json(rows), allow_pickle=allow_pickle)
 
 
 def texts_of(state: Mapping[str, Any]) -> dict[str, str]:

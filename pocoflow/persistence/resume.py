@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pocoflow.errors import FlowConfigError, ResumeError, RunNotFoundError
 from pocoflow.graph import Start, find_node, nested_start, validate_graph
-from pocoflow.persistence.codec import decode_object
+from pocoflow.persistence.codec import decode_state
 from pocoflow.persistence.database import describe_owner
 from pocoflow.persistence.delta import rebuild_json
 from pocoflow.persistence.rows import excluded_keys
@@ -109,8 +109,7 @@ class StoppedRun:
 
 def _store(flow: Flow, point: StoppedRun, updates: Mapping[str, Any] | None,
            allow_pickle: bool) -> Store:
-    store = Store({k: decode_object(v, allow_pickle=allow_pickle)
-                   for k, v in point.state.items()},
+    store = Store(decode_state(point.state, allow_pickle=allow_pickle),
                   name=flow.flow_name, transient=point.excluded)
     if updates:
         store.update(updates)
