@@ -22,13 +22,14 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from pocoflow.engine import RunControl, execute, new_run_id
+from pocoflow.engine import Run, RunControl, current_node_run, execute, new_run_id, phases
 from pocoflow.logging import get_logger
 from pocoflow.store import Store, as_store
 
 if TYPE_CHECKING:
     from pocoflow.flow import Flow
     from pocoflow.graph import Start
+    from pocoflow.node import Node
 
 _log = get_logger("runner")
 T = TypeVar("T")
@@ -67,6 +68,18 @@ def run_sync(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
+
+
+def run_node(node: Node, store: Store | dict[str, Any]) -> str:
+    """``Node._run`` (pocoflow 0.2): the node's phases, blocking. Called back by a
+    ``_run`` override during a run, they run on that run's loop; called outside a run
+    (a unit test of one node), the node runs alone."""
+    current = current_node_run()
+    if current is not None:
+        run, step = current
+        return anyio.from_thread.run(phases, node, run, step)
+    alone = Run(None, "", as_store(store), [], RunControl(""))
+    return run_sync(phases, node, alone, 0)
 
 
 class _BackgroundLoop:

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -349,7 +348,7 @@ _in_run: contextvars.ContextVar[tuple[Run, int] | None] = contextvars.ContextVar
 
 async def _run_override(node: Node, run: Run, step: int) -> str:
     """Call a 0.2-style ``_run`` override in a worker thread; its ``super()._run``
-    hands the phases back to this loop (see :func:`run_node_blocking`)."""
+    hands the phases back to this loop (see :func:`pocoflow.bridge.run_node`)."""
     token = _in_run.set((run, step))
     try:
         action = await anyio.to_thread.run_sync(node._run, run.store)
@@ -358,16 +357,9 @@ async def _run_override(node: Node, run: Run, step: int) -> str:
     return _checked_action(node, action)
 
 
-def run_node_blocking(node: Node, store: Any) -> str:
-    """``Node._run``: the node's phases from a worker thread of a run, or alone."""
-    current = _in_run.get()
-    if current is not None:
-        run, step = current
-        return anyio.from_thread.run(phases, node, run, step)
-    from pocoflow.bridge import run_sync
-
-    alone = Run(None, "", as_store(store), [], RunControl(""))
-    return run_sync(phases, node, alone, 0)
+def current_node_run() -> tuple[Run, int] | None:
+    """The run and step whose ``_run`` override is calling back (see bridge.run_node)."""
+    return _in_run.get()
 
 
 # ── exec: where it runs, retries, batches ───────────────────────────────────

@@ -231,9 +231,9 @@ class Node(Wired):
         the run's event loop (prep and post still run on the loop thread).
         Called outside a run (a unit test of one node), it runs the node alone.
         """
-        from pocoflow.engine import run_node_blocking
+        from pocoflow.bridge import run_node
 
-        return run_node_blocking(self, store)
+        return run_node(self, store)
 
     def check_config(self) -> None:
         """Raise FlowConfigError if the retry policy cannot work; the engine calls
