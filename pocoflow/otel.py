@@ -69,7 +69,7 @@ on node spans ``pocoflow.run.id``, ``pocoflow.node.name``, ``pocoflow.node.id``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocoflow import __version__
 from pocoflow.events import (
@@ -92,6 +92,9 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "with: pip install 'pocoflow[otel]'"
     ) from exc
 
+if TYPE_CHECKING:
+    from contextvars import Token
+
 __all__ = ["OpenTelemetrySink"]
 
 _NS = 1_000_000_000
@@ -112,7 +115,7 @@ class _RunSpans:
         self.run_context = trace.set_span_in_context(run)
         self.node: Span | None = None
         self.node_context: otel_context.Context | None = None
-        self.token: object = None
+        self.token: Token[otel_context.Context] | None = None
         self.retries = 0
 
     def parent_context(self) -> otel_context.Context:
@@ -184,21 +187,27 @@ class OpenTelemetrySink:
         end = _ns(event.ts)
         status = event.status
         error = event.error
-        reason = getattr(error, "reason", None) if status == "paused" else None
+        attributes: dict[str, Any] = {"pocoflow.run.status": status,
+                                      "pocoflow.run.steps": event.steps}
+        if status == "paused":
+            attributes["pocoflow.pause.reason"] = getattr(error, "reason", "")
+            error = None
+        elif status != "failed":
+            error = None
         if state.node is not None:  # a pause or a cancel interrupted the step
-            self._end_node(state, end, status, None if status == "paused" else error, reason)
-        span = state.run
-        span.set_attribute("pocoflow.run.status", status)
-        span.set_attribute("pocoflow.run.steps", event.steps)
+            node_attributes = {"pocoflow.node.status": status}
+            if status == "paused":
+                node_attributes["pocoflow.pause.reason"] = attributes["pocoflow.pause.reason"]
+            self._end_node(state, end, node_attributes, error)
         if event.last_action is not None:
-            span.set_attribute("pocoflow.run.last_action", event.last_action)
+            attributes["pocoflow.run.last_action"] = event.last_action
         if event.unmatched_action is not None:
-            span.set_attribute("pocoflow.run.unmatched_action", event.unmatched_action)
+            attributes["pocoflow.run.unmatched_action"] = event.unmatched_action
         if event.next_node is not None:
-            span.set_attribute("pocoflow.run.next_node", event.next_node)
-        if reason is not None:
-            span.set_attribute("pocoflow.pause.reason", reason)
-        elif status == "failed" and error is not None:
+            attributes["pocoflow.run.next_node"] = event.next_node
+        span = state.run
+        span.set_attributes(attributes)
+        if error is not None:
             _record_error(span, error, end)
         span.end(end)
 
@@ -209,7 +218,7 @@ class OpenTelemetrySink:
         if state is None:
             return
         if state.node is not None:  # cannot happen with the engine's order; stay sane
-            self._end_node(state, _ns(event.ts), "unknown", None, None)
+            self._end_node(state, _ns(event.ts), {"pocoflow.node.status": "unknown"}, None)
         span = self._tracer.start_span(
             f"node {event.node_name}", state.run_context, start_time=_ns(event.ts),
             attributes={
@@ -241,33 +250,31 @@ class OpenTelemetrySink:
         state = self._runs.get(event.run_id)
         if state is None or state.node is None:
             return
-        span = state.node
-        span.set_attribute("pocoflow.node.action", event.action)
+        attributes: dict[str, Any] = {"pocoflow.node.status": "completed",
+                                      "pocoflow.node.action": event.action}
         if event.next_node is not None:
-            span.set_attribute("pocoflow.node.next_node", event.next_node)
-            span.set_attribute("pocoflow.node.next_node_id",
-                               event.next_node_id or event.next_node)
-        self._end_node(state, _ns(event.ts), "completed", None, None)
+            attributes["pocoflow.node.next_node"] = event.next_node
+            attributes["pocoflow.node.next_node_id"] = event.next_node_id or event.next_node
+        self._end_node(state, _ns(event.ts), attributes, None)
 
     def _node_failed(self, event: NodeFailed) -> None:
         state = self._runs.get(event.run_id)
         if state is None or state.node is None:
             return
-        self._end_node(state, _ns(event.ts), "failed", event.error, None)
+        self._end_node(state, _ns(event.ts), {"pocoflow.node.status": "failed"}, event.error)
 
-    def _end_node(self, state: _RunSpans, end: int, status: str,
-                  error: BaseException | None, reason: str | None) -> None:
+    def _end_node(self, state: _RunSpans, end: int, attributes: dict[str, Any],
+                  error: BaseException | None) -> None:
+        """Detach the node's context (if attached), then end its span at *end*."""
         span = state.node
         assert span is not None
         if state.token is not None:
-            otel_context.detach(state.token)  # type: ignore[arg-type]
+            otel_context.detach(state.token)
             state.token = None
-        span.set_attribute("pocoflow.node.status", status)
         if state.retries:
-            span.set_attribute("pocoflow.node.retries", state.retries)
+            attributes["pocoflow.node.retries"] = state.retries
             state.retries = 0
-        if reason is not None:
-            span.set_attribute("pocoflow.pause.reason", reason)
+        span.set_attributes(attributes)
         if error is not None:
             _record_error(span, error, end)
         span.end(end)
