@@ -211,16 +211,22 @@ async def drive(run: Run, start: Start, written: frozenset[str] = frozenset()) -
 
 
 async def _emit_end(run: Run, event: FlowFinished, *, failing: bool) -> None:
-    """Emit the run's end, shielded from cancellation. If a sink fails while the run
-    is already failing, the run's own error is what the caller gets (the sink's
-    is logged); a run that completed fails with the sink's error."""
+    """Emit the run's end to every sink, shielded from cancellation, even past a sink
+    that fails. If a sink fails while the run is already failing, the run's own error
+    is what the caller gets (the sink's is logged); a run that completed fails with
+    the first sink error."""
+    first: Exception | None = None
     with anyio.CancelScope(shield=True):
-        try:
-            await run.emit(event)
-        except Exception:
-            if not failing:
-                raise
-            _log.error("Recording the end of run '%s' failed", run.run_id, exc_info=True)
+        for sink in run.sinks:
+            try:
+                pending = sink.handle(event)
+                if pending is not None:
+                    await pending
+            except Exception as exc:
+                _log.error("Recording the end of run '%s' failed", run.run_id, exc_info=True)
+                first = first or exc
+    if first is not None and not failing:
+        raise first
 
 
 async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None:
@@ -397,6 +403,8 @@ async def exec_with_retries(node: Node, arg: Any, run: Run, step: int) -> Any:
     began = _clock()
     try:
         return await exec_once(node, arg)
+    except Pause:
+        raise  # a human is needed: no retry, no fallback
     except Exception as exc:
         error = exc
     attempt, attempts = 1, node.max_retries
@@ -415,6 +423,8 @@ async def exec_with_retries(node: Node, arg: Any, run: Run, step: int) -> Any:
         began = _clock()
         try:
             return await exec_once(node, arg)
+        except Pause:
+            raise
         except Exception as exc:
             error = exc
     plan = node._plan

@@ -5,9 +5,11 @@ A sink is any object with ``handle(event)`` returning None or an awaitable
 takes the event. Users add theirs with ``Flow(..., sinks=[...])`` or
 ``flow.add_sink(sink)``; every event of the run reaches them in order,
 nested flows' runs included. A user sink that raises is logged and the run
-goes on. The engine awaits each sink before the next node starts, so the
-database recorder (the one sink whose failure fails the step) has made a
-step durable before anyone else hears of it.
+goes on. Sinks are called one after another, in the run's own task (so
+they see the caller's context variables), and awaited before the next node
+starts, so the database recorder (the one sink whose failure fails the
+step) has made a step durable before anyone else hears of it. The end of a
+run (``FlowFinished``) reaches every sink even if one of them fails.
 """
 
 from __future__ import annotations

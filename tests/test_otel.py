@@ -16,9 +16,6 @@ from typing import Any
 
 import anyio
 import pytest
-
-pytest.importorskip("opentelemetry.sdk", reason="needs pip install 'pocoflow[otel]' and the SDK")
-
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor

@@ -279,3 +279,44 @@ async def test_a_sink_hears_steps_only_after_the_database_recorded_them(tmp_path
     await Flow(start=a, db_path=path, sinks=[check]).run_async({})
 
     assert [1, 2] == found
+
+
+async def test_a_pause_raised_in_exec_is_not_retried() -> None:
+    """Pause from exec stops the run at once as paused: no node_retry, no fallback."""
+    from pocoflow import Pause
+
+    class Ask(Node):
+        max_retries = 3
+
+        def exec(self, prep_res: Any) -> None:
+            raise Pause("needs a human")
+
+        def exec_fallback(self, prep_res: Any, exc: Exception) -> str:
+            raise AssertionError("the fallback must not run for a Pause")
+
+    heard: list[Event] = []
+    await Flow(start=Ask(), sinks=[heard.append]).run_async({})
+
+    assert ["flow_start", "node_start", "flow_end"] == [e.kind for e in heard]
+    assert "paused" == heard[-1].status  # type: ignore[attr-defined]
+
+
+async def test_the_end_of_a_run_reaches_every_sink_even_after_one_fails() -> None:
+    """When a sink that must not fail (the database recorder) fails on flow_end, the
+    sinks after it still hear the end, and the run fails with that sink's error."""
+
+    class FailingRecorder:
+        sees_nested = True
+        critical = True
+
+        def handle(self, event: Event) -> None:
+            if isinstance(event, FlowFinished):
+                raise OSError("database or disk is full")
+
+    heard: list[str] = []
+    flow = Flow(start=Node(), sinks=[lambda e: heard.append(e.kind)])
+    flow._recorder = FailingRecorder()
+
+    with pytest.raises(OSError, match="disk is full"):
+        await flow.run_async({})
+    assert "flow_end" == heard[-1]
