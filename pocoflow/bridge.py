@@ -22,7 +22,8 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from pocoflow.engine import Run, RunControl, current_node_run, execute, new_run_id, phases
+from pocoflow.control import RunControl
+from pocoflow.engine import Run, current_node_run, execute, new_run_id, phases
 from pocoflow.logging import get_logger
 from pocoflow.store import Store, as_store
 
@@ -97,9 +98,6 @@ class _BackgroundLoop:
                 self._start()
             assert self._portal is not None
             return self._portal
-
-    def in_loop_thread(self) -> bool:
-        return threading.current_thread() is self._thread
 
     def _start(self) -> None:
         ready = threading.Event()
@@ -185,10 +183,7 @@ class RunHandle:
         if self._future.done():
             return
         _log.info("Cancel requested for run '%s'", self.run_id)
-        if _background.in_loop_thread():
-            self._control.cancel()
-        else:
-            _background.portal().call(self._control.cancel)
+        self._control.stop()
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id!r} {self.status}>"

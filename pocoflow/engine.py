@@ -23,6 +23,8 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from pocoflow import control as controls
+from pocoflow.control import RunControl
 from pocoflow.errors import (
     MaxStepsExceeded,
     NodeTimeoutError,
@@ -59,25 +61,6 @@ _now = time.time
 #: trivial nodes stays fair to other tasks and sees cancellation.
 YIELD_EVERY = 64
 _FRESH = Start()
-
-
-class RunControl:
-    """A run as seen from outside: its id, live status, and the cancel switch.
-
-    ``cancel()`` must be called on the run's event loop thread; the bridge
-    takes care of that for background runs.
-    """
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.status = "running"
-        self.cancel_requested = False
-        self._scope: anyio.CancelScope | None = None
-
-    def cancel(self) -> None:
-        self.cancel_requested = True
-        if self._scope is not None:
-            self._scope.cancel()
 
 
 class Run:
@@ -155,14 +138,18 @@ async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
     if control is None:
         control = RunControl(new_run_id(flow))
     run = Run(flow, control.run_id, store, sinks_for(flow, sinks), control)
+    controls.register(control)
     try:
         with anyio.CancelScope() as scope:
-            control._scope = scope
+            control.attach(scope)
             if control.cancel_requested:
                 scope.cancel()
             await drive(run, start, written)
     finally:
-        control._scope = None
+        control.detach()
+        controls.unregister(control)
+    if control.stop_error is not None:
+        raise control.stop_error
     if scope.cancelled_caught:
         _log.info("Flow '%s' run '%s' cancelled after %d steps",
                   flow.flow_name, run.run_id, run.steps)

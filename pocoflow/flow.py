@@ -190,7 +190,8 @@ class Flow(Wired):
         checkpoint. *updates* are written to the store first (a human's answer
         to a ``Pause``, or live objects for transient keys).
         """
-        from pocoflow.engine import RunControl, execute
+        from pocoflow.control import RunControl
+        from pocoflow.engine import execute
         from pocoflow.persistence.resume import prepare_resume
 
         start, store = await prepare_resume(self, run_id, updates)
