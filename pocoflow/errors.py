@@ -16,6 +16,8 @@ Every error subclasses the built-in type a caller would naturally catch, so
             ├── CheckpointDecodeError (ValueError)  a checkpoint that cannot be loaded
             ├── DatabaseVersionError (RuntimeError) a database newer than this PocoFlow
             ├── RunNotFoundError (KeyError)         no run or checkpoint by that id
+            ├── RunExistsError (ValueError)         a new run on a run_id already recorded
+            ├── RunTakenOverError (RuntimeError)    another process took the run over
             └── ResumeError (RuntimeError)          a run that cannot be resumed (yet)
 
 Warnings: ``UnmatchedActionWarning`` (a node returned an action with no edge,
@@ -89,6 +91,15 @@ class RunNotFoundError(PersistenceError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class RunExistsError(PersistenceError, ValueError):
+    """A new run was started on a run_id the database already holds; nothing was written."""
+
+
+class RunTakenOverError(PersistenceError, RuntimeError):
+    """This process lost its run: it stalled past the lease and another process took the
+    run over (a resume). Its writes to the run are refused; the run stops here."""
 
 
 class ResumeError(PersistenceError, RuntimeError):

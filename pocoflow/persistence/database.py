@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import Any, ClassVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from pocoflow import control
+from pocoflow.errors import RunTakenOverError
 from pocoflow.logging import get_logger
 from pocoflow.persistence import queries
 from pocoflow.persistence.connect import (
@@ -35,6 +38,8 @@ _log = get_logger("db")
 _HOST = socket.gethostname()
 #: How often the background thread folds SQLite's WAL into the database file.
 CHECKPOINT_EVERY_S = 0.25
+#: How often the owner of a running run looks for a cancel request from elsewhere.
+CANCEL_POLL_S = 0.5
 
 
 class Database:
@@ -57,7 +62,8 @@ class Database:
             self.engine.dispose()
             raise
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._owned: dict[str, float] = {}  # run_id -> its lease (seconds)
+        # run_id -> (owner token, lease seconds, top-level?)
+        self._owned: dict[str, tuple[str, float, bool]] = {}
         self._owned_lock = threading.Lock()
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
@@ -114,14 +120,21 @@ class Database:
                 _log.debug("WAL checkpoint of %s failed; retrying later", self.safe_url,
                            exc_info=True)
 
-    # ── heartbeats ──────────────────────────────────────────────────────────
+    # ── runs this process owns: claims, heartbeats, cancel requests ─────────
 
-    def own(self, run_id: str, lease_seconds: float) -> None:
-        """Keep *run_id*'s heartbeat fresh while this process runs it."""
+    def claim_token(self) -> str:
+        """A new owner value for one run: this process, plus a nonce, so that a run
+        taken over and later taken back by this process is a new claim (a fence)."""
+        return f"{self.owner}:{uuid.uuid4().hex[:8]}"
+
+    def own(self, run_id: str, token: str, lease_seconds: float, *,
+            top_level: bool = True) -> None:
+        """Keep *run_id*'s heartbeat fresh while this process runs it under *token*;
+        a top-level run is also watched for cancel requests and for a takeover."""
         with self._owned_lock:
-            self._owned[run_id] = lease_seconds
+            self._owned[run_id] = (token, lease_seconds, top_level)
             if self._beater is None or not self._beater.is_alive():
-                self._beater = threading.Thread(target=self._beat_forever, daemon=True,
+                self._beater = threading.Thread(target=self._watch_forever, daemon=True,
                                                 name="pocoflow-heartbeat")
                 self._beater.start()
 
@@ -129,21 +142,49 @@ class Database:
         with self._owned_lock:
             self._owned.pop(run_id, None)
 
-    def _beat_forever(self) -> None:
-        while True:
+    def token_of(self, run_id: str) -> str | None:
+        """The token under which this process owns *run_id*, if it does."""
+        owned = self._owned.get(run_id)
+        return owned[0] if owned is not None else None
+
+    def _watch_forever(self) -> None:
+        """Every CANCEL_POLL_S, look for cancel requests; every lease/3, beat the hearts.
+        A run whose heartbeat finds another owner was taken over: it is stopped."""
+        next_beat = 0.0
+        pause = CANCEL_POLL_S
+        while not self._beat.wait(pause):
             with self._owned_lock:
                 owned = dict(self._owned)
-            interval = min(owned.values(), default=30.0) / 3
-            if self._beat.wait(interval):
-                return
             if not owned:
+                pause = CANCEL_POLL_S
                 continue
+            interval = min(lease for _, lease, _ in owned.values()) / 3
+            pause = min(CANCEL_POLL_S, interval)
+            now = time.monotonic()
+            lost: list[str] = []
             try:
-                with write_connection(self.engine) as conn, conn.begin():
-                    queries.heartbeat(conn, self.owner, owned)
+                if now >= next_beat:
+                    next_beat = now + interval
+                    with write_connection(self.engine) as conn, conn.begin():
+                        lost = queries.heartbeat(conn, {r: t for r, (t, _, _) in owned.items()})
+                with self.engine.connect() as conn:  # a read: no write lock every poll
+                    asked = queries.cancel_requested(
+                        conn, [r for r, (_, _, top) in owned.items() if top])
+                    conn.rollback()
             except Exception:
                 _log.warning("Heartbeat for %d run(s) failed on %s", len(owned), self.safe_url,
                              exc_info=True)
+                continue
+            for run_id in lost:
+                if owned[run_id][2] and run_id in self._owned:
+                    self.disown(run_id)
+                    control.stop(run_id, RunTakenOverError(
+                        f"Run '{run_id}' was taken over by another process (this one went "
+                        "longer than its lease without a heartbeat); it stops here and "
+                        "writes nothing more."))
+            for run_id in asked:
+                if control.stop(run_id):
+                    _log.info("Run '%s': cancel requested through the database", run_id)
 
 
 def owner_is_dead(owner: str | None) -> bool:
@@ -155,8 +196,9 @@ def owner_is_dead(owner: str | None) -> bool:
     if host != _HOST or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return not any(db.owner == owner for db in Database._registry.values())
+    if pid == os.getpid():  # this process: alive if one of its databases made the claim
+        return not any(owner == db.owner or owner.startswith(db.owner + ":")
+                       for db in Database._registry.values())
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

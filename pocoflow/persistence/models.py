@@ -48,13 +48,15 @@ class RunRow(Base):
     parent_run_id: Mapped[str | None] = mapped_column(Text)  # nested flow or fork
     owner: Mapped[str | None] = mapped_column(Text)  # host:pid:token of the running process
     heartbeat_at: Mapped[str | None] = mapped_column(Text)
+    # revision 3
+    cancel_requested_at: Mapped[str | None] = mapped_column(Text)  # another process asked
 
     __table_args__ = (
         CheckConstraint(STATUS_CHECK, name="pf_runs_status_check"),
         Index("ix_pf_runs_started_at", "started_at"),
         Index("ix_pf_runs_status_started_at", "status", "started_at"),
         Index("ix_pf_runs_flow_name_started_at", "flow_name", "started_at"),
-        Index("ix_pf_runs_parent_run_id", "parent_run_id"),
+        Index("ix_pf_runs_parent_run_id_started_at", "parent_run_id", "started_at", "run_id"),
     )
 
 

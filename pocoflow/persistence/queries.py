@@ -7,7 +7,6 @@ compiled once in :mod:`pocoflow.persistence.writer`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
@@ -40,10 +39,30 @@ def upsert_checkpoint(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(checkpoints.insert(), row)
 
 
-def heartbeat(conn: Connection, owner: str, run_ids: Iterable[str]) -> None:
-    conn.execute(update(runs).where(and_(runs.c.run_id.in_(list(run_ids)),
-                                         runs.c.owner == owner, runs.c.status == "running"))
-                 .values(heartbeat_at=now_iso()))
+def heartbeat(conn: Connection, owned: dict[str, str]) -> list[str]:
+    """Refresh the heartbeat of each running run still owned by its token; return the
+    runs another owner took over (a run that just ended under its token is not lost)."""
+    stamp = now_iso()
+    lost = []
+    for run_id, token in owned.items():
+        done = conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.owner == token,
+                                               runs.c.status == "running")
+                            .values(heartbeat_at=stamp))
+        if done.rowcount == 0:
+            owner = conn.execute(select(runs.c.owner).where(runs.c.run_id == run_id)).scalar()
+            if owner != token:
+                lost.append(run_id)
+    return lost
+
+
+def cancel_requested(conn: Connection, run_ids: list[str]) -> list[str]:
+    """Which of *run_ids* someone asked to cancel (and are still running)."""
+    if not run_ids:
+        return []
+    query = select(runs.c.run_id).where(runs.c.run_id.in_(run_ids),
+                                        runs.c.cancel_requested_at.is_not(None),
+                                        runs.c.status == "running")
+    return list(conn.execute(query).scalars())
 
 
 def claim_run(conn: Connection, run_id: str, observed: dict[str, Any],

@@ -17,6 +17,7 @@ import json
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from pocoflow.errors import ResumeError, RunTakenOverError
 from pocoflow.events import (
     Event,
     FlowFinished,
@@ -38,12 +39,14 @@ if TYPE_CHECKING:
 class _RunState:
     """What the recorder keeps about one run between its events."""
 
-    __slots__ = ("full_next", "parent", "pending", "tracker")
+    __slots__ = ("fence", "full_next", "parent", "pending", "tracker")
 
-    def __init__(self, tracker: DeltaTracker, parent: str | None, full_next: bool) -> None:
+    def __init__(self, tracker: DeltaTracker, parent: str | None,
+                 fence: tuple[str, str]) -> None:
         self.tracker = tracker
         self.parent = parent
-        self.full_next = full_next  # the next checkpoint is a full snapshot
+        self.fence = fence  # (top-level run_id, owner token): every write is fenced by it
+        self.full_next = True  # the next checkpoint is a full snapshot
         self.pending: list[dict[str, Any]] = []  # event rows waiting for the step's commit
 
 
@@ -94,15 +97,24 @@ class Recorder:
 
     def _commit(self, write: StepWrite) -> Awaitable[None] | None:
         """Commit on this thread when that cannot block (SQLite, no contention), else in
-        a worker thread; either way the step is durable before the engine goes on."""
-        if self._records.commit_now(write):
-            return None
+        a worker thread; either way the step is durable before the engine goes on. A
+        run taken over by another process is forgotten: it writes nothing more."""
+        try:
+            if self._records.commit_now(write):
+                return None
+        except RunTakenOverError:
+            self._forget(write.fence[0] if write.fence else write.run_id)
+            raise
         return self._commit_in_thread(write)
 
     async def _commit_in_thread(self, write: StepWrite) -> None:
         import anyio.to_thread
 
-        await anyio.to_thread.run_sync(functools.partial(self._records.commit, write))
+        try:
+            await anyio.to_thread.run_sync(functools.partial(self._records.commit, write))
+        except RunTakenOverError:
+            self._forget(write.fence[0] if write.fence else write.run_id)
+            raise
 
     # ── run start and end ───────────────────────────────────────────────────
 
@@ -122,26 +134,39 @@ class Recorder:
 
     def _start(self, event: FlowStarted) -> Awaitable[None] | None:
         records = self._records
-        run_id = event.run_id
-        # a resumed run's first checkpoint is a full one: the tracker starts empty
-        state = _RunState(records.tracker(), event.parent_run_id, full_next=True)
-        self._runs[run_id] = state
         database = records.database
-        database.own(run_id, records.lease_seconds)
+        run_id = event.run_id
         stamp = iso(event.ts)
-        write = StepWrite(run_id)
-        if event.resumed:
-            write.run_update = rows.resumed_run(stamp, database.owner, event.start_node,
+        parent = self._runs.get(event.parent_run_id) if event.parent_run_id else None
+        if parent is not None:  # a nested flow's run: fenced by the top-level run's owner
+            fence = parent.fence
+        elif event.resumed:  # the resume claimed the run for this process already
+            token = database.token_of(run_id)
+            if token is None:
+                raise ResumeError(f"Run '{run_id}' was not claimed by this process; resume "
+                                  "it with flow.resume(run_id).")
+            fence = (run_id, token)
+        else:
+            fence = (run_id, database.claim_token())
+        state = _RunState(records.tracker(), event.parent_run_id, fence)
+        self._runs[run_id] = state
+        database.own(run_id, fence[1], records.lease_seconds, top_level=parent is None)
+        write = StepWrite(run_id, fence=fence)
+        if event.resumed and parent is None:
+            write.run_update = rows.resumed_run(stamp, fence[1], event.start_node,
                                                 event.start_node_id)
+        else:
+            write.run_insert = rows.started_run(
+                run_id, event.flow_name, stamp, fence[1], event.start_node,
+                event.start_node_id, event.parent_run_id)
+            write.new_run = parent is None
+        if event.resumed:
             self._add(state, event, "flow_resume", step=event.step, node_name=event.start_node,
                       detail=rows.detail(from_step=event.step - 1,
                                          updated_keys=sorted(event.written)))
         else:
-            write.run_insert = rows.started_run(
-                run_id, event.flow_name, stamp, database.owner, event.start_node,
-                event.start_node_id, event.parent_run_id)
             store_json = None
-            if event.parent_run_id is None:  # a nested flow's input is its parent's store
+            if parent is None:  # a nested flow's input is its parent's store
                 store_json = records.tracker().full(*_contents(event.store)).store_json
             write.run_input = rows.run_input(
                 json.dumps(event.graph) if event.graph is not None else None, store_json)
@@ -168,7 +193,7 @@ class Recorder:
         self._add(state, event, "flow_end", step=event.steps, action=event.last_action,
                   error_msg=error_msg, detail=detail)
         write = StepWrite(event.run_id, event_rows=self._take(state), run_update=rows.run_ended(
-            event.status, event.steps, iso(event.ts), error_msg))
+            event.status, event.steps, iso(event.ts), error_msg), fence=state.fence)
         try:
             pending = self._commit(write)
         except BaseException:
@@ -228,7 +253,8 @@ class Recorder:
                                       event.next_node or event.node_name, event.next_node_id),
             checkpoint=rows.checkpoint_row(run_id, event.step, event.node_name, encoded.kind,
                                            encoded.store_json, encoded.excluded, stamp,
-                                           event.next_node_id))
+                                           event.next_node_id),
+            fence=state.fence)
         return self._commit(write)
 
 

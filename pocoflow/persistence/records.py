@@ -229,12 +229,17 @@ class RunRecords:
 
     def claim(self, run: Mapping[str, Any]) -> bool:
         """Take a stopped run over for this process if its row is still as *run* was
-        read (a compare-and-swap); False if another process got there first."""
+        read (a compare-and-swap); False if another process got there first. The new
+        owner token fences the old owner out: its writes change nothing from now on."""
         observed = {**run, "status": "running" if run["status"] == "interrupted"
                     else run["status"]}
-        owner = self.database.owner
-        return 1 == self._write(queries.claim_run, run["run_id"], observed,
-                                rows.claimed_run(owner, rows.now_iso()))
+        database = self.database
+        token = database.claim_token()
+        if 1 != self._write(queries.claim_run, run["run_id"], observed,
+                            rows.claimed_run(token, rows.now_iso())):
+            return False
+        database.own(run["run_id"], token, self.lease_seconds)
+        return True
 
 
 def _check_id(run_id: Any) -> None:

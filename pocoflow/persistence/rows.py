@@ -17,7 +17,7 @@ from typing import Any
 RUN_COLUMNS = ("run_id", "flow_name", "status", "started_at", "completed_at", "total_steps",
                "current_node", "error_msg")
 UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {"next_node", "owner", "heartbeat_at",
-                                          "parent_run_id"}
+                                          "parent_run_id", "cancel_requested_at"}
 EVENT_COLUMNS = ("run_id", "event", "ts", "step", "node_name", "action", "elapsed_ms",
                  "error_msg", "detail")
 #: The optional fields of an event row (0.2's, plus ``detail``).
@@ -52,7 +52,14 @@ def iso_ago(seconds: float) -> str:
 
 @dataclass
 class StepWrite:
-    """What one step of one run writes, committed in one transaction."""
+    """What one step of one run writes, committed in one transaction.
+
+    ``fence`` is ``(run_id, owner)`` of the top-level run this write belongs to:
+    every row is written only if that run is still owned by ``owner`` (a process
+    that stalled past its lease and lost the run to another writes nothing).
+    A new top-level run (``run_insert`` and ``new_run``) is inserted unfenced,
+    and fails if its run_id exists.
+    """
 
     run_id: str
     run_insert: dict[str, Any] | None = None
@@ -60,6 +67,8 @@ class StepWrite:
     run_update: dict[str, Any] | None = None
     event_rows: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: dict[str, Any] | None = None
+    fence: tuple[str, str] | None = None
+    new_run: bool = False
 
 
 # ── pf_events ───────────────────────────────────────────────────────────────
@@ -117,8 +126,9 @@ def resumed_run(at: str, owner: str, node_name: str, next_node: str | None) -> d
 
 
 def claimed_run(owner: str, at: str) -> dict[str, Any]:
+    """A stopped run taken over by a new owner (a resume): running, no cancel pending."""
     return {"status": "running", "owner": owner, "heartbeat_at": at, "completed_at": None,
-            "error_msg": None}
+            "error_msg": None, "cancel_requested_at": None}
 
 
 def step_done(steps: int, at: str, current_node: str, next_node: str | None) -> dict[str, Any]:

@@ -15,8 +15,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import Engine, bindparam, exists, select, update
 
+from pocoflow.errors import RunExistsError, RunTakenOverError
 from pocoflow.logging import get_logger
 from pocoflow.persistence.connect import (
     SQLITE_BEGIN_WRITE,
@@ -25,6 +26,7 @@ from pocoflow.persistence.connect import (
     SQLITE_ROLLBACK,
     is_busy,
     is_sqlite,
+    safe_url,
     write_connection,
 )
 from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
@@ -42,6 +44,8 @@ class WriteStatements:
 
     A step runs them on the DBAPI cursor: the SQL is SQLAlchemy's, the
     per-statement overhead is the driver's alone (a few µs instead of tens).
+    Every statement but a new run's insert is fenced: it writes only where the
+    top-level run (``fence_run``) is still owned by ``fence_owner``.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -52,92 +56,112 @@ class WriteStatements:
             dialect = sqlite.dialect(paramstyle="named")
         self._dialect = dialect
         if engine.dialect.name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as upsert
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        self._upsert = upsert
-        self.insert_event = self._compile(events.insert(), EVENT_COLUMNS)
-        self.insert_checkpoint = self._compile(checkpoints.insert(), CHECKPOINT_COLUMNS)
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        self._insert = dialect_insert
+        fence = runs.alias("fence")
+        self._owned = exists().where(fence.c.run_id == bindparam("fence_run"),
+                                     fence.c.owner == bindparam("fence_owner"))
+        self.insert_event = self._compile(self._fenced_insert(events, EVENT_COLUMNS))
+        self.insert_checkpoint = self._compile(
+            self._fenced_insert(checkpoints, CHECKPOINT_COLUMNS))
         columns = ("run_id", "graph_json", "input_json")
         self.insert_input = self._compile(
-            upsert(run_inputs).values({c: bindparam(c) for c in columns})
+            dialect_insert(run_inputs).values({c: bindparam(c) for c in columns})
             .on_conflict_do_nothing(index_elements=["run_id"]))
-        self._inserts: dict[tuple[str, ...], str] = {}
+        self._new_runs: dict[tuple[str, ...], str] = {}
+        self._child_runs: dict[tuple[str, ...], str] = {}
         self._updates: dict[tuple[str, ...], str] = {}
 
-    def _compile(self, statement: Any, columns: Sequence[str] | None = None) -> str:
-        compiled = statement.compile(dialect=self._dialect,
-                                     column_keys=list(columns) if columns else None)
-        return str(compiled)
+    def _compile(self, statement: Any) -> str:
+        return str(statement.compile(dialect=self._dialect))
 
-    def upsert_run(self, columns: tuple[str, ...]) -> str:
-        """Insert a run, or (a nested flow run again after a resume) reset its row."""
-        sql_text = self._inserts.get(columns)
+    def _fenced_insert(self, table: Any, columns: Sequence[str]) -> Any:
+        rows = select(*[bindparam(c) for c in columns]).where(self._owned)
+        return self._insert(table).from_select(list(columns), rows)
+
+    def new_run(self, columns: tuple[str, ...]) -> str:
+        """Insert a new top-level run (an IntegrityError if its run_id exists)."""
+        sql_text = self._new_runs.get(columns)
         if sql_text is None:
-            insert = self._upsert(runs).values({c: bindparam(c) for c in columns})
+            statement = runs.insert().values({c: bindparam(c) for c in columns})
+            sql_text = self._new_runs[columns] = self._compile(statement)
+        return sql_text
+
+    def child_run(self, columns: tuple[str, ...]) -> str:
+        """Insert a nested flow's run, or (run again after a resume) reset its row."""
+        sql_text = self._child_runs.get(columns)
+        if sql_text is None:
+            insert = self._fenced_insert(runs, columns)
             statement = insert.on_conflict_do_update(
                 index_elements=["run_id"],
                 set_={c: insert.excluded[c] for c in columns if c != "run_id"})
-            sql_text = self._inserts[columns] = self._compile(statement)
+            sql_text = self._child_runs[columns] = self._compile(statement)
         return sql_text
 
     def update_run(self, columns: tuple[str, ...]) -> str:
         sql_text = self._updates.get(columns)
         if sql_text is None:
-            statement = (update(runs).where(runs.c.run_id == bindparam("pk_run_id"))
+            statement = (update(runs)
+                         .where(runs.c.run_id == bindparam("pk_run_id"), self._owned)
                          .values({c: bindparam(c) for c in columns}))
             sql_text = self._updates[columns] = self._compile(statement)
         return sql_text
 
 
-def apply_one(cursor: Any, statements: WriteStatements, write: StepWrite) -> None:
-    """Run one write's statements on a DBAPI cursor inside an open transaction (the
-    one-write case of :func:`apply_all`, kept direct: it is every step's path)."""
-    run_id = write.run_id
-    if write.run_insert is not None:
-        cursor.execute(statements.upsert_run(tuple(write.run_insert)), write.run_insert)
-        if write.run_input is not None:
-            cursor.execute(statements.insert_input, {"run_id": run_id, **write.run_input})
-    if write.event_rows:
-        cursor.executemany(statements.insert_event, write.event_rows)
-    if write.checkpoint is not None:
-        cursor.execute(statements.insert_checkpoint, write.checkpoint)
-    if write.run_update:
-        cursor.execute(statements.update_run(tuple(write.run_update)),
-                       {**write.run_update, "pk_run_id": run_id})
+def _fenced(row: dict[str, Any], fence: tuple[str, str] | None) -> dict[str, Any]:
+    run, owner = fence if fence is not None else (None, None)
+    return {**row, "fence_run": run, "fence_owner": owner}
 
 
-def apply_all(cursor: Any, statements: WriteStatements, writes: Sequence[StepWrite]) -> None:
-    """Run the statements of *writes* (of different runs) in one transaction, one
-    ``executemany`` per statement: a group commit costs a few statements, not a few per run.
+def apply_all(conn: Any, statements: WriteStatements, writes: Sequence[StepWrite],
+              ) -> list[Any]:
+    """Run the statements of *writes* (of different runs) in one transaction.
 
-    Runs first, then what refers to them. A run has at most one write in flight, so
+    Each write's run row (insert or update) goes through a cursor of its own, whose
+    rowcount, read once the statements are sent, says whether the write still owned
+    its run; those cursors are returned in the order of *writes*. Events and
+    checkpoints go as one ``executemany`` per statement, so a group commit costs a
+    few statements, not a few per run. A run has at most one write in flight, so
     grouping by statement keeps each run's order.
     """
-    if len(writes) == 1:
-        apply_one(cursor, statements, writes[0])
-        return
-    inserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    inputs, event_rows, checkpoint_rows = [], [], []
-    for write in writes:
+    proofs: list[Any] = []
+    inputs: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    checkpoint_rows: list[dict[str, Any]] = []
+    for write in writes:  # run rows first: events and checkpoints refer to them
+        proof = None
         if write.run_insert is not None:
-            inserts.setdefault(tuple(write.run_insert), []).append(write.run_insert)
+            proof = conn.cursor()
+            if write.new_run:
+                proof.execute(statements.new_run(tuple(write.run_insert)), write.run_insert)
+            else:
+                proof.execute(statements.child_run(tuple(write.run_insert)),
+                              _fenced(write.run_insert, write.fence))
             if write.run_input is not None:
                 inputs.append({"run_id": write.run_id, **write.run_input})
-        event_rows.extend(write.event_rows)
+        proofs.append(proof)
+        fence = write.fence
+        event_rows.extend(_fenced(row, fence) for row in write.event_rows)
         if write.checkpoint is not None:
-            checkpoint_rows.append(write.checkpoint)
-        if write.run_update:
-            updates.setdefault(tuple(write.run_update), []).append(
-                {**write.run_update, "pk_run_id": write.run_id})
-    for columns, rows in inserts.items():
-        _execute(cursor, statements.upsert_run(columns), rows)
+            checkpoint_rows.append(_fenced(write.checkpoint, fence))
+    cursor = conn.cursor()
     _execute(cursor, statements.insert_input, inputs)
     _execute(cursor, statements.insert_event, event_rows)
     _execute(cursor, statements.insert_checkpoint, checkpoint_rows)
-    for columns, rows in updates.items():
-        _execute(cursor, statements.update_run(columns), rows)
+    for index, write in enumerate(writes):
+        if write.run_update:
+            proofs[index] = conn.cursor()
+            proofs[index].execute(
+                statements.update_run(tuple(write.run_update)),
+                _fenced({**write.run_update, "pk_run_id": write.run_id}, write.fence))
+    return proofs
+
+
+def owned(proof: Any) -> bool:
+    """Whether a write's run row was written (its run still belonged to the writer)."""
+    return proof is None or proof.rowcount != 0
 
 
 def _execute(cursor: Any, statement: str, rows: list[dict[str, Any]]) -> None:
@@ -145,6 +169,28 @@ def _execute(cursor: Any, statement: str, rows: list[dict[str, Any]]) -> None:
         cursor.execute(statement, rows[0])
     elif rows:
         cursor.executemany(statement, rows)
+
+
+def refused(write: StepWrite, error: BaseException, url: str) -> BaseException:
+    """The error to raise for a failed write: a new run on a run_id that exists is a
+    RunExistsError (the transaction wrote nothing), anything else stays as it is."""
+    if write.new_run and type(error).__name__ in ("IntegrityError", "UniqueViolation"):
+        return RunExistsError(
+            f"Run '{write.run_id}' already exists in {url}; a new run needs a new run_id "
+            "(leave Flow(run_id=...) unset for a fresh one each run), and a stopped run "
+            "goes on with flow.resume(run_id). Nothing was written."
+        )
+    return error
+
+
+def taken_over(write: StepWrite) -> RunTakenOverError:
+    run_id = write.fence[0] if write.fence is not None else write.run_id
+    return RunTakenOverError(
+        f"Run '{run_id}' was taken over by another process (this one stalled longer than "
+        "its lease, and a resume claimed the run); this process wrote nothing more. See "
+        "db.get_run(run_id) for where the run stands now."
+    )
+
 
 class _Ticket:
     __slots__ = ("done", "error", "write")
@@ -179,35 +225,39 @@ class _Lane:
 
     def _commit_batch(self, batch: list[_Ticket]) -> None:
         try:
-            self._transaction([t.write for t in batch])
+            kept = self._transaction([t.write for t in batch])
+            for ticket, still_owned in zip(batch, kept, strict=True):
+                if not still_owned:
+                    ticket.error = taken_over(ticket.write)
         except Exception as exc:
+            url = self._writer.safe_url
             if len(batch) == 1:
-                batch[0].error = exc
+                batch[0].error = refused(batch[0].write, exc, url)
             else:  # one bad write must not sink the others: retry them one by one
                 for ticket in batch:
                     try:
-                        self._transaction([ticket.write])
+                        if not self._transaction([ticket.write])[0]:
+                            ticket.error = taken_over(ticket.write)
                     except Exception as one_error:
-                        ticket.error = one_error
+                        ticket.error = refused(ticket.write, one_error, url)
         finally:
             for ticket in batch:
                 ticket.done = True
 
-    def _transaction(self, writes: Sequence[StepWrite]) -> None:
+    def _transaction(self, writes: Sequence[StepWrite]) -> list[bool]:
+        """Commit *writes* together; per write, whether it still owned its run."""
         writer = self._writer
         statements = writer.statements
         if writer.sqlite:  # a pooled connection whose BEGIN IMMEDIATE waits for the lock
             with write_connection(writer.engine) as conn, conn.begin():
-                cursor = conn.connection.driver_connection.cursor()
-                try:
-                    apply_all(cursor, statements, writes)
-                finally:
-                    cursor.close()
+                proofs = apply_all(conn.connection.driver_connection, statements, writes)
+                kept = [owned(proof) for proof in proofs]
         else:
             connection = self._connection()
             try:
-                with connection.pipeline(), connection.cursor() as cursor:
-                    apply_all(cursor, statements, writes)
+                with connection.pipeline():
+                    proofs = apply_all(connection, statements, writes)
+                kept = [owned(proof) for proof in proofs]
                 connection.commit()
             except BaseException:
                 if connection.broken:
@@ -216,6 +266,7 @@ class _Lane:
                     connection.rollback()
                 raise
         writer.commits += 1
+        return kept
 
     def _connection(self) -> Any:
         raw = self._raw
@@ -238,6 +289,7 @@ class Writer:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.safe_url = safe_url(engine.url)
         self.sqlite = is_sqlite(engine)
         self.statements = WriteStatements(engine)
         self.commits = 0  # transactions so far (the WAL checkpointer watches it)
@@ -249,7 +301,8 @@ class Writer:
             self._now.driver_connection.execute(SQLITE_NO_WAIT)
 
     def commit(self, write: StepWrite) -> None:
-        """Commit *write*, maybe together with others; may wait for locks."""
+        """Commit *write*, maybe together with others; may wait for locks.
+        RunTakenOverError if its run has another owner now (nothing of it was written)."""
         lanes = self._lanes
         lane = next((lane for lane in lanes if not lane.lock.locked()), None)
         if lane is None:  # every lane busy: queue behind one of them, in turn
@@ -259,7 +312,8 @@ class Writer:
 
     def commit_now(self, write: StepWrite) -> bool:
         """SQLite only: commit on this thread if no writer (here or elsewhere) holds the
-        lock; return False, having written nothing, if one does."""
+        lock; return False, having written nothing, if one does. RunTakenOverError if
+        the write's run has another owner now (nothing of it was written)."""
         lane = self._lanes[0]
         if self._now is None or not lane.lock.acquire(blocking=False):
             return False
@@ -271,13 +325,20 @@ class Writer:
                 if is_busy(exc):
                     return False
                 raise
+            connection = self._now.driver_connection
             try:
-                apply_one(cursor, self.statements, write)
-            except BaseException:
+                [proof] = apply_all(connection, self.statements, [write])
+                still_owned = owned(proof)
+            except BaseException as exc:
                 cursor.execute(SQLITE_ROLLBACK)
-                raise
+                error = refused(write, exc, self.safe_url)
+                if error is exc:
+                    raise
+                raise error from None
             cursor.execute(SQLITE_COMMIT)
             self.commits += 1
+            if not still_owned:
+                raise taken_over(write)
             return True
         finally:
             lane.lock.release()
