@@ -221,12 +221,14 @@ async def test_a_call_holds_a_token_of_the_default_thread_limiter() -> None:
 
 @pytest.mark.anyio
 async def test_a_limiter_bounds_the_calls() -> None:
-    """A limiter of one token lets one call run at a time; the others wait their turn."""
-    limiter = anyio.CapacityLimiter(1)
+    """A limiter of two tokens lets two calls run at a time; the others wait their
+    turn, then run in dedicated workers too."""
+    limiter = anyio.CapacityLimiter(2)
     lock = threading.Lock()
     running = peak = 0
+    names: list[str] = []
 
-    def counted() -> None:
+    def counted() -> str:
         nonlocal running, peak
         with lock:
             running += 1
@@ -234,12 +236,44 @@ async def test_a_limiter_bounds_the_calls() -> None:
         time.sleep(0.01)
         with lock:
             running -= 1
+        return thread_name()
+
+    async def one() -> None:
+        names.append(await run_in_worker(counted, limiter=limiter))
 
     async with anyio.create_task_group() as group:
-        for _ in range(4):
-            group.start_soon(lambda: run_in_worker(counted, limiter=limiter))
+        for _ in range(6):
+            group.start_soon(one)
 
-    assert 1 == peak
+    assert 2 == peak
+    assert 0 == limiter.borrowed_tokens
+    assert all(name.startswith("pocoflow-worker-") for name in names)
+
+
+@pytest.mark.anyio
+async def test_a_cancel_while_waiting_for_a_token_stops_the_call() -> None:
+    """A call cancelled while it waits for a limiter token never runs."""
+    limiter = anyio.CapacityLimiter(1)
+    entered, release, ran = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        entered.set()
+        assert release.wait(WAIT)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: run_in_worker(holder, limiter=limiter))
+        await wait_for(entered)
+        with anyio.CancelScope() as scope:
+
+            async def cancel() -> None:
+                scope.cancel()
+
+            group.start_soon(cancel)
+            await run_in_worker(ran.set, limiter=limiter)
+        release.set()
+
+    assert scope.cancelled_caught
+    assert not ran.is_set()
     assert 0 == limiter.borrowed_tokens
 
 
