@@ -10,9 +10,10 @@
   on asyncio; on trio the same executor reporting through ``TrioToken.run_sync_soon``
   (trio has no executor hook), and ``trio.to_thread.run_sync``;
 - the engine, projected: µs per step of a threaded sync Node looping on itself with
-  today's hop and with ``anyio.to_thread.run_sync`` pointed at ``run_in_worker`` for
-  the measurement, against the no-op steps (``threaded = False``, AsyncNode); the
-  target is (threaded step - no-op step) ≤ 0.6 x the anyio hop.
+  today's hop and with the engine's seam ``pocoflow.engine.run_in_worker`` pointed
+  at ``pocoflow.threads.run_in_worker`` for the measurement, against the no-op steps
+  (``threaded = False``, AsyncNode); the target is (threaded step - no-op step)
+  ≤ 0.6 x the anyio hop.
 
 Each column is one placement and one backend, all in the same run: every thread
 of the process pinned to one CPU (``/proc/self/task``: the pool's workers outlive
@@ -42,7 +43,7 @@ import anyio.to_thread
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pocoflow import AsyncNode, Flow, Node, Store, UnmatchedActionWarning
+from pocoflow import AsyncNode, Flow, Node, Store, UnmatchedActionWarning, engine
 from pocoflow.threads import run_in_worker
 
 HOPS = 2_000
@@ -139,21 +140,21 @@ class InlineLoop(ThreadedLoop):
 
 
 def per_step(node: Node, hop: Any = None) -> Callable[[], Awaitable[float]]:
-    """µs per step of *node* looping on itself; *hop* replaces anyio.to_thread.run_sync."""
+    """µs per step of *node* looping on itself; *hop* replaces the engine's hop."""
     node.then("again", node)
     flow = Flow(node, max_steps=100 * STEPS)
 
     async def measure() -> float:
         store = Store({"n": 0})
-        original = anyio.to_thread.run_sync
+        original = engine.run_in_worker
         if hop is not None:
-            anyio.to_thread.run_sync = hop
+            engine.run_in_worker = hop
         try:
             began = time.perf_counter()
             await flow.run_async(store)
             elapsed = time.perf_counter() - began
         finally:
-            anyio.to_thread.run_sync = original
+            engine.run_in_worker = original
         if store["n"] != STEPS:
             raise RuntimeError(f"{store['n']} steps instead of {STEPS}")
         return elapsed / STEPS * 1e6
