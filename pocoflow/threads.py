@@ -5,9 +5,9 @@
 
 - the call runs in a copy of the caller's context (contextvars), with sniffio's
   "current async library" cleared, so a ``Flow.run`` inside it starts its own loop;
-- its result comes back, or its exception is raised with its traceback (on asyncio
-  a ``StopIteration`` comes back as ``RuntimeError``, on trio a returned coroutine
-  as ``TypeError``, as anyio does on each);
+- its result comes back, or its exception is raised with its traceback (a
+  ``StopIteration`` as ``RuntimeError``, and on trio a returned coroutine as
+  ``TypeError``, as from anyio);
 - a cancel already pending when the call is made is raised before the call starts;
 - ``abandon_on_cancel=False``: a cancel of the awaiting task is delivered only
   after ``func`` returns, at the caller's next checkpoint (the result is returned);
@@ -25,16 +25,16 @@ without an explicit token do not work inside a dedicated worker (they do in the
 fallback); pass ``token=anyio.lowlevel.current_token()`` taken on the loop.
 
 How it is fast. Up to ``MAX_WORKERS`` daemon threads (``pocoflow-worker-N``) are
-shared by every loop of the process. Each one sleeps on its own raw lock
-(``_thread.allocate_lock``): the caller hands it the call and releases the lock.
-The outcome comes back through the loop's inbox: on Linux an eventfd the loop
-watches (asyncio ``loop.add_reader``; on trio a system task in ``wait_readable``)
-plus a deque of callbacks; elsewhere ``loop.call_soon_threadsafe`` or
+shared by every loop of the process. Each one sleeps in a blocking read of its own
+eventfd, which the caller writes (see ``_Worker``); the outcome comes back through
+the loop's inbox, another eventfd the loop watches (asyncio ``loop.add_reader``,
+on trio a system task in ``wait_readable``) plus a deque of reports. Without
+eventfd (not Linux): a raw lock, and ``loop.call_soon_threadsafe`` or
 ``TrioToken.run_sync_soon``. A worker goes back on the idle stack (last in, first
-out, so sequential calls reuse one thread) before it reports, and leaves the
-pool after ``IDLE_TIMEOUT`` seconds idle. A call waits for a token of its limiter
-as anyio's would, then takes a worker; when all ``MAX_WORKERS`` are busy (loops of
-several threads at once), it goes to ``anyio.to_thread.run_sync`` instead.
+out, so sequential calls reuse one thread) before it reports; a sweeper thread
+ends those idle for ``IDLE_TIMEOUT`` seconds. A call waits for a token of its
+limiter as anyio's would, then takes a worker; when all ``MAX_WORKERS`` are busy
+(loops of several threads at once), it goes to ``anyio.to_thread.run_sync``.
 A forked child starts with an empty pool. ``benchmarks/thread_hop.py`` measures
 the hop against anyio's; the choices and their numbers are in ``docs/design.md``.
 """
