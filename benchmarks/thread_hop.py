@@ -2,16 +2,16 @@
 
 ``python benchmarks/thread_hop.py [--quick]`` prints one markdown table. Rows:
 
-- ``anyio.to_thread.run_sync`` (what the engine uses today);
+- ``anyio.to_thread.run_sync`` (what the engine used before ``run_in_worker``);
 - ``pocoflow.threads.run_in_worker`` (dedicated workers), plain and in the engine's
   timeout pattern (``CancelScope(shield=True)`` + ``move_on_after`` +
   ``abandon_on_cancel=True``), next to anyio's hop in the same pattern;
 - for reference, a 1-thread ``concurrent.futures`` executor: ``loop.run_in_executor``
   on asyncio; on trio the same executor reporting through ``TrioToken.run_sync_soon``
   (trio has no executor hook), and ``trio.to_thread.run_sync``;
-- the engine, projected: µs per step of a threaded sync Node looping on itself with
-  today's hop and with the engine's seam ``pocoflow.engine.run_in_worker`` pointed
-  at ``pocoflow.threads.run_in_worker`` for the measurement, against the no-op steps
+- the engine: µs per step of a threaded sync Node looping on itself with its hop
+  (``pocoflow.engine.run_in_worker``, which is ``pocoflow.threads.run_in_worker``)
+  and, for comparison, with that seam pointed at anyio's hop, against the no-op steps
   (``threaded = False``, AsyncNode); the target is (threaded step - no-op step)
   ≤ 0.6 x the anyio hop.
 

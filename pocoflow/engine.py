@@ -46,6 +46,7 @@ from pocoflow.logging import get_logger
 from pocoflow.node import DEFAULT_ACTION, Node, Wired
 from pocoflow.sinks import sinks_for
 from pocoflow.store import Store, as_store
+from pocoflow.threads import run_in_worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
@@ -356,9 +357,6 @@ def current_node_run() -> tuple[Run, int] | None:
 
 
 # ── exec: where it runs, retries, batches ───────────────────────────────────
-
-async def run_in_worker(fn: Any, arg: Any, *, abandon_on_cancel: bool = False) -> Any:
-    return await anyio.to_thread.run_sync(fn, arg, abandon_on_cancel=abandon_on_cancel)
 
 
 async def exec_once(node: Node, arg: Any) -> Any:

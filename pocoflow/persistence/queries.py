@@ -49,8 +49,8 @@ def heartbeat(conn: Connection, owned: dict[str, str]) -> list[str]:
                                                runs.c.status == "running")
                             .values(heartbeat_at=stamp))
         if done.rowcount == 0:
-            owner = conn.execute(select(runs.c.owner).where(runs.c.run_id == run_id)).scalar()
-            if owner != token:
+            row = conn.execute(select(runs.c.owner).where(runs.c.run_id == run_id)).first()
+            if row is not None and row.owner != token:
                 lost.append(run_id)
     return lost
 

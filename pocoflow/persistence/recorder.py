@@ -150,7 +150,6 @@ class Recorder:
             fence = (run_id, database.claim_token())
         state = _RunState(records.tracker(), event.parent_run_id, fence)
         self._runs[run_id] = state
-        database.own(run_id, fence[1], records.lease_seconds, top_level=parent is None)
         write = StepWrite(run_id, fence=fence)
         if event.resumed and parent is None:
             write.run_update = rows.resumed_run(stamp, fence[1], event.start_node,
@@ -173,10 +172,29 @@ class Recorder:
             self._add(state, event, "flow_start", node_name=event.start_node)
         write.event_rows = self._take(state)
         try:
-            return self._finishing(run_id, self._commit(write), failed_only=True)
+            pending = self._commit(write)
         except BaseException:
             self._forget(run_id)
             raise
+        owner = (run_id, fence[1], records.lease_seconds, parent is None)
+        if pending is None:
+            self._own(*owner)
+            return None
+        return self._own_when_done(pending, *owner)
+
+    def _own(self, run_id: str, token: str, lease: float, top_level: bool) -> None:
+        """Heartbeat the run from now on (once its row exists, so the watcher never
+        mistakes a row not yet written for a run taken over)."""
+        self._records.database.own(run_id, token, lease, top_level=top_level)
+
+    async def _own_when_done(self, pending: Awaitable[None], run_id: str, token: str,
+                             lease: float, top_level: bool) -> None:
+        try:
+            await pending
+        except BaseException:
+            self._forget(run_id)
+            raise
+        self._own(run_id, token, lease, top_level)
 
     def _flow_finished(self, state: _RunState, event: FlowFinished) -> Awaitable[None] | None:
         error = event.error
@@ -199,25 +217,15 @@ class Recorder:
         except BaseException:
             self._forget(event.run_id)
             raise
-        return self._finishing(event.run_id, pending, failed_only=False)
-
-    def _finishing(self, run_id: str, pending: Awaitable[None] | None, *,
-                   failed_only: bool) -> Awaitable[None] | None:
-        """Forget the run once *pending* is done (or, with *failed_only*, if it fails)."""
         if pending is None:
-            if not failed_only:
-                self._forget(run_id)
+            self._forget(event.run_id)
             return None
-        return self._await_then_forget(run_id, pending, failed_only)
+        return self._forget_when_done(event.run_id, pending)
 
-    async def _await_then_forget(self, run_id: str, pending: Awaitable[None],
-                                 failed_only: bool) -> None:
+    async def _forget_when_done(self, run_id: str, pending: Awaitable[None]) -> None:
         try:
             await pending
-        except BaseException:
-            self._forget(run_id)
-            raise
-        if not failed_only:
+        finally:
             self._forget(run_id)
 
     def _forget(self, run_id: str) -> None:

@@ -141,3 +141,21 @@ def test_a_write_fenced_out_changes_nothing_and_raises(db_url: str) -> None:
     assert [0] == [c["step"] for c in db.get_checkpoints("claimed")]
     assert ["flow_start", "node_start", "node_end"] == [
         e["event"] for e in db.get_events("claimed")]
+
+
+def test_the_heartbeat_calls_lost_only_a_run_that_another_owner_holds(db_url: str) -> None:
+    """The watcher's heartbeat reports a run as taken over only when its row names
+    another owner: not for a row not written yet, nor for a run that just ended."""
+    from pocoflow.persistence import queries
+    from pocoflow.persistence.connect import write_connection
+
+    records = RunRecords(db_url)
+    records.create_run("ended", "f")
+    records.update_run("ended", status="completed", owner="me:1:a:b")
+    records.create_run("other", "f")
+    records.update_run("other", owner="someone:2:c:d")
+    with write_connection(records.database.engine) as conn, conn.begin():
+        lost = queries.heartbeat(conn, {"not-yet-written": "me:1:a:b", "ended": "me:1:a:b",
+                                        "other": "me:1:a:b"})
+
+    assert ["other"] == lost
