@@ -40,6 +40,9 @@ XFAIL = {
     "quirk_class_attr_name": "a class attribute `name` on a Node subclass becomes the node "
                              "name in hooks, pf_runs/pf_events and checkpoint file names; "
                              "0.2's Node.__init__ always set self.name to the class name",
+    "quirk_fixed_run_id": "running a Flow(run_id=...) again after a failed attempt raises "
+                          "RunExistsError before any node runs; 0.2 ran it again under the "
+                          "same id",
     "quirk_live_objects_checkpoint": "a store value JSON cannot encode (the LLM client, a "
                                      "queue) fails the run with CheckpointEncodeError (and "
                                      "the run is not recorded) and Store.snapshot raises; "
