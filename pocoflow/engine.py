@@ -224,6 +224,7 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
     sinks = run.sinks
     store = run.store
     control = run.control
+    ids = run.ids
     while node is not None:
         step = run.steps
         if step >= max_steps:
@@ -233,14 +234,15 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
                 "raise Flow(max_steps=...)."
             )
         name = node.name
-        node_id = run.node_id(node) if sinks else name
+        node_id = (ids.get(id(node)) or name) if sinks else name
         if sinks:
             await run.emit(NodeStarted(run.run_id, flow.flow_name, _now(), step, name, store,
                                        node_id))
         began = _clock()
         try:
             if isinstance(node, Node):
-                action = await run_node(node, run, step)
+                action = await (_run_override(node, run, step) if node._plan.custom_run
+                                else phases(node, run, step))
             else:
                 action = await run_nested(node, run, step, inner)
                 inner = None
@@ -256,7 +258,8 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
                         _clock() - began, store,
                         following.name if following is not None else None,
                         store.take_changes(), node_id,
-                        run.node_id(following) if following is not None else None))
+                        (ids.get(id(following)) or following.name) if following is not None
+                        else None))
                 except BaseException:
                     run.steps = step  # a step is done only once every sink (the DB) has it
                     raise
@@ -295,15 +298,10 @@ def _unmatched(run: Run, node: Wired, action: str) -> None:
         _log.debug(message)
 
 
-async def run_node(node: Node, run: Run, step: int) -> str:
-    """prep → exec (with retries, per item for batches) → post; return the action."""
-    if node._plan.custom_run:
-        return await _run_override(node, run, step)
-    return await phases(node, run, step)
-
-
 async def phases(node: Node, run: Run, step: int) -> str:
-    """The three phases of one node, whatever its class overrides."""
+    """prep → exec (with retries, per item for batches) → post; return the action.
+
+    The walk calls it unless the node's class overrides 0.2's ``_run``."""
     plan = node._plan
     store = run.store
     prep_res = getattr(node, plan.prep)(store)

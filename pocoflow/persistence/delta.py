@@ -205,13 +205,19 @@ class DeltaTracker:
             self._steps_since_compare = 0
             return list(data) + [k for k in self._texts if k not in data]
         keys = self._dirty | self._touched
-        holders, held = self._holders, self._held
-        for key in list(self._touched):
-            for ident in (held.get(key), id(data.get(key))):
-                if ident is not None and ident in holders:
-                    keys |= holders[ident]
+        holders = self._holders
+        if holders:  # add the aliases of touched mutable values (old or new object)
+            held = self._held
+            for key in self._touched:
+                value = data.get(key)
+                if key in held or type(value) not in _IMMUTABLE:
+                    for ident in (held.get(key), id(value)):
+                        if ident in holders:
+                            keys |= holders[ident]
         texts = self._texts
         new = [k for k in keys if k not in texts and k in data]
+        if not new:
+            return keys
         if len(new) > 1:
             order = {k: i for i, k in enumerate(data)}
             new.sort(key=order.__getitem__)

@@ -44,38 +44,47 @@ class WriteStatements:
 
     A step runs them on the DBAPI cursor: the SQL is SQLAlchemy's, the
     per-statement overhead is the driver's alone (a few µs instead of tens).
-    Every statement but a new run's insert is fenced: it writes only where the
-    top-level run (``fence_run``) is still owned by ``fence_owner``.
+    Every statement but a new run's insert is fenced: it writes only while the
+    top-level run (``fence_run``) is owned by ``fence_owner``. On SQLite, which
+    holds its write lock for the whole transaction, the run row's fenced update
+    goes first and the other rows of a fenced-out write are simply not sent; on
+    PostgreSQL, whose statements go out as one pipeline, each insert carries the
+    fence itself (``INSERT ... SELECT ... WHERE EXISTS``).
     """
 
     def __init__(self, engine: Engine) -> None:
         dialect = engine.dialect
-        if dialect.name == "sqlite":  # the stdlib driver takes :name parameters and dicts
+        self.sqlite = dialect.name == "sqlite"
+        if self.sqlite:  # the stdlib driver takes :name parameters and dicts
             from sqlalchemy.dialects import sqlite
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
 
             dialect = sqlite.dialect(paramstyle="named")
-        self._dialect = dialect
-        if engine.dialect.name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        self._dialect = dialect
         self._insert = dialect_insert
         fence = runs.alias("fence")
         self._owned = exists().where(fence.c.run_id == bindparam("fence_run"),
                                      fence.c.owner == bindparam("fence_owner"))
-        self.insert_event = self._compile(self._fenced_insert(events, EVENT_COLUMNS))
-        self.insert_checkpoint = self._compile(
-            self._fenced_insert(checkpoints, CHECKPOINT_COLUMNS))
+        if self.sqlite:
+            self.insert_event = self._compile(events.insert(), EVENT_COLUMNS)
+            self.insert_checkpoint = self._compile(checkpoints.insert(), CHECKPOINT_COLUMNS)
+        else:
+            self.insert_event = self._compile(self._fenced_insert(events, EVENT_COLUMNS))
+            self.insert_checkpoint = self._compile(
+                self._fenced_insert(checkpoints, CHECKPOINT_COLUMNS))
         columns = ("run_id", "graph_json", "input_json")
         self.insert_input = self._compile(
             dialect_insert(run_inputs).values({c: bindparam(c) for c in columns})
             .on_conflict_do_nothing(index_elements=["run_id"]))
         self._new_runs: dict[tuple[str, ...], str] = {}
         self._child_runs: dict[tuple[str, ...], str] = {}
-        self._updates: dict[tuple[str, ...], str] = {}
+        self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
 
-    def _compile(self, statement: Any) -> str:
-        return str(statement.compile(dialect=self._dialect))
+    def _compile(self, statement: Any, columns: Sequence[str] | None = None) -> str:
+        return str(statement.compile(dialect=self._dialect,
+                                     column_keys=list(columns) if columns else None))
 
     def _fenced_insert(self, table: Any, columns: Sequence[str]) -> Any:
         rows = select(*[bindparam(c) for c in columns]).where(self._owned)
@@ -100,68 +109,129 @@ class WriteStatements:
             sql_text = self._child_runs[columns] = self._compile(statement)
         return sql_text
 
-    def update_run(self, columns: tuple[str, ...]) -> str:
-        sql_text = self._updates.get(columns)
+    def update_run(self, columns: tuple[str, ...], top_level: bool) -> str:
+        """Update a run's row while it is owned: a top-level run by its own ``owner``, a
+        nested flow's run by its top-level run's."""
+        sql_text = self._updates.get((columns, top_level))
         if sql_text is None:
-            statement = (update(runs)
-                         .where(runs.c.run_id == bindparam("pk_run_id"), self._owned)
+            owned = runs.c.owner == bindparam("fence_owner") if top_level else self._owned
+            statement = (update(runs).where(runs.c.run_id == bindparam("pk_run_id"), owned)
                          .values({c: bindparam(c) for c in columns}))
-            sql_text = self._updates[columns] = self._compile(statement)
+            sql_text = self._updates[(columns, top_level)] = self._compile(statement)
         return sql_text
 
 
-def _fenced(row: dict[str, Any], fence: tuple[str, str] | None) -> dict[str, Any]:
-    run, owner = fence if fence is not None else (None, None)
-    return {**row, "fence_run": run, "fence_owner": owner}
+def _fence_of(write: StepWrite) -> dict[str, Any]:
+    run, owner = write.fence if write.fence is not None else (write.run_id, None)
+    return {"fence_run": run, "fence_owner": owner}
+
+
+def _update_params(write: StepWrite) -> dict[str, Any]:
+    params = dict(write.run_update)  # type: ignore[arg-type]
+    params["pk_run_id"] = write.run_id
+    run, owner = write.fence if write.fence is not None else (write.run_id, None)
+    params["fence_run"] = run
+    params["fence_owner"] = owner
+    return params
+
+
+def _run_row(cursor: Any, statements: WriteStatements, write: StepWrite) -> None:
+    """Send the write's run row: a new run's insert, a nested run's upsert, or an update."""
+    if write.run_insert is not None:
+        if write.new_run:
+            cursor.execute(statements.new_run(tuple(write.run_insert)), write.run_insert)
+        else:
+            cursor.execute(statements.child_run(tuple(write.run_insert)),
+                           {**write.run_insert, **_fence_of(write)})
+    elif write.run_update:
+        top_level = write.fence is None or write.fence[0] == write.run_id
+        cursor.execute(statements.update_run(tuple(write.run_update), top_level),
+                       _update_params(write))
 
 
 def apply_all(conn: Any, statements: WriteStatements, writes: Sequence[StepWrite],
               ) -> list[Any]:
-    """Run the statements of *writes* (of different runs) in one transaction.
+    """Run the statements of *writes* (of different runs) in one transaction, and return
+    per write a proof of ownership for :func:`owned`.
 
-    Each write's run row (insert or update) goes through a cursor of its own, whose
-    rowcount, read once the statements are sent, says whether the write still owned
-    its run; those cursors are returned in the order of *writes*. Events and
-    checkpoints go as one ``executemany`` per statement, so a group commit costs a
-    few statements, not a few per run. A run has at most one write in flight, so
-    grouping by statement keeps each run's order.
+    Run rows go first, then events and checkpoints as one ``executemany`` per
+    statement, so a group commit costs a few statements, not a few per run (a run
+    has at most one write in flight, so this keeps each run's order).
     """
+    if statements.sqlite:
+        return apply_locked(conn.cursor(), statements, writes)
+    return _apply_pipelined(conn, statements, writes)
+
+
+def apply_locked(cursor: Any, statements: WriteStatements, writes: Sequence[StepWrite],
+                 ) -> list[bool]:
+    """SQLite, under its write lock: run rows first (updates grouped, their rowcount
+    checked at once); a fenced-out write's other rows are not sent at all."""
+    kept = [True] * len(writes)
+    updates: dict[tuple[tuple[str, ...], bool], list[int]] = {}
+    for index, write in enumerate(writes):
+        if write.run_insert is not None:
+            _run_row(cursor, statements, write)
+            kept[index] = cursor.rowcount != 0
+        elif write.run_update:
+            top_level = write.fence is None or write.fence[0] == write.run_id
+            updates.setdefault((tuple(write.run_update), top_level), []).append(index)
+    for (columns, top_level), indexes in updates.items():
+        params = [_update_params(writes[i]) for i in indexes]
+        _execute(cursor, statements.update_run(columns, top_level), params)
+        if cursor.rowcount != len(indexes):  # some write lost its run: which?
+            for index, row in zip(indexes, params, strict=True):
+                cursor.execute(statements.update_run(columns, top_level), row)
+                kept[index] = cursor.rowcount != 0
+    inputs: list[dict[str, Any]] = []
+    event_rows: list[dict[str, Any]] = []
+    checkpoint_rows: list[dict[str, Any]] = []
+    for write, still_owned in zip(writes, kept, strict=True):
+        if still_owned:
+            if write.run_input is not None:
+                inputs.append({"run_id": write.run_id, **write.run_input})
+            event_rows.extend(write.event_rows)
+            if write.checkpoint is not None:
+                checkpoint_rows.append(write.checkpoint)
+    _execute(cursor, statements.insert_input, inputs)
+    _execute(cursor, statements.insert_event, event_rows)
+    _execute(cursor, statements.insert_checkpoint, checkpoint_rows)
+    return kept
+
+
+def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[StepWrite],
+                     ) -> list[Any]:
+    """PostgreSQL, sent as one pipeline: each run row through a cursor of its own (its
+    rowcount is read once the pipeline has run); every other row carries the fence."""
     proofs: list[Any] = []
     inputs: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     checkpoint_rows: list[dict[str, Any]] = []
-    for write in writes:  # run rows first: events and checkpoints refer to them
+    for write in writes:
         proof = None
-        if write.run_insert is not None:
+        if write.run_insert is not None or write.run_update:
             proof = conn.cursor()
-            if write.new_run:
-                proof.execute(statements.new_run(tuple(write.run_insert)), write.run_insert)
-            else:
-                proof.execute(statements.child_run(tuple(write.run_insert)),
-                              _fenced(write.run_insert, write.fence))
-            if write.run_input is not None:
-                inputs.append({"run_id": write.run_id, **write.run_input})
+            _run_row(proof, statements, write)
         proofs.append(proof)
-        fence = write.fence
-        event_rows.extend(_fenced(row, fence) for row in write.event_rows)
+        if write.run_input is not None:
+            inputs.append({"run_id": write.run_id, **write.run_input})
+        fence = _fence_of(write)
+        event_rows.extend({**row, **fence} for row in write.event_rows)
         if write.checkpoint is not None:
-            checkpoint_rows.append(_fenced(write.checkpoint, fence))
+            checkpoint_rows.append({**write.checkpoint, **fence})
     cursor = conn.cursor()
     _execute(cursor, statements.insert_input, inputs)
     _execute(cursor, statements.insert_event, event_rows)
     _execute(cursor, statements.insert_checkpoint, checkpoint_rows)
-    for index, write in enumerate(writes):
-        if write.run_update:
-            proofs[index] = conn.cursor()
-            proofs[index].execute(
-                statements.update_run(tuple(write.run_update)),
-                _fenced({**write.run_update, "pk_run_id": write.run_id}, write.fence))
     return proofs
 
 
 def owned(proof: Any) -> bool:
-    """Whether a write's run row was written (its run still belonged to the writer)."""
-    return proof is None or proof.rowcount != 0
+    """Whether a write's run row was written (its run still belonged to the writer):
+    *proof* is None (no run row), a bool (SQLite) or the row's cursor (PostgreSQL)."""
+    if proof is None or proof is True or proof is False:
+        return proof is not False
+    return bool(proof.rowcount != 0)
 
 
 def _execute(cursor: Any, statement: str, rows: list[dict[str, Any]]) -> None:
@@ -325,10 +395,8 @@ class Writer:
                 if is_busy(exc):
                     return False
                 raise
-            connection = self._now.driver_connection
             try:
-                [proof] = apply_all(connection, self.statements, [write])
-                still_owned = owned(proof)
+                [still_owned] = apply_locked(cursor, self.statements, [write])
             except BaseException as exc:
                 cursor.execute(SQLITE_ROLLBACK)
                 error = refused(write, exc, self.safe_url)

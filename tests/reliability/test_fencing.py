@@ -159,3 +159,33 @@ def test_the_heartbeat_calls_lost_only_a_run_that_another_owner_holds(db_url: st
                                         "other": "me:1:a:b"})
 
     assert ["other"] == lost
+
+
+def test_a_group_commit_writes_the_owned_runs_and_nothing_of_a_fenced_out_one(
+        db_url: str) -> None:
+    """Two runs' steps committed in one transaction, one of them by an owner that lost its
+    run: the other's rows land, the lost one's events, checkpoint and run row do not."""
+    from pocoflow.persistence import rows
+    from pocoflow.persistence.writer import _Ticket
+
+    records = RunRecords(db_url)
+    for run_id, owner in (("kept", "me:1:a:1"), ("lost", "someone-else:2:b:2")):
+        records.create_run(run_id, "f")
+        records.update_run(run_id, owner=owner)
+
+    def step(run_id: str) -> rows.StepWrite:
+        return rows.StepWrite(
+            run_id, fence=(run_id, "me:1:a:1"),
+            event_rows=[rows.event_row(run_id, "node_end", "t", step=0, node_name="n")],
+            run_update=rows.step_done(1, "t", "n", None),
+            checkpoint=rows.checkpoint_row(run_id, 0, "n", "full", "{}", [], "t"))
+
+    lane = records.database.writer._lanes[0]
+    tickets = [_Ticket(step("kept")), _Ticket(step("lost"))]
+    lane._commit_batch(tickets)
+
+    assert [None, RunTakenOverError] == [type(t.error) if t.error else None for t in tickets]
+    assert (1, 0) == (records.get_run("kept")["total_steps"] or 0,  # type: ignore[index]
+                      records.get_run("lost")["total_steps"] or 0)  # type: ignore[index]
+    assert (1, 0) == (len(records.get_events("kept")), len(records.get_events("lost")))
+    assert [] == records.get_checkpoints("lost")
