@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,11 +87,16 @@ class AsyncWorkflowDB:
         flow_name: str | None = None,
         parent_run_id: str | None = None,
         include_nested: bool = False,
+        search: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest runs first, filtered by status (``interrupted`` too) and flow name, paged.
+        """Newest runs first, filtered and paged.
 
-        Nested flows' child runs are left out unless ``include_nested`` or
-        ``parent_run_id`` asks for them.
+        ``status`` (``interrupted`` too), ``flow_name``, ``search`` (a substring of the
+        run_id or the error message), ``since``/``until`` (start time, a datetime or
+        ISO-8601 text). Nested flows' child runs are left out unless
+        ``include_nested`` or ``parent_run_id`` asks for them.
         """
         return await self._call(
             self.records.list_runs,
@@ -100,11 +106,31 @@ class AsyncWorkflowDB:
             flow_name=flow_name,
             parent_run_id=parent_run_id,
             include_nested=include_nested,
+            search=search,
+            since=since,
+            until=until,
         )
 
-    async def count_runs(self) -> dict[str, int]:
-        """Runs per stored status (``interrupted`` runs are counted as ``running``)."""
-        return await self._call(self.records.count_runs)
+    async def count_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        include_nested: bool = False,
+        search: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> dict[str, int]:
+        """Runs per status among those the filters cover (see :meth:`list_runs`), with
+        ``interrupted`` told apart from ``running``.
+        """
+        return await self._call(
+            self.records.count_runs,
+            flow_name=flow_name,
+            include_nested=include_nested,
+            search=search,
+            since=since,
+            until=until,
+        )
 
     async def get_run_input(self, run_id: str) -> dict[str, Any] | None:
         """The graph (``graph_json``) and input store (``input_json``) a run started with."""
@@ -114,9 +140,17 @@ class AsyncWorkflowDB:
         """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
         return await self._call(self.records.save_event, run_id, event, **kw)
 
-    async def get_events(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's events in the order they happened."""
-        return await self._call(self.records.get_events, run_id)
+    async def get_events(
+        self,
+        run_id: str | None,
+        *,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A run's events in the order they happened (``run_id=None``: every run's);
+        ``after_id`` keeps only those newer than that event id, to follow a log.
+        """
+        return await self._call(self.records.get_events, run_id, after_id=after_id, limit=limit)
 
     async def save_checkpoint(
         self,
@@ -141,6 +175,27 @@ class AsyncWorkflowDB:
     async def last_action(self, run_id: str) -> str | None:
         """The action of the run's last finished node (None: no node finished)."""
         return await self._call(self.records.last_action, run_id)
+
+    async def checkpoint_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's checkpoints without their stores: step, node_name, kind, created_at,
+        next_node (cheap, for a step slider).
+        """
+        return await self._call(self.records.checkpoint_steps, run_id)
+
+    async def get_checkpoint_json(self, run_id: str, step: int) -> dict[str, Any]:
+        """The store after *step* as stored: JSON values, with the codec's tagged objects
+        (``{"__pf__": ...}``) left as they are. Nothing is decoded, so nothing a
+        database holds is imported or run: safe to show from any database.
+        """
+        return await self._call(self.records.get_checkpoint_json, run_id, step)
+
+    async def cancel_run(self, run_id: str) -> str:
+        """Stop a run from any process: ``"requested"`` for a running run (its process
+        sees the request within a second and ends it ``cancelled`` with its checkpoint),
+        ``"cancelled"`` for one no process runs (queued, paused, interrupted), or its
+        status if it already ended. RunNotFoundError if there is no such run.
+        """
+        return await self._call(self.records.cancel_run, run_id)
     # ── end of generated methods ──
 
 
@@ -196,11 +251,16 @@ class WorkflowDB:
         flow_name: str | None = None,
         parent_run_id: str | None = None,
         include_nested: bool = False,
+        search: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest runs first, filtered by status (``interrupted`` too) and flow name, paged.
+        """Newest runs first, filtered and paged.
 
-        Nested flows' child runs are left out unless ``include_nested`` or
-        ``parent_run_id`` asks for them.
+        ``status`` (``interrupted`` too), ``flow_name``, ``search`` (a substring of the
+        run_id or the error message), ``since``/``until`` (start time, a datetime or
+        ISO-8601 text). Nested flows' child runs are left out unless
+        ``include_nested`` or ``parent_run_id`` asks for them.
         """
         return self.records.list_runs(
             limit,
@@ -209,11 +269,30 @@ class WorkflowDB:
             flow_name=flow_name,
             parent_run_id=parent_run_id,
             include_nested=include_nested,
+            search=search,
+            since=since,
+            until=until,
         )
 
-    def count_runs(self) -> dict[str, int]:
-        """Runs per stored status (``interrupted`` runs are counted as ``running``)."""
-        return self.records.count_runs()
+    def count_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        include_nested: bool = False,
+        search: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> dict[str, int]:
+        """Runs per status among those the filters cover (see :meth:`list_runs`), with
+        ``interrupted`` told apart from ``running``.
+        """
+        return self.records.count_runs(
+            flow_name=flow_name,
+            include_nested=include_nested,
+            search=search,
+            since=since,
+            until=until,
+        )
 
     def get_run_input(self, run_id: str) -> dict[str, Any] | None:
         """The graph (``graph_json``) and input store (``input_json``) a run started with."""
@@ -223,9 +302,17 @@ class WorkflowDB:
         """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
         return self.records.save_event(run_id, event, **kw)
 
-    def get_events(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's events in the order they happened."""
-        return self.records.get_events(run_id)
+    def get_events(
+        self,
+        run_id: str | None,
+        *,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A run's events in the order they happened (``run_id=None``: every run's);
+        ``after_id`` keeps only those newer than that event id, to follow a log.
+        """
+        return self.records.get_events(run_id, after_id=after_id, limit=limit)
 
     def save_checkpoint(
         self,
@@ -250,6 +337,27 @@ class WorkflowDB:
     def last_action(self, run_id: str) -> str | None:
         """The action of the run's last finished node (None: no node finished)."""
         return self.records.last_action(run_id)
+
+    def checkpoint_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's checkpoints without their stores: step, node_name, kind, created_at,
+        next_node (cheap, for a step slider).
+        """
+        return self.records.checkpoint_steps(run_id)
+
+    def get_checkpoint_json(self, run_id: str, step: int) -> dict[str, Any]:
+        """The store after *step* as stored: JSON values, with the codec's tagged objects
+        (``{"__pf__": ...}``) left as they are. Nothing is decoded, so nothing a
+        database holds is imported or run: safe to show from any database.
+        """
+        return self.records.get_checkpoint_json(run_id, step)
+
+    def cancel_run(self, run_id: str) -> str:
+        """Stop a run from any process: ``"requested"`` for a running run (its process
+        sees the request within a second and ends it ``cancelled`` with its checkpoint),
+        ``"cancelled"`` for one no process runs (queued, paused, interrupted), or its
+        status if it already ended. RunNotFoundError if there is no such run.
+        """
+        return self.records.cancel_run(run_id)
     # ── end of generated methods ──
 
 

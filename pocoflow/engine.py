@@ -36,6 +36,7 @@ from pocoflow.events import (
     Event,
     FlowFinished,
     FlowStarted,
+    NodeCancelled,
     NodeFailed,
     NodeFinished,
     NodeRetried,
@@ -252,14 +253,15 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
             run.steps = step + 1
             run.last_action = action
             if sinks:
-                try:
-                    await run.emit(NodeFinished(
-                        run.run_id, flow.flow_name, _now(), step, name, action,
-                        _clock() - began, store,
-                        following.name if following is not None else None,
-                        store.take_changes(), node_id,
-                        (ids.get(id(following)) or following.name) if following is not None
-                        else None))
+                try:  # the node is done: reporting it is not cut short by a cancel
+                    with anyio.CancelScope(shield=True):
+                        await run.emit(NodeFinished(
+                            run.run_id, flow.flow_name, _now(), step, name, action,
+                            _clock() - began, store,
+                            following.name if following is not None else None,
+                            store.take_changes(), node_id,
+                            (ids.get(id(following)) or following.name)
+                            if following is not None else None))
                 except BaseException:
                     run.steps = step  # a step is done only once every sink (the DB) has it
                     raise
@@ -271,6 +273,12 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
             if sinks:
                 await run.emit(NodeFailed(run.run_id, flow.flow_name, _now(), step, name, exc,
                                           store, node_id, _clock() - began))
+            raise
+        except anyio.get_cancelled_exc_class():
+            if sinks and run.steps == step:  # cancelled inside the node: say so
+                with anyio.CancelScope(shield=True):
+                    await run.emit(NodeCancelled(run.run_id, flow.flow_name, _now(), step,
+                                                 name, node_id, _clock() - began))
             raise
         node = following
         if control.cancel_requested or run.steps % YIELD_EVERY == 0:

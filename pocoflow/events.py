@@ -6,7 +6,7 @@ This is the public seam of the engine. Every sink (user sinks added with
 stream; the engine knows nothing of them. A run emits, in order::
 
     FlowStarted
-      (NodeStarted (NodeRetried)* (NodeFinished | NodeFailed))*
+      (NodeStarted (NodeRetried)* (NodeFinished | NodeFailed | NodeCancelled))*
     FlowFinished
 
 A nested flow's run emits its own FlowStarted ... FlowFinished between its
@@ -112,6 +112,18 @@ class NodeFailed(Event):
     node_name: str
     error: BaseException
     store: Store
+    node_id: str | None = None
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCancelled(Event):
+    """The run was cancelled while this node ran (an awaiting node is cut short; a sync
+    exec in a thread finished its attempt first, but its step was not completed)."""
+
+    kind: ClassVar[str] = "node_cancel"
+    step: int
+    node_name: str
     node_id: str | None = None
     elapsed_s: float = 0.0
 

@@ -402,4 +402,4 @@ def test_interrupted_is_not_stored_and_other_statuses_are_never_interrupted(
 
     assert "failed" == db.get_run("failed-old")["status"]  # type: ignore[index]
     assert "interrupted" == db.get_run("running-old")["status"]  # type: ignore[index]
-    assert {"running": 1, "failed": 1} == db.records.count_runs()
+    assert {"interrupted": 1, "failed": 1} == db.count_runs()

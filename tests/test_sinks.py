@@ -320,3 +320,24 @@ async def test_the_end_of_a_run_reaches_every_sink_even_after_one_fails() -> Non
     with pytest.raises(OSError, match="disk is full"):
         await flow.run_async({})
     assert "flow_end" == heard[-1]
+
+
+async def test_a_node_cut_short_by_a_cancel_gets_a_node_cancel_event() -> None:
+    """Cancelling a run while an AsyncNode awaits ends its node_start with node_cancel,
+    then the run's flow_end says cancelled."""
+    started = anyio.Event()
+
+    class Slow(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> None:
+            started.set()
+            await anyio.sleep(3600)
+
+    heard: list[Event] = []
+    flow = Flow(start=Slow(), sinks=[heard.append])
+    async with anyio.create_task_group() as group:
+        group.start_soon(flow.run_async, {})
+        await started.wait()
+        group.cancel_scope.cancel()
+
+    assert ["flow_start", "node_start", "node_cancel", "flow_end"] == [e.kind for e in heard]
+    assert "cancelled" == heard[-1].status  # type: ignore[attr-defined]

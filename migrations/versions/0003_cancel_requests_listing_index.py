@@ -1,10 +1,11 @@
-"""pocoflow 0.3: cross-process cancel requests, and an index in the runs listing's order.
+"""pocoflow 0.3: cross-process cancel requests, and indexes in the runs listing's order.
 
 ``cancel_requested_at`` is set by whoever asks a run to stop (the monitor, the
 CLI, a RunHandle in another process); the process that owns the run sees it
-and cancels the run there. The listing of top-level runs, newest first, reads
-``(parent_run_id, started_at, run_id)`` in index order instead of sorting
-every row.
+and cancels the run there. The listings of runs, newest first (top-level or
+all; by status or flow name), read an index in their exact order, ending in
+``(started_at, run_id)``, instead of sorting every row: at 100,000 runs a page
+takes well under a millisecond instead of tens.
 
 Revision ID: 0003
 Revises: 0002
@@ -21,18 +22,33 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-LISTING_INDEX = "ix_pf_runs_parent_run_id_started_at"
+OLD_INDEXES = {
+    "ix_pf_runs_started_at": ["started_at"],
+    "ix_pf_runs_status_started_at": ["status", "started_at"],
+    "ix_pf_runs_flow_name_started_at": ["flow_name", "started_at"],
+    "ix_pf_runs_parent_run_id": ["parent_run_id"],
+}
+NEW_INDEXES = {
+    "ix_pf_runs_listing": ["started_at", "run_id"],
+    "ix_pf_runs_parent_listing": ["parent_run_id", "started_at", "run_id"],
+    "ix_pf_runs_status_listing": ["status", "parent_run_id", "started_at", "run_id"],
+    "ix_pf_runs_flow_listing": ["flow_name", "parent_run_id", "started_at", "run_id"],
+}
 
 
 def upgrade() -> None:
     with op.batch_alter_table("pf_runs") as batch:
         batch.add_column(sa.Column("cancel_requested_at", sa.Text()))
-    op.drop_index("ix_pf_runs_parent_run_id", table_name="pf_runs")
-    op.create_index(LISTING_INDEX, "pf_runs", ["parent_run_id", "started_at", "run_id"])
+    for name in OLD_INDEXES:
+        op.drop_index(name, table_name="pf_runs")
+    for name, columns in NEW_INDEXES.items():
+        op.create_index(name, "pf_runs", columns)
 
 
 def downgrade() -> None:
-    op.drop_index(LISTING_INDEX, table_name="pf_runs")
-    op.create_index("ix_pf_runs_parent_run_id", "pf_runs", ["parent_run_id"])
+    for name in NEW_INDEXES:
+        op.drop_index(name, table_name="pf_runs")
+    for name, columns in OLD_INDEXES.items():
+        op.create_index(name, "pf_runs", columns)
     with op.batch_alter_table("pf_runs") as batch:
         batch.drop_column("cancel_requested_at")

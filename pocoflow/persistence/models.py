@@ -53,10 +53,11 @@ class RunRow(Base):
 
     __table_args__ = (
         CheckConstraint(STATUS_CHECK, name="pf_runs_status_check"),
-        Index("ix_pf_runs_started_at", "started_at"),
-        Index("ix_pf_runs_status_started_at", "status", "started_at"),
-        Index("ix_pf_runs_flow_name_started_at", "flow_name", "started_at"),
-        Index("ix_pf_runs_parent_run_id_started_at", "parent_run_id", "started_at", "run_id"),
+        # each listing of runs, newest first, reads an index in its own order (revision 3)
+        Index("ix_pf_runs_listing", "started_at", "run_id"),
+        Index("ix_pf_runs_parent_listing", "parent_run_id", "started_at", "run_id"),
+        Index("ix_pf_runs_status_listing", "status", "parent_run_id", "started_at", "run_id"),
+        Index("ix_pf_runs_flow_listing", "flow_name", "parent_run_id", "started_at", "run_id"),
     )
 
 

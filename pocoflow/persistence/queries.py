@@ -7,9 +7,10 @@ compiled once in :mod:`pocoflow.persistence.writer`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
@@ -92,27 +93,58 @@ def run_exists(conn: Connection, run_id: str) -> bool:
         is not None
 
 
-def list_runs(conn: Connection, *, limit: int | None, offset: int, status: str | None,
-              flow_name: str | None, parent_run_id: str | None,
-              top_level: bool) -> list[dict[str, Any]]:
-    """Newest first, filtered by stored status, flow name and parent run."""
-    query = select(runs)
-    if status is not None:
-        query = query.where(runs.c.status == status)
-    if flow_name is not None:
-        query = query.where(runs.c.flow_name == flow_name)
-    if parent_run_id is not None:
-        query = query.where(runs.c.parent_run_id == parent_run_id)
-    elif top_level:
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a listing or a count covers (None: any)."""
+
+    status: str | None = None  # the stored status
+    flow_name: str | None = None
+    parent_run_id: str | None = None
+    top_level: bool = True  # without parent_run_id: leave nested flows' runs out
+    search: str | None = None  # a substring of the run_id or the error message
+    since: str | None = None  # started at or after (ISO-8601 UTC)
+    until: str | None = None  # started before
+
+
+def _like(text: str) -> str:
+    """*text* as a LIKE pattern that matches it anywhere, its wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filtered(query: Any, where: RunFilter, *, with_status: bool = True) -> Any:
+    if with_status and where.status is not None:
+        query = query.where(runs.c.status == where.status)
+    if where.flow_name is not None:
+        query = query.where(runs.c.flow_name == where.flow_name)
+    if where.parent_run_id is not None:
+        query = query.where(runs.c.parent_run_id == where.parent_run_id)
+    elif where.top_level:
         query = query.where(runs.c.parent_run_id.is_(None))
+    if where.since is not None:
+        query = query.where(runs.c.started_at >= where.since)
+    if where.until is not None:
+        query = query.where(runs.c.started_at < where.until)
+    if where.search:
+        pattern = _like(where.search)
+        query = query.where(or_(runs.c.run_id.like(pattern, escape="\\"),
+                                runs.c.error_msg.like(pattern, escape="\\")))
+    return query
+
+
+def list_runs(conn: Connection, where: RunFilter, *, limit: int | None,
+              offset: int) -> list[dict[str, Any]]:
+    """Newest first (an index in this order serves each filter), paged."""
+    query = _filtered(select(runs), where)
     query = query.order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
     query = query.limit(limit).offset(offset)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def count_runs(conn: Connection) -> dict[str, int]:
-    query = select(runs.c.status, func.count()).group_by(runs.c.status)
-    return {status: n for status, n in conn.execute(query)}
+def count_runs(conn: Connection, where: RunFilter) -> dict[str, int]:
+    """Runs per stored status among those *where* covers (its status aside)."""
+    query = _filtered(select(runs.c.status, func.count()), where, with_status=False)
+    return {status: n for status, n in conn.execute(query.group_by(runs.c.status))}
 
 
 def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
@@ -122,9 +154,37 @@ def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def get_events(conn: Connection, run_id: str) -> list[dict[str, Any]]:
-    query = select(events).where(events.c.run_id == run_id).order_by(events.c.id)
+def get_events(conn: Connection, run_id: str | None, *, after_id: int = 0,
+               limit: int | None = None) -> list[dict[str, Any]]:
+    """Events in the order they were written: of one run, or (run_id None) of every run;
+    only those after event id *after_id* (to follow a log as it grows)."""
+    query = select(events).where(events.c.id > after_id)
+    if run_id is not None:
+        query = query.where(events.c.run_id == run_id)
+    query = query.order_by(events.c.id).limit(limit)
     return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def checkpoint_steps(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """A run's checkpoints without their payload: step, node, kind, time, next node."""
+    query = (select(checkpoints.c.step, checkpoints.c.node_name, checkpoints.c.kind,
+                    checkpoints.c.created_at, checkpoints.c.next_node)
+             .where(checkpoints.c.run_id == run_id).order_by(checkpoints.c.step))
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def request_cancel(conn: Connection, run_id: str, at: str) -> int:
+    """Ask the owner of a running run to cancel it (1: asked)."""
+    return conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.status == "running")
+                        .values(cancel_requested_at=at)).rowcount
+
+
+def cancel_stopped(conn: Connection, run: dict[str, Any], at: str) -> int:
+    """Mark a run that no process is running (queued, paused, or interrupted) cancelled,
+    if its row is still as read; its owner, if alive but stalled, is fenced out."""
+    return claim_run(conn, run["run_id"], run, {"status": "cancelled", "owner": None,
+                                                "completed_at": at, "heartbeat_at": at,
+                                                "cancel_requested_at": at})
 
 
 def get_checkpoint_rows(conn: Connection, run_id: str, up_to: int | None = None,

@@ -22,6 +22,7 @@ from pocoflow.events import (
     Event,
     FlowFinished,
     FlowStarted,
+    NodeCancelled,
     NodeFailed,
     NodeFinished,
     NodeRetried,
@@ -81,6 +82,10 @@ class Recorder:
             self._add(state, event, "node_error", step=event.step, node_name=event.node_name,
                       error_msg=str(event.error),
                       detail=rows.detail(type=type(event.error).__name__))
+            return None
+        if isinstance(event, NodeCancelled):
+            self._add(state, event, "node_cancel", step=event.step, node_name=event.node_name,
+                      elapsed_ms=event.elapsed_s * 1000)
             return None
         if isinstance(event, FlowFinished):
             return self._flow_finished(state, event)

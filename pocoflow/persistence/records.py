@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
+from pocoflow import control
 from pocoflow.errors import RunNotFoundError
 from pocoflow.events import RUN_STATUSES
 from pocoflow.persistence import queries, rows
 from pocoflow.persistence.codec import dumps
 from pocoflow.persistence.connect import safe_url, to_url, write_connection
 from pocoflow.persistence.database import Database, owner_is_dead
-from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild
+from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild, rebuild_json
 from pocoflow.store import Store
 
 T = TypeVar("T")
@@ -35,7 +38,7 @@ Target = str | os.PathLike[str]
 #: The public methods, in the order the facades list them.
 API = ("create_run", "update_run", "get_run", "list_runs", "count_runs", "get_run_input",
        "save_event", "get_events", "save_checkpoint", "get_checkpoints", "load_checkpoint",
-       "last_action")
+       "last_action", "checkpoint_steps", "get_checkpoint_json", "cancel_run")
 
 
 class RunRecords:
@@ -120,32 +123,52 @@ class RunRecords:
 
     def list_runs(self, limit: int = 100, *, offset: int = 0, status: str | None = None,
                   flow_name: str | None = None, parent_run_id: str | None = None,
-                  include_nested: bool = False) -> list[dict[str, Any]]:
-        """Newest runs first, filtered by status (``interrupted`` too) and flow name, paged.
+                  include_nested: bool = False, search: str | None = None,
+                  since: datetime | str | None = None,
+                  until: datetime | str | None = None) -> list[dict[str, Any]]:
+        """Newest runs first, filtered and paged.
 
-        Nested flows' child runs are left out unless ``include_nested`` or
-        ``parent_run_id`` asks for them."""
+        ``status`` (``interrupted`` too), ``flow_name``, ``search`` (a substring of the
+        run_id or the error message), ``since``/``until`` (start time, a datetime or
+        ISO-8601 text). Nested flows' child runs are left out unless
+        ``include_nested`` or ``parent_run_id`` asks for them."""
         if status is not None and status not in LIST_STATUSES:
             raise ValueError(f"list_runs: status {status!r} is not one of {list(LIST_STATUSES)}.")
         if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"list_runs: limit and offset must be ints >= 0, got {limit!r}, "
                              f"{offset!r}.")
+        where = _filter(status, flow_name, parent_run_id, include_nested, search, since, until)
         if status in ("running", "interrupted"):
             # liveness is partly decided here (a dead owner pid), so filter after presenting;
             # running rows are few (bounded by what runs at once)
-            found = self._read(queries.list_runs, limit=None, offset=0, status="running",
-                               flow_name=flow_name, parent_run_id=parent_run_id,
-                               top_level=not include_nested)
+            found = self._read(queries.list_runs, where, limit=None, offset=0)
             kept = [r for r in map(self._present, found) if r["status"] == status]
             return kept[offset:offset + limit]
-        found = self._read(queries.list_runs, limit=limit, offset=offset, status=status,
-                           flow_name=flow_name, parent_run_id=parent_run_id,
-                           top_level=not include_nested)
+        found = self._read(queries.list_runs, where, limit=limit, offset=offset)
         return [self._present(row) for row in found]
 
-    def count_runs(self) -> dict[str, int]:
-        """Runs per stored status (``interrupted`` runs are counted as ``running``)."""
-        return self._read(queries.count_runs)
+    def count_runs(self, *, flow_name: str | None = None, include_nested: bool = False,
+                   search: str | None = None, since: datetime | str | None = None,
+                   until: datetime | str | None = None) -> dict[str, int]:
+        """Runs per status among those the filters cover (see :meth:`list_runs`), with
+        ``interrupted`` told apart from ``running``."""
+        where = _filter(None, flow_name, None, include_nested, search, since, until)
+
+        def read(conn: Any) -> dict[str, int]:
+            counts = queries.count_runs(conn, where)
+            if counts.get("running"):
+                live = queries.list_runs(conn, replace(where, status="running"), limit=None,
+                                         offset=0)
+                interrupted = sum(1 for r in map(self._present, live)
+                                  if r["status"] == "interrupted")
+                if interrupted:
+                    counts["interrupted"] = interrupted
+                    counts["running"] -= interrupted
+                    if not counts["running"]:
+                        del counts["running"]
+            return counts
+
+        return self._read(read)
 
     def get_run_input(self, run_id: str) -> dict[str, Any] | None:
         """The graph (``graph_json``) and input store (``input_json``) a run started with."""
@@ -166,9 +189,13 @@ class RunRecords:
         ts = kw.pop("ts", None) or rows.now_iso()
         self._write(queries.insert_event, rows.event_row(run_id, event, ts, **kw))
 
-    def get_events(self, run_id: str) -> list[dict[str, Any]]:
-        """A run's events in the order they happened."""
-        return self._read(queries.get_events, run_id)
+    def get_events(self, run_id: str | None, *, after_id: int = 0,
+                   limit: int | None = None) -> list[dict[str, Any]]:
+        """A run's events in the order they happened (``run_id=None``: every run's);
+        ``after_id`` keeps only those newer than that event id, to follow a log."""
+        if not isinstance(after_id, int) or after_id < 0:
+            raise ValueError(f"get_events: after_id must be an event id >= 0, got {after_id!r}.")
+        return self._read(queries.get_events, run_id, after_id=after_id, limit=limit)
 
     def last_action(self, run_id: str) -> str | None:
         """The action of the run's last finished node (None: no node finished)."""
@@ -196,6 +223,17 @@ class RunRecords:
             out.append({**row, "store_json": dumps(state)})
         return out
 
+    def checkpoint_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's checkpoints without their stores: step, node_name, kind, created_at,
+        next_node (cheap, for a step slider)."""
+        return self._read(queries.checkpoint_steps, run_id)
+
+    def get_checkpoint_json(self, run_id: str, step: int) -> dict[str, Any]:
+        """The store after *step* as stored: JSON values, with the codec's tagged objects
+        (``{"__pf__": ...}``) left as they are. Nothing is decoded, so nothing a
+        database holds is imported or run: safe to show from any database."""
+        return rebuild_json(self.checkpoint_rows(run_id, step))
+
     def load_checkpoint(self, run_id: str, step: int) -> Store:
         """The Store as it was after *step*; ``KeyError`` if there is no such checkpoint."""
         found = self.checkpoint_rows(run_id, step)
@@ -216,6 +254,29 @@ class RunRecords:
                 "List them with db.get_checkpoints(run_id)."
             )
         return found
+
+    # ── acting on runs ──────────────────────────────────────────────────────
+
+    def cancel_run(self, run_id: str) -> str:
+        """Stop a run from any process: ``"requested"`` for a running run (its process
+        sees the request within a second and ends it ``cancelled`` with its checkpoint),
+        ``"cancelled"`` for one no process runs (queued, paused, interrupted), or its
+        status if it already ended. RunNotFoundError if there is no such run."""
+        run = self.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(f"No run '{run_id}' in {self.safe_url}; "
+                                   "db.list_runs() shows the runs there.")
+        status = run["status"]
+        stamp = rows.now_iso()
+        if status == "running" and self._write(queries.request_cancel, run_id, stamp):
+            control.stop(run_id)  # at once, if it runs in this very process
+            return "requested"
+        if status in ("queued", "paused", "interrupted"):
+            observed = {**run, "status": "running" if status == "interrupted" else status}
+            if self._write(queries.cancel_stopped, observed, stamp):
+                return "cancelled"
+            return self.cancel_run(run_id)  # it changed meanwhile: look again
+        return status
 
     # ── what the recorder and resume use ────────────────────────────────────
 
@@ -240,6 +301,32 @@ class RunRecords:
             return False
         database.own(run["run_id"], token, self.lease_seconds)
         return True
+
+
+def _filter(status: str | None, flow_name: str | None, parent_run_id: str | None,
+            include_nested: bool, search: str | None, since: datetime | str | None,
+            until: datetime | str | None) -> queries.RunFilter:
+    stored = "running" if status == "interrupted" else status
+    return queries.RunFilter(stored, flow_name, parent_run_id, not include_nested,
+                             search or None, _moment(since, "since"), _moment(until, "until"))
+
+
+def _moment(value: datetime | str | None, name: str) -> str | None:
+    """A start-time bound as stored (UTC ISO-8601 text)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"list_runs: {name}={value!r} is not an ISO-8601 time; give "
+                             "a datetime or text like '2026-11-29T10:00:00+00:00'.") from None
+    if not isinstance(value, datetime):
+        raise TypeError(f"list_runs: {name} must be a datetime or ISO-8601 text, got "
+                        f"{type(value).__name__}.")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return rows.iso(value.timestamp())
 
 
 def _check_id(run_id: Any) -> None:
