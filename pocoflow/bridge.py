@@ -130,41 +130,72 @@ def start_background(flow: Flow, store: Store | dict[str, Any] | None,
 
 
 class RunHandle:
-    """A run going on in the background: its id, live status, wait and cancel.
+    """A run going on: its id, live status, wait and cancel.
 
-    Returned by :meth:`Flow.run_background`; not meant to be built directly.
+    :meth:`Flow.run_background` returns one for the run it started;
+    :meth:`for_run` makes one for any recorded run, from any process.
     """
 
     def __init__(self, control: RunControl, future: concurrent.futures.Future[Store]) -> None:
-        self._control = control
-        self._future = future
+        self._control: RunControl | None = control
+        self._future: concurrent.futures.Future[Store] | None = future
+        self._watcher: Any = None
+
+    @classmethod
+    def for_run(cls, run_id: str, db: Any) -> RunHandle:
+        """A handle on run *run_id* of *db* (a WorkflowDB or AsyncWorkflowDB), whichever
+        process runs it (a worker, another script): ``status`` reads the database,
+        ``wait`` returns when it completes, fails, is cancelled or pauses (on PostgreSQL
+        woken by a NOTIFY), ``cancel`` asks its process to stop it."""
+        watch = getattr(db, "watch", None)
+        if watch is None:
+            raise TypeError(f"RunHandle.for_run needs a WorkflowDB or AsyncWorkflowDB, got "
+                            f"{type(db).__name__}.")
+        handle = cls.__new__(cls)
+        handle._control = None
+        handle._future = None
+        handle._watcher = watch(run_id)
+        return handle
 
     @property
     def run_id(self) -> str:
-        return self._control.run_id
+        if self._watcher is not None:
+            return str(self._watcher.run_id)
+        return self._control.run_id  # type: ignore[union-attr]
 
     @property
     def status(self) -> str:
-        """``running``, ``completed``, ``failed``, ``cancelled`` or ``paused``: live, from
-        the run itself (with a database, the run's row says the same once the run has
-        recorded its end)."""
-        status = self._control.status
-        if status == "running" and self._future.done():
-            return "failed" if self._future.exception() is not None else "completed"
+        """``queued``, ``running``, ``completed``, ``failed``, ``cancelled``, ``paused``
+        (or ``interrupted``): live, from the run itself (with a database, the run's row
+        says the same once the run has recorded its end)."""
+        if self._watcher is not None:
+            return str(self._watcher.status())
+        status = self._control.status  # type: ignore[union-attr]
+        future = self._future
+        if status == "running" and future is not None and future.done():
+            return "failed" if future.exception() is not None else "completed"
         return status
 
     @property
     def is_done(self) -> bool:
-        return self._future.done()
+        if self._watcher is not None:
+            return self.status in ("completed", "failed", "cancelled", "paused")
+        return self._future.done()  # type: ignore[union-attr]
 
     def wait(self, timeout: float | None = None) -> Store:
         """Block until the run ends; return its Store or re-raise its exception.
 
         A cancelled run returns its partial Store. Raises ``TimeoutError`` if
-        *timeout* seconds pass first (the run goes on).
+        *timeout* seconds pass first (the run goes on). For a handle from
+        :meth:`for_run`: the last checkpointed store, ``RunFailedError`` with the
+        recorded error if the run failed.
         """
+        if self._watcher is not None:
+            return self._watcher.wait(timeout)  # type: ignore[no-any-return]
+        future = self._future
+        assert future is not None
         try:
-            return self._future.result(timeout)
+            return future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(
                 f"Run '{self.run_id}' did not finish within {timeout} s; it is still "
@@ -173,17 +204,25 @@ class RunHandle:
 
     async def wait_async(self) -> Store:
         """Awaitable version of :meth:`wait` (no timeout; cancel the waiting task instead)."""
-        if self._future.done():
-            return self._future.result()
-        return await anyio.to_thread.run_sync(self._future.result, abandon_on_cancel=True)
+        if self._watcher is not None:
+            return await anyio.to_thread.run_sync(self._watcher.wait, abandon_on_cancel=True)
+        future = self._future
+        assert future is not None
+        if future.done():
+            return future.result()
+        return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
 
     def cancel(self) -> None:
         """Stop the run: an awaiting AsyncNode is cancelled at once; a sync exec in a
-        worker thread finishes its attempt first. Status becomes ``cancelled``."""
-        if self._future.done():
+        worker thread finishes its attempt first. Status becomes ``cancelled``. A run in
+        another process is asked through the database and stops within a second or so."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            return
+        if self._future is not None and self._future.done():
             return
         _log.info("Cancel requested for run '%s'", self.run_id)
-        self._control.stop()
+        self._control.stop()  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id!r} {self.status}>"

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pocoflow.persistence.delta import FULL_EVERY
 from pocoflow.persistence.records import LEASE_SECONDS, RunRecords, Target
+from pocoflow.persistence.watch import RunWatcher
 from pocoflow.store import Store
 
 T = TypeVar("T")
@@ -63,6 +64,10 @@ class AsyncWorkflowDB:
         """Open (and migrate) now rather than on first use; returns self."""
         await self._call(self.records.open)
         return self
+
+    def watch(self, run_id: str) -> RunWatcher:
+        """Follow run *run_id* from this process (what ``RunHandle.for_run`` uses)."""
+        return RunWatcher(self.records, run_id)
 
     # ── generated from RunRecords by pocoflow.persistence.facades: do not edit ──
 
@@ -196,6 +201,29 @@ class AsyncWorkflowDB:
         status if it already ended. RunNotFoundError if there is no such run.
         """
         return await self._call(self.records.cancel_run, run_id)
+
+    async def resume(self, run_id: str, updates: Mapping[str, Any] | None = None) -> str:
+        """Put a paused (or failed, cancelled, interrupted) run back in its queue for the
+        workers, with *updates* for its store (a human's answer): a worker writes them
+        to the store and goes on at the node the run stopped at; nothing before it runs
+        again. Returns the queue. Works from any process; a run that was not queued goes
+        to the ``default`` queue. To go on in this process instead: flow.resume(run_id).
+        """
+        return await self._call(self.records.resume, run_id, updates)
+
+    async def delete_runs(
+        self,
+        older_than: timedelta | datetime | str,
+        *,
+        status: str | None = None,
+        batch: int = 500,
+    ) -> dict[str, int]:
+        """Delete runs that ended (completed, failed or cancelled; or only *status*) before
+        *older_than* (an age, or a time), with their nested runs, events, checkpoints and
+        inputs, *batch* runs per transaction so writers are never held up long. Returns the
+        rows deleted per table. Runs queued, running or paused are never deleted.
+        """
+        return await self._call(self.records.delete_runs, older_than, status=status, batch=batch)
     # ── end of generated methods ──
 
 
@@ -227,6 +255,10 @@ class WorkflowDB:
 
     def __repr__(self) -> str:
         return f"<WorkflowDB {self.url}>"
+
+    def watch(self, run_id: str) -> RunWatcher:
+        """Follow run *run_id* from this process (what ``RunHandle.for_run`` uses)."""
+        return RunWatcher(self.records, run_id)
 
     # ── generated from RunRecords by pocoflow.persistence.facades: do not edit ──
 
@@ -358,6 +390,29 @@ class WorkflowDB:
         status if it already ended. RunNotFoundError if there is no such run.
         """
         return self.records.cancel_run(run_id)
+
+    def resume(self, run_id: str, updates: Mapping[str, Any] | None = None) -> str:
+        """Put a paused (or failed, cancelled, interrupted) run back in its queue for the
+        workers, with *updates* for its store (a human's answer): a worker writes them
+        to the store and goes on at the node the run stopped at; nothing before it runs
+        again. Returns the queue. Works from any process; a run that was not queued goes
+        to the ``default`` queue. To go on in this process instead: flow.resume(run_id).
+        """
+        return self.records.resume(run_id, updates)
+
+    def delete_runs(
+        self,
+        older_than: timedelta | datetime | str,
+        *,
+        status: str | None = None,
+        batch: int = 500,
+    ) -> dict[str, int]:
+        """Delete runs that ended (completed, failed or cancelled; or only *status*) before
+        *older_than* (an age, or a time), with their nested runs, events, checkpoints and
+        inputs, *batch* runs per transaction so writers are never held up long. Returns the
+        rows deleted per table. Runs queued, running or paused are never deleted.
+        """
+        return self.records.delete_runs(older_than, status=status, batch=batch)
     # ── end of generated methods ──
 
 

@@ -176,7 +176,7 @@ async def drive(run: Run, start: Start, written: frozenset[str] = frozenset()) -
                 run.run_id, flow.flow_name, _now(), shown.name, run.store, run.steps,
                 run.parent.run_id if run.parent is not None else None,
                 run.node_id(shown) if first is not None else None, start.resumed,
-                describe(flow), written))
+                describe(flow), written, start.forked_from))
         await walk(run, first, start.inner)
         status = "completed"
     except Pause as pause:

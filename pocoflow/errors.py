@@ -18,6 +18,7 @@ Every error subclasses the built-in type a caller would naturally catch, so
             ├── RunNotFoundError (KeyError)         no run or checkpoint by that id
             ├── RunExistsError (ValueError)         a new run on a run_id already recorded
             ├── RunTakenOverError (RuntimeError)    another process took the run over
+            ├── RunFailedError (RuntimeError)       a run waited on from elsewhere failed
             └── ResumeError (RuntimeError)          a run that cannot be resumed (yet)
 
 Warnings: ``UnmatchedActionWarning`` (a node returned an action with no edge,
@@ -100,6 +101,11 @@ class RunExistsError(PersistenceError, ValueError):
 class RunTakenOverError(PersistenceError, RuntimeError):
     """This process lost its run: it stalled past the lease and another process took the
     run over (a resume). Its writes to the run are refused; the run stops here."""
+
+
+class RunFailedError(PersistenceError, RuntimeError):
+    """A run followed by its id (``RunHandle.for_run``) failed; the message holds the
+    error it recorded (the exception itself stayed in the process that ran it)."""
 
 
 class ResumeError(PersistenceError, RuntimeError):

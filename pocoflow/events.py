@@ -58,6 +58,8 @@ class FlowStarted(Event):
     graph: dict[str, Any] | None = None
     #: keys written to the store just before the run began (a resume's updates)
     written: frozenset[str] = frozenset()
+    #: the run and step whose checkpoint this run (a fork) started from
+    forked_from: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

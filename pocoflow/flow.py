@@ -15,6 +15,7 @@ from pocoflow.node import Wired
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from pathlib import Path
 
     from pocoflow.bridge import RunHandle
@@ -202,6 +203,70 @@ class Flow(Wired):
         from pocoflow.bridge import run_sync
 
         return run_sync(self.resume_async, run_id, updates)
+
+    # ── durable runs: queue, fork ───────────────────────────────────────────
+
+    def submit(self, store: StoreLike = None, *, queue: str = "default",
+               run_id: str | None = None, priority: int = 0, dedup_key: str | None = None,
+               not_before: datetime | str | None = None) -> str:
+        """Queue a run for the workers (``pocoflow worker``) and return its run_id at once;
+        nothing runs here. Its input store is recorded now.
+
+        Higher ``priority`` runs first, then older; ``not_before`` delays it. A
+        ``dedup_key`` held by a run still queued or running returns that run's id
+        instead of queueing a second one. ``RunHandle.for_run(run_id, db)`` follows it.
+        """
+        from pocoflow.persistence.submit import submission
+
+        records = self._records("submit")
+        return records.submit(*submission(self, records, store, queue=queue, run_id=run_id,
+                                          priority=priority, dedup_key=dedup_key,
+                                          not_before=not_before))
+
+    async def submit_async(self, store: StoreLike = None, *, queue: str = "default",
+                           run_id: str | None = None, priority: int = 0,
+                           dedup_key: str | None = None,
+                           not_before: datetime | str | None = None) -> str:
+        """Awaitable version of :meth:`submit` (the database work in a worker thread)."""
+        import functools
+
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(functools.partial(
+            self.submit, store, queue=queue, run_id=run_id, priority=priority,
+            dedup_key=dedup_key, not_before=not_before))
+
+    async def fork_async(self, run_id: str, step: int,
+                         updates: Mapping[str, Any] | None = None) -> Store:
+        """Start a new run from run *run_id*'s checkpoint at *step* (time travel): it goes
+        on at the node that checkpoint names next, with its store and *updates*, numbered
+        on from *step*, and records where it came from (``forked_from``,
+        ``forked_at_step``). Returns the new run's store."""
+        import anyio.to_thread
+
+        from pocoflow.engine import execute
+        from pocoflow.persistence.resume import prepare_fork
+
+        records = self._records("fork")
+        start, store = await anyio.to_thread.run_sync(prepare_fork, self, records, run_id,
+                                                      step, updates)
+        return await execute(self, store, start=start)
+
+    def fork(self, run_id: str, step: int, updates: Mapping[str, Any] | None = None) -> Store:
+        """Blocking version of :meth:`fork_async`; see it for details."""
+        from pocoflow.bridge import run_sync
+
+        return run_sync(self.fork_async, run_id, step, updates)
+
+    def _records(self, what: str) -> Any:
+        if self._db is None:
+            from pocoflow.errors import FlowConfigError
+
+            raise FlowConfigError(
+                f"Flow '{self.flow_name}' has no database, so it cannot {what} runs. Build it "
+                "with Flow(..., db_path='pocoflow.db') (or db_url=/db=)."
+            )
+        return self._db.records
 
     def stream(self, store: StoreLike, resume_from: Wired | None = None) -> AsyncIterator[Event]:
         """``async for event in flow.stream(store)``: the run's events as they happen.

@@ -26,7 +26,8 @@ class Start:
     that already holds the state. When ``node`` is a nested Flow, ``inner``
     says where that flow's own run starts. ``done`` means every node had run
     (the run only ends, on ``last_action``). ``resumed`` continues the run
-    under its existing run_id instead of starting a new one.
+    under its existing run_id instead of starting a new one. ``forked_from``
+    names the run and step whose checkpoint a new run (a fork) starts from.
     """
 
     node: Wired | None = None  # None: the flow's start node
@@ -35,6 +36,7 @@ class Start:
     inner: Start | None = None
     done: bool = False
     last_action: str | None = None
+    forked_from: tuple[str, int] | None = None
 
 
 def edges_of(node: Wired) -> list[tuple[str, Wired]]:

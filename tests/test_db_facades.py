@@ -30,8 +30,9 @@ def test_each_api_method_has_the_implementations_signature(facade: type, name: s
 
 
 def test_the_facades_offer_the_same_methods() -> None:
-    """Both facades have the same public methods (the API, plus open)."""
-    expected = {*API, "open"}
+    """Both facades have the same public methods (the API, plus open on the async one and
+    watch on both)."""
+    expected = {*API, "open", "watch"}
 
     assert expected == public_methods(AsyncWorkflowDB)
     assert expected - {"open"} == public_methods(WorkflowDB)

@@ -110,6 +110,16 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
 
 
+def _plain(value: Any) -> Any:
+    """An index as plain data (a partial index's WHERE is an object whose repr has an
+    address): mappings and lists taken apart, anything else by its text."""
+    if isinstance(value, dict):
+        return repr(sorted((key, _plain(item)) for key, item in value.items()))
+    if isinstance(value, (list, tuple)):
+        return repr([_plain(item) for item in value])
+    return value if isinstance(value, (int, bool, type(None))) else str(value)
+
+
 def snapshot(engine: Engine) -> dict[str, Any]:
     """Every table's columns, indexes, checks and rows: what "untouched" compares."""
     out: dict[str, Any] = {}
@@ -119,7 +129,7 @@ def snapshot(engine: Engine) -> dict[str, Any]:
             rows = conn.execute(text(f"SELECT * FROM {table}")).all()
             out[table] = (
                 [(c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns(table)],
-                sorted(map(repr, found.get_indexes(table))),
+                sorted(_plain(index) for index in found.get_indexes(table)),
                 sorted(map(repr, found.get_check_constraints(table))),
                 sorted(map(repr, rows)),
             )

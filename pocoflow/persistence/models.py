@@ -18,12 +18,15 @@ from sqlalchemy import (
     MetaData,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pocoflow.events import RUN_STATUSES
 
 STATUS_CHECK = "status IN ({})".format(", ".join(f"'{s}'" for s in RUN_STATUSES))
+QUEUED = "status = 'queued'"
+IN_FLIGHT = "status IN ('queued', 'running')"
 
 
 class Base(DeclarativeBase):
@@ -50,6 +53,15 @@ class RunRow(Base):
     heartbeat_at: Mapped[str | None] = mapped_column(Text)
     # revision 3
     cancel_requested_at: Mapped[str | None] = mapped_column(Text)  # another process asked
+    # revision 4: queued runs, human answers across processes, forks
+    queue: Mapped[str | None] = mapped_column(Text)  # None: not run by workers
+    priority: Mapped[int] = mapped_column(Integer, server_default="0")
+    dedup_key: Mapped[str | None] = mapped_column(Text)
+    not_before: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")  # workers that took it
+    resume_updates: Mapped[str | None] = mapped_column(Text)  # JSON for the next worker
+    forked_from: Mapped[str | None] = mapped_column(Text)
+    forked_at_step: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(STATUS_CHECK, name="pf_runs_status_check"),
@@ -58,6 +70,10 @@ class RunRow(Base):
         Index("ix_pf_runs_parent_listing", "parent_run_id", "started_at", "run_id"),
         Index("ix_pf_runs_status_listing", "status", "parent_run_id", "started_at", "run_id"),
         Index("ix_pf_runs_flow_listing", "flow_name", "parent_run_id", "started_at", "run_id"),
+        # a dedup_key is unique among runs in flight (revision 4)
+        Index("ix_pf_runs_dedup", "dedup_key", unique=True,
+              sqlite_where=text(IN_FLIGHT), postgresql_where=text(IN_FLIGHT)),
+        Index("ix_pf_runs_queue_started", "queue", "started_at"),
     )
 
 
@@ -113,6 +129,9 @@ class EventRow(Base):
 
 
 runs = RunRow.__table__
+# workers claim queued runs by priority (highest first), then age (revision 4)
+Index("ix_pf_runs_queued", runs.c.queue, runs.c.priority.desc(), runs.c.started_at,
+      sqlite_where=text(QUEUED), postgresql_where=text(QUEUED))
 run_inputs = RunInputRow.__table__
 checkpoints = CheckpointRow.__table__
 events = EventRow.__table__

@@ -143,37 +143,41 @@ class Recorder:
         run_id = event.run_id
         stamp = iso(event.ts)
         parent = self._runs.get(event.parent_run_id) if event.parent_run_id else None
+        claimed = database.token_of(run_id) if parent is None else None
         if parent is not None:  # a nested flow's run: fenced by the top-level run's owner
             fence = parent.fence
-        elif event.resumed:  # the resume claimed the run for this process already
-            token = database.token_of(run_id)
-            if token is None:
-                raise ResumeError(f"Run '{run_id}' was not claimed by this process; resume "
-                                  "it with flow.resume(run_id).")
-            fence = (run_id, token)
+        elif claimed is not None:  # a resume or a worker claimed the existing row for us
+            fence = (run_id, claimed)
+        elif event.resumed:
+            raise ResumeError(f"Run '{run_id}' was not claimed by this process; resume it "
+                              "with flow.resume(run_id).")
         else:
             fence = (run_id, database.claim_token())
         state = _RunState(records.tracker(), event.parent_run_id, fence)
         self._runs[run_id] = state
         write = StepWrite(run_id, fence=fence)
-        if event.resumed and parent is None:
+        if claimed is not None:
             write.run_update = rows.resumed_run(stamp, fence[1], event.start_node,
                                                 event.start_node_id)
         else:
             write.run_insert = rows.started_run(
                 run_id, event.flow_name, stamp, fence[1], event.start_node,
                 event.start_node_id, event.parent_run_id)
+            if event.forked_from is not None:
+                write.run_insert["forked_from"], write.run_insert["forked_at_step"] = \
+                    event.forked_from
             write.new_run = parent is None
         if event.resumed:
             self._add(state, event, "flow_resume", step=event.step, node_name=event.start_node,
                       detail=rows.detail(from_step=event.step - 1,
                                          updated_keys=sorted(event.written)))
         else:
-            store_json = None
-            if parent is None:  # a nested flow's input is its parent's store
-                store_json = records.tracker().full(*_contents(event.store)).store_json
-            write.run_input = rows.run_input(
-                json.dumps(event.graph) if event.graph is not None else None, store_json)
+            if claimed is None:  # a queued run's input was written when it was submitted
+                store_json = None
+                if parent is None:  # a nested flow's input is its parent's store
+                    store_json = records.tracker().full(*_contents(event.store)).store_json
+                write.run_input = rows.run_input(
+                    json.dumps(event.graph) if event.graph is not None else None, store_json)
             self._add(state, event, "flow_start", node_name=event.start_node)
         write.event_rows = self._take(state)
         try:
@@ -216,7 +220,8 @@ class Recorder:
         self._add(state, event, "flow_end", step=event.steps, action=event.last_action,
                   error_msg=error_msg, detail=detail)
         write = StepWrite(event.run_id, event_rows=self._take(state), run_update=rows.run_ended(
-            event.status, event.steps, iso(event.ts), error_msg), fence=state.fence)
+            event.status, event.steps, iso(event.ts), error_msg), fence=state.fence,
+            ended=state.parent is None)
         try:
             pending = self._commit(write)
         except BaseException:

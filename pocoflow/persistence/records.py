@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 
 from pocoflow import control
-from pocoflow.errors import RunNotFoundError
+from pocoflow.errors import ResumeError, RunNotFoundError
 from pocoflow.events import RUN_STATUSES
 from pocoflow.persistence import queries, rows
 from pocoflow.persistence.codec import dumps
@@ -38,7 +38,8 @@ Target = str | os.PathLike[str]
 #: The public methods, in the order the facades list them.
 API = ("create_run", "update_run", "get_run", "list_runs", "count_runs", "get_run_input",
        "save_event", "get_events", "save_checkpoint", "get_checkpoints", "load_checkpoint",
-       "last_action", "checkpoint_steps", "get_checkpoint_json", "cancel_run")
+       "last_action", "checkpoint_steps", "get_checkpoint_json", "cancel_run", "resume",
+       "delete_runs")
 
 
 class RunRecords:
@@ -277,6 +278,99 @@ class RunRecords:
                 return "cancelled"
             return self.cancel_run(run_id)  # it changed meanwhile: look again
         return status
+
+    def resume(self, run_id: str, updates: Mapping[str, Any] | None = None) -> str:
+        """Put a paused (or failed, cancelled, interrupted) run back in its queue for the
+        workers, with *updates* for its store (a human's answer): a worker writes them
+        to the store and goes on at the node the run stopped at; nothing before it runs
+        again. Returns the queue. Works from any process; a run that was not queued goes
+        to the ``default`` queue. To go on in this process instead: flow.resume(run_id)."""
+        from pocoflow.persistence import queue
+        from pocoflow.persistence.resume import RESUMABLE, not_resumable
+
+        if updates is not None and not isinstance(updates, Mapping):
+            raise TypeError(f"resume(updates=...) takes a mapping of store keys to values, "
+                            f"got {type(updates).__name__}.")
+        run = self.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(f"No run '{run_id}' in {self.safe_url}; "
+                                   "db.list_runs() shows the runs there.")
+        if run["status"] not in RESUMABLE:
+            raise ResumeError(not_resumable(run))
+        text = None
+        if updates:
+            encoder = self.tracker()
+            text = encoder.full(dict(updates)).store_json
+        observed = {**run, "status": "running" if run["status"] == "interrupted"
+                    else run["status"]}
+        target = run.get("queue") or "default"
+        if not self._write(queue.requeue, observed, rows.requeued_run(target, text)):
+            raise ResumeError(f"Run '{run_id}' changed while it was being resumed; see "
+                              "db.get_run(run_id).")
+        return target
+
+    def delete_runs(self, older_than: timedelta | datetime | str, *,
+                    status: str | None = None, batch: int = 500) -> dict[str, int]:
+        """Delete runs that ended (completed, failed or cancelled; or only *status*) before
+        *older_than* (an age, or a time), with their nested runs, events, checkpoints and
+        inputs, *batch* runs per transaction so writers are never held up long. Returns the
+        rows deleted per table. Runs queued, running or paused are never deleted."""
+        from pocoflow.persistence import queue
+
+        if status is not None and status not in queue.ENDED:
+            raise ValueError(f"delete_runs: status must be one of {list(queue.ENDED)} (runs in "
+                             f"flight are never deleted), got {status!r}.")
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"delete_runs: batch must be an int >= 1, got {batch!r}.")
+        if isinstance(older_than, timedelta):
+            older_than = datetime.now(timezone.utc) - older_than
+        before = _moment(older_than, "older_than")
+        statuses = (status,) if status is not None else queue.ENDED
+        total = {"runs": 0, "events": 0, "checkpoints": 0, "inputs": 0}
+        while True:
+            def one_batch(conn: Any) -> dict[str, int]:
+                found = queue.old_runs(conn, before, statuses, batch)
+                return queue.delete_runs(conn, found) if found else {}
+
+            counts = self._write(one_batch)
+            if not counts:
+                return total
+            for key, count in counts.items():
+                total[key] += count
+
+    # ── what the worker and Flow.submit use ─────────────────────────────────
+
+    def submit(self, run: dict[str, Any], inputs: dict[str, Any]) -> str:
+        """Record a queued run (rows.queued_run) and its input; its id, or the id of the
+        run in flight holding its dedup_key."""
+        from pocoflow.persistence import queue
+
+        return self._write(queue.submit, run, inputs)
+
+    def claim_queued(self, queue_name: str, limits: Any, *, max_attempts: int,
+                     ) -> list[dict[str, Any]]:
+        """Claim runs of *queue_name* for this process (see persistence.queue.claim); each
+        claimed run is heartbeated under the claim's owner token from now on."""
+        from pocoflow.persistence import queue
+
+        database = self.database
+        token = database.claim_token()
+        now = rows.now_iso()
+        rate_since = rows.iso_ago(limits.per_seconds) if limits.rate is not None else now
+        taken, _ = self._write(queue.claim, queue_name, limits, owner=token, now=now,
+                               stale_before=rows.iso_ago(self.lease_seconds),
+                               rate_since=rate_since, max_attempts=max_attempts)
+        for row in taken:
+            database.own(row["run_id"], token, self.lease_seconds)
+        return taken
+
+    def hand_back(self, run_id: str, token: str) -> bool:
+        """Give a run this process stopped under *token* (a worker shutting down) back to
+        its queue."""
+        from pocoflow.persistence import queue
+
+        self.database.disown(run_id)
+        return 1 == self._write(queue.hand_back, run_id, token, rows.now_iso())
 
     # ── what the recorder and resume use ────────────────────────────────────
 

@@ -51,6 +51,17 @@ def _prepare(flow: Flow, records: RunRecords, run_id: str,
              updates: Mapping[str, Any] | None) -> tuple[Start, Store]:
     point = resume_point(records, run_id)
     # everything that can refuse the resume is checked before the run is taken over
+    start, store = _going_on(flow, records, point, updates)
+    if not records.claim(point.run):
+        raise ResumeError(f"Run '{run_id}' was taken over by another process while this one "
+                          "was resuming it; see db.get_run(run_id).")
+    return start, store
+
+
+def _going_on(flow: Flow, records: RunRecords, point: StoppedRun,
+              updates: Mapping[str, Any] | None) -> tuple[Start, Store]:
+    """Where *point*'s run goes on with *flow*, and the store it goes on with."""
+    run_id = point.run["run_id"]
     if point.next_id is None:  # every step was done: only the run's end is missing
         start, innermost = Start(step=point.step + 1, resumed=True, done=True,
                                  last_action=records.last_action(run_id)), point
@@ -64,11 +75,47 @@ def _prepare(flow: Flow, records: RunRecords, run_id: str,
         inner, innermost = descend(records, run_id, point.step + 1, node)
         start = Start(node=node, step=point.step + 1, resumed=True, inner=inner)
     validate_graph(flow.start)
-    store = _store(flow, innermost or point, updates, records.allow_pickle)
-    if not records.claim(point.run):
-        raise ResumeError(f"Run '{run_id}' was taken over by another process while this one "
-                          "was resuming it; see db.get_run(run_id).")
+    return start, _store(flow, innermost or point, updates, records.allow_pickle)
+
+
+def prepare_claimed(flow: Flow, records: RunRecords, claimed: Mapping[str, Any],
+                    ) -> tuple[Start, Store]:
+    """Where a run a worker claimed goes on (from its last checkpoint, or its input if it
+    never ran a step), with the updates a ``db.resume`` left for it."""
+    run_id = claimed["run_id"]
+    run = records.get_run(run_id) or {"run_id": run_id}
+    point = stopped_at(records, run_id, run)
+    if point is None:
+        raise ResumeError(f"Run '{run_id}' has neither a checkpoint nor an input to start "
+                          "from; it was not submitted by flow.submit().")
+    updates = None
+    if claimed.get("resume_updates"):
+        updates = decode_state(json.loads(claimed["resume_updates"]),
+                               allow_pickle=records.allow_pickle)
+    start, store = _going_on(flow, records, point, updates)
+    if point.step < 0 and not updates and not claimed.get("attempts"):  # its first start
+        start = Start(node=start.node, step=start.step, inner=start.inner)
     return start, store
+
+
+def prepare_fork(flow: Flow, records: RunRecords, run_id: str, step: int,
+                 updates: Mapping[str, Any] | None) -> tuple[Start, Store]:
+    """A new run from *run_id*'s checkpoint at *step*: it starts at the node that
+    checkpoint names next, with its store (and *updates*), numbered on from *step*."""
+    found = records.checkpoint_rows(run_id, step)
+    last = found[-1]
+    point = StoppedRun({"run_id": run_id}, rebuild_json(found), step, last.get("next_node"),
+                       excluded_keys(last))
+    if point.next_id is None:
+        raise ResumeError(f"Run '{run_id}' names no node after step {step} (it ended there, "
+                          "or pocoflow 0.2 recorded it); fork it from an earlier step.")
+    node = find_node(flow.start, point.next_id)
+    if node is None:
+        raise ResumeError(f"Run '{run_id}' goes on at node '{point.next_id}' after step "
+                          f"{step}, which flow '{flow.flow_name}' does not have.")
+    validate_graph(flow.start)
+    store = _store(flow, point, updates, records.allow_pickle)
+    return Start(node=node, step=step + 1, forked_from=(run_id, step)), store
 
 
 def descend(records: RunRecords, run_id: str, step: int, node: Wired,
@@ -123,7 +170,7 @@ def resume_point(records: RunRecords, run_id: str) -> StoppedRun:
         raise RunNotFoundError(f"No run '{run_id}' in {records.safe_url}; "
                                "db.list_runs() shows the runs there.")
     if run["status"] not in RESUMABLE:
-        raise ResumeError(_not_resumable(run))
+        raise ResumeError(not_resumable(run))
     point = stopped_at(records, run_id, run)
     # a run PocoFlow recorded (it has an owner) whose last step ran, but its end was never
     # written (killed, or cancelled after its last node); 0.2's checkpoints name no next node
@@ -158,7 +205,7 @@ def stopped_at(records: RunRecords, run_id: str, run: dict[str, Any] | None = No
     return StoppedRun(run, json.loads(started["input_json"]), -1, run.get("next_node"), [])
 
 
-def _not_resumable(run: dict[str, Any]) -> str:
+def not_resumable(run: dict[str, Any]) -> str:
     run_id, status = run["run_id"], run["status"]
     if status == "completed":
         return f"Run '{run_id}' already completed; there is nothing to resume."

@@ -69,6 +69,7 @@ class StepWrite:
     checkpoint: dict[str, Any] | None = None
     fence: tuple[str, str] | None = None
     new_run: bool = False
+    ended: bool = False  # a top-level run's end: waiters elsewhere are told (PostgreSQL)
 
 
 # ── pf_events ───────────────────────────────────────────────────────────────
@@ -142,6 +143,24 @@ def run_ended(status: str, steps: int, at: str, error_msg: str | None) -> dict[s
     return {"status": status, "total_steps": steps,
             "completed_at": None if status == "paused" else at, "error_msg": error_msg,
             "heartbeat_at": at}
+
+
+def queued_run(run_id: str, flow_name: str, at: str, queue: str, priority: int,
+               dedup_key: str | None, not_before: str | None,
+               start_node: str) -> dict[str, Any]:
+    """A run submitted for the workers: queued, no owner; ``started_at`` is when it was
+    queued until a worker starts it."""
+    return {"run_id": run_id, "flow_name": flow_name, "status": "queued", "started_at": at,
+            "queue": queue, "priority": priority, "dedup_key": dedup_key,
+            "not_before": not_before, "current_node": start_node, "next_node": start_node,
+            "attempts": 0}
+
+
+def requeued_run(queue: str, updates_json: str | None) -> dict[str, Any]:
+    """A stopped run put back for the workers, with a human's updates for the next one."""
+    return {"status": "queued", "queue": queue, "owner": None, "completed_at": None,
+            "error_msg": None, "cancel_requested_at": None, "not_before": None,
+            "resume_updates": updates_json}
 
 
 def run_input(graph_json: str | None, input_json: str | None) -> dict[str, Any]:

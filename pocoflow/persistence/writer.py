@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, exists, select, update
+from sqlalchemy import Engine, bindparam, exists, func, select, update
 
 from pocoflow.errors import RunExistsError, RunTakenOverError
 from pocoflow.logging import get_logger
@@ -30,6 +30,7 @@ from pocoflow.persistence.connect import (
     write_connection,
 )
 from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
+from pocoflow.persistence.queue import DONE_CHANNEL
 from pocoflow.persistence.rows import CHECKPOINT_COLUMNS, EVENT_COLUMNS, StepWrite
 
 _log = get_logger("db")
@@ -78,6 +79,8 @@ class WriteStatements:
         self.insert_input = self._compile(
             dialect_insert(run_inputs).values({c: bindparam(c) for c in columns})
             .on_conflict_do_nothing(index_elements=["run_id"]))
+        self.notify_done = None if self.sqlite else self._compile(
+            select(func.pg_notify(bindparam("channel"), bindparam("run_id"))))
         self._new_runs: dict[tuple[str, ...], str] = {}
         self._child_runs: dict[tuple[str, ...], str] = {}
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
@@ -223,6 +226,8 @@ def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[St
     _execute(cursor, statements.insert_input, inputs)
     _execute(cursor, statements.insert_event, event_rows)
     _execute(cursor, statements.insert_checkpoint, checkpoint_rows)
+    _execute(cursor, statements.notify_done,  # type: ignore[arg-type]
+             [{"channel": DONE_CHANNEL, "run_id": w.run_id} for w in writes if w.ended])
     return proofs
 
 
