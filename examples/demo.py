@@ -12,7 +12,7 @@ step's events and checkpoint land in the database; look at them with
 
 from __future__ import annotations
 
-import sys
+import argparse
 from datetime import datetime, timezone
 
 from pocoflow import Flow, Node, Store, WorkflowDB
@@ -95,4 +95,7 @@ def main(db_path: str = "pocoflow.db") -> Store:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("db_path", nargs="?", default="pocoflow.db",
+                        help="the SQLite file to record the runs in (default: pocoflow.db)")
+    main(parser.parse_args().db_path)

@@ -8,6 +8,8 @@ swap in your client (OpenAI, Anthropic, a local model) in ``exec``.
 
 from __future__ import annotations
 
+import argparse
+
 from pocoflow import Flow, Node, Store
 
 
@@ -68,4 +70,5 @@ def main() -> Store:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     main()

@@ -38,10 +38,13 @@ def _free_port() -> int:
 
 
 @contextmanager
-def postgres_server() -> Iterator[str | None]:
-    """Yield a base URL (``postgresql+psycopg://postgres@127.0.0.1:PORT``), or None."""
+def postgres_server(*, durable: bool = False) -> Iterator[str | None]:
+    """Yield a base URL (``postgresql+psycopg://postgres@127.0.0.1:PORT``), or None.
+
+    ``durable``: fsync on (each commit waits for the disk), for benchmarks; tests run
+    with fsync off."""
     given = os.environ.get(ENV)
-    if given:
+    if given and not durable:
         yield given.rsplit("/", 1)[0]
         return
     bin_dir = _bin_dir()
@@ -59,8 +62,8 @@ def postgres_server() -> Iterator[str | None]:
     subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
                     "--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C.UTF-8"],
                    check=True, capture_output=True)
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off " \
-              "-c max_connections=300"
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} " \
+              f"-c fsync={'on' if durable else 'off'} -c max_connections=300"
     subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
                     "-t", "30", "-o", options, "start"], check=True, capture_output=True)
     try:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -497,17 +499,26 @@ def test_wheel_install_migrates_without_a_checkout(tmp_path: Path) -> None:
     (wheel,) = dist.glob("pocoflow-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "pocoflow/_migrations/env.py" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")
+               for n in names), names
     assert "pocoflow/_migrations/script.py.mako" in names
-    for revision in ("0001", "0002"):
+    for revision in ("0001", "0002", "0003", "0004"):
         assert any(n.startswith(f"pocoflow/_migrations/versions/{revision}") and n.endswith(".py")
                    for n in names), names
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     python = venv / "bin" / "python"
+    # pocoflow's dependencies come from the environment running these tests (a venv or
+    # not), listed by path: a .pth line adds a folder without running that folder's own
+    # .pth files, so the checkout's editable install does not shadow the wheel
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                           "['purelib'])"], check=True, capture_output=True, text=True)
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site.stdout.strip()) / "_outer_env.pth").write_text("\n".join(sorted(ours)) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q",
-                    str(wheel)], check=True, capture_output=True)
+                    str(wheel)], check=True, capture_output=True, env=env)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     code = (
@@ -524,7 +535,7 @@ def test_wheel_install_migrates_without_a_checkout(tmp_path: Path) -> None:
         "print(migrations_dir())\n"
     )
     done = subprocess.run([str(python), "-c", code], cwd=outside, capture_output=True,
-                          text=True, check=False)
+                          text=True, check=False, env=env)
 
     assert 0 == done.returncode, done.stderr
     status, at_head, migrations = done.stdout.splitlines()

@@ -141,3 +141,14 @@ def test_pocoflow_02_module_paths_still_import() -> None:
         Flow, Node, AsyncNode, Store)
     assert pocoflow.RunHandle is RunHandle
     assert ("default", "*") == (DEFAULT_ACTION, WILDCARD_ACTION)
+
+
+@pytest.mark.parametrize("name", ["hello", "demo"])
+def test_examples_print_usage_on_help(tmp_path: Path, name: str) -> None:
+    """`python examples/X.py --help` prints usage and exits 0, creating no database."""
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / f"{name}.py"), "--help"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+    assert 0 == done.returncode, done.stderr
+    assert "usage:" in done.stdout
+    assert [] == list(tmp_path.iterdir())
