@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pocoflow.ui.resume_runner import DB_ENV
@@ -86,6 +87,8 @@ def launch_resume(target: str, flow_ref: str, run_id: str, updates: dict[str, An
     goes on if the monitor stops); its output goes to a temporary log file."""
     handle, log_path = tempfile.mkstemp(prefix="pocoflow-resume-", suffix=".log")
     env = {**os.environ, DB_ENV: target}
+    root = str(Path(__file__).resolve().parents[2])  # this pocoflow, even from a checkout
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     with os.fdopen(handle, "wb") as log:
         process = subprocess.Popen(resume_command(flow_ref, run_id, updates), env=env,
                                    stdin=subprocess.DEVNULL, stdout=log,

@@ -36,6 +36,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if not __package__:  # run as a script (streamlit run path/to/monitor.py): use this checkout
+    _ROOT = str(Path(__file__).resolve().parents[2])
+    if _ROOT not in sys.path:
+        sys.path.insert(0, _ROOT)
+
 from pocoflow.ui.text import STATUS_EMOJI
 
 __all__ = ["STATUS_EMOJI", "render_workflow_monitor"]

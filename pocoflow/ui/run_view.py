@@ -70,7 +70,7 @@ def render_run(ctx: Context, run_id: str) -> None:
 
     timeline, gantt, graph, store, resume = st.tabs(TABS)
     with timeline:
-        render_timeline(events)
+        render_timeline(events, run)
     with gantt:
         render_gantt(events, run)
     with graph:

@@ -178,8 +178,14 @@ def attempts(events: list[dict[str, Any]], run: dict[str, Any] | None = None,
                   if status == "cancelled" else "interrupted")
         elif kind in ("flow_start", "flow_resume"):
             close(moment, "interrupted")
+    status = (run or {}).get("status")
+    if current is None and status in ("running", "interrupted") and (run or {}).get(
+            "current_node"):
+        # a step's events are written when it ends: the node running now (or when the
+        # process died) has none yet; the run row names it
+        current = Attempt(run.get("total_steps"), run["current_node"], 1,  # type: ignore[union-attr]
+                          last, last, "running")
     if current is not None:
-        status = (run or {}).get("status")
         if status == "running":
             close(at((now or datetime.now(timezone.utc)).isoformat()), "running")
         else:
@@ -187,14 +193,30 @@ def attempts(events: list[dict[str, Any]], run: dict[str, Any] | None = None,
     return done
 
 
+def running_node(events: list[dict[str, Any]], run: dict[str, Any]) -> str | None:
+    """What a running run is doing now, which its events do not show yet."""
+    if run.get("status") != "running" or not run.get("current_node"):
+        return None
+    if events and events[-1]["event"] in ("node_start", "node_retry"):
+        return None
+    began = events[-1]["ts"] if events else run.get("started_at")
+    moment = parse_ts(began)
+    since = moment.strftime("%H:%M:%S") if moment else "?"
+    return (f"Now running: step {run.get('total_steps')}, node {run['current_node']} "
+            f"(since {since} UTC; a step's events are recorded when it ends)")
+
+
 # ── views ───────────────────────────────────────────────────────────────────
 
 
-def render_timeline(events: list[dict[str, Any]]) -> None:
+def render_timeline(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
     """The Timeline tab: every event, each node's latency, the errors in full."""
     import pandas as pd
     import streamlit as st
 
+    now = running_node(events, run)
+    if now:
+        st.text(now)
     if not events:
         st.info("No events recorded for this run.")
         return
@@ -230,13 +252,14 @@ def render_gantt(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
     # a bar is drawn at least 0.4% of the run wide, so sub-millisecond steps stay visible
     frame["drawn end"] = frame[["end ms", "start ms"]].max(axis=1).clip(
         lower=frame["start ms"] + span * 0.004)
-    chart = alt.Chart(frame).mark_bar().encode(
+    # the chart gets no error text: stored strings stay in text elements (the table below)
+    chart = alt.Chart(frame.drop(columns=["error"])).mark_bar().encode(
         x=alt.X("start ms:Q", title="ms since the run began"),
         x2="drawn end:Q",
         y=alt.Y("lane:N", sort=lanes, title=None),
         color=alt.Color("outcome:N", scale=alt.Scale(domain=list(OUTCOME_COLORS),
                                                      range=list(OUTCOME_COLORS.values()))),
-        tooltip=["node:N", "step:N", "attempt:Q", "ms:Q", "outcome:N", "error:N"],
+        tooltip=["node:N", "step:N", "attempt:Q", "ms:Q", "outcome:N"],
     ).properties(height=min(24 * len(lanes) + 40, 2400))
     st.altair_chart(chart, width="stretch")
     st.dataframe(frame.drop(columns=["lane", "drawn end"]), hide_index=True)
