@@ -12,7 +12,7 @@ pocoflow 0.2 recorded has no graph: the path it took is drawn from its events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pocoflow.visualize import MARK_STYLES, FlowVisualizer, mermaid_from_graph
@@ -134,11 +134,13 @@ def _node(description: Mapping[str, Any], path: Path) -> Mapping[str, Any] | Non
 
 def run_marks(description: Mapping[str, Any], run: Mapping[str, Any],
               steps: list[dict[str, Any]], children: list[dict[str, Any]] | None = None,
+              steps_of: Callable[[str], list[dict[str, Any]]] | None = None,
               ) -> dict[Path, str]:
     """Nodes the run finished (``completed``) and the node it stands at (``current``,
-    ``failed``, ``paused``, ``cancelled``, ``interrupted``); inside a nested flow, the
-    node its newest child run stands at too. Node ids come from the checkpoints (each
-    names the node after it) or, for a name used once, from the name."""
+    ``failed``, ``paused``, ``cancelled``, ``interrupted``). Node ids come from the
+    checkpoints (each names the node after it) or, for a name used once, from the name.
+    Inside a nested flow, the marks of its newest run (*children*, newest first, with
+    *steps_of* to read their checkpoints)."""
     marks: dict[Path, str] = {}
     by_name: dict[str, list[str]] = {}
     for node in description["nodes"]:
@@ -156,15 +158,13 @@ def run_marks(description: Mapping[str, Any], run: Mapping[str, Any],
             marks[(node_id,)] = "completed"
     state = STATUS_MARK.get(str(run.get("status")))
     at = run.get("next_node")
-    node = _node(description, (at,)) if state and at else None
-    if node is not None:
-        marks[(at,)] = state  # type: ignore[index]
-        child = children[0] if children else None
-        if node.get("nested") and child is not None:
-            inner_state = STATUS_MARK.get(str(child.get("status")))
-            inner_at = child.get("next_node")
-            if inner_state and inner_at:
-                marks[(at, inner_at)] = inner_state  # type: ignore[index]
+    if state and at and _node(description, (at,)) is not None:
+        marks[(at,)] = state
+    for node in description["nodes"]:
+        child = next((c for c in children or () if c.get("flow_name") == node["name"]), None)
+        if node.get("nested") and child is not None and steps_of is not None:
+            inner = run_marks(node["nested"], child, steps_of(child["run_id"]))
+            marks.update({(node["id"], *path): s for path, s in inner.items()})
     return {path: s for path, s in marks.items() if _node(description, path) is not None}
 
 

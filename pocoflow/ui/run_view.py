@@ -81,7 +81,8 @@ def render_run(ctx: Context, run_id: str) -> None:
         marks = {}
         if description is not None and not from_events:
             try:
-                marks = run_marks(description, run, data.steps(run_id), data.children(run_id))
+                marks = run_marks(description, run, data.steps(run_id), data.children(run_id),
+                                  data.steps)
             except (KeyError, TypeError, ValueError):
                 marks = {}
         render_graph(description, marks, from_events)

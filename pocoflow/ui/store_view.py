@@ -31,6 +31,18 @@ def store_rows(store: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal as stored JSON: ``1`` and ``true`` differ (Python finds ``1 == True``), inside
+    lists and dicts too."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
 def diff_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
     """The keys a step added, removed or changed, with their values before and after."""
     rows = []
@@ -38,7 +50,7 @@ def diff_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, A
         if key not in before:
             rows.append({"key": key, "change": "added", "before": "",
                          "after": truncate(shown(after[key]))})
-        elif before[key] != after[key]:
+        elif not same(before[key], after[key]):
             rows.append({"key": key, "change": "changed", "before": truncate(shown(before[key])),
                          "after": truncate(shown(after[key]))})
     rows.extend({"key": key, "change": "removed", "before": truncate(shown(before[key])),
@@ -85,13 +97,18 @@ def render_store_inspector(data: MonitorData, run_id: str, key: str) -> None:
     if not isinstance(store, dict):
         st.text(f"This checkpoint is not a JSON object: {truncate(shown(store))}")
         return
-    st.dataframe(pd.DataFrame(store_rows(store), columns=["key", "type", "chars", "value"]),
+    try:
+        rows = store_rows(store)
+        position = options.index(step)
+        before_step = options[position - 1] if position > 0 else None
+        changes = diff_rows(data.store(run_id, before_step), store) \
+            if before_step is not None else None
+    except (RecursionError, ValueError) as exc:  # nested deeper than Python's stack
+        st.text(f"This store cannot be shown as a table: {exc}")
+        return
+    st.dataframe(pd.DataFrame(rows, columns=["key", "type", "chars", "value"]),
                  hide_index=True)
-
-    position = options.index(step)
-    if position > 0:
-        before_step = options[position - 1]
-        changes = diff_rows(data.store(run_id, before_step), store)
+    if before_step is not None and changes is not None:
         st.caption(f"Changes from {step_label(before_step)}: {len(changes)} key(s)")
         if changes:
             st.dataframe(pd.DataFrame(changes), hide_index=True)

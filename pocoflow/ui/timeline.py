@@ -17,7 +17,7 @@ from typing import Any
 from pocoflow.ui.text import parse_ts, truncate
 
 EVENT_MARKS = {
-    "flow_start": "⏵ flow_start", "flow_resume": "⏯ flow_resume", "flow_end": "⏹ flow_end",
+    "flow_start": "● flow_start", "flow_resume": "◐ flow_resume", "flow_end": "◉ flow_end",
     "node_start": "▶ node_start", "node_end": "✔ node_end", "node_retry": "↻ node_retry",
     "node_error": "✖ node_error", "node_cancel": "■ node_cancel",
 }
@@ -247,6 +247,9 @@ def render_gantt(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
         st.caption(f"The last {GANTT_ROWS} of {len(found)} attempts.")
         found = found[-GANTT_ROWS:]
     frame = pd.DataFrame([a.row() for a in found])
+    zero = float(frame["start ms"].min())  # from the first node's start (not the run's)
+    frame["start ms"] = (frame["start ms"] - zero).round(2)
+    frame["end ms"] = (frame["end ms"] - zero).round(2)
     lanes = list(dict.fromkeys(frame["lane"]))
     span = max(float(frame["end ms"].max()), 1.0)
     # a bar is drawn at least 0.4% of the run wide, so sub-millisecond steps stay visible
@@ -254,12 +257,12 @@ def render_gantt(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
         lower=frame["start ms"] + span * 0.004)
     # the chart gets no error text: stored strings stay in text elements (the table below)
     chart = alt.Chart(frame.drop(columns=["error"])).mark_bar().encode(
-        x=alt.X("start ms:Q", title="ms since the run began"),
+        x=alt.X("start ms:Q", title="ms since its first node started"),
         x2="drawn end:Q",
         y=alt.Y("lane:N", sort=lanes, title=None),
         color=alt.Color("outcome:N", scale=alt.Scale(domain=list(OUTCOME_COLORS),
                                                      range=list(OUTCOME_COLORS.values()))),
         tooltip=["node:N", "step:N", "attempt:Q", "ms:Q", "outcome:N"],
-    ).properties(height=min(24 * len(lanes) + 40, 2400))
+    ).properties(height=min(30 * len(lanes) + 60, 2400))
     st.altair_chart(chart, width="stretch")
     st.dataframe(frame.drop(columns=["lane", "drawn end"]), hide_index=True)
