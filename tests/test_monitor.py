@@ -855,3 +855,35 @@ def test_a_bad_flow_reference_is_refused_with_its_form(recorded: Recorded) -> No
 
     with pytest.raises(ValueError, match="is not 'module:attr'"):
         render_workflow_monitor(recorded.db, flow="no_colon")
+
+
+def test_a_damaged_database_shows_what_it_can_and_says_what_it_cannot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph that is not JSON, a store nested deeper than Python's stack, an event
+    detail that is not JSON, a graph that is JSON but not a graph: the page still draws,
+    says what it cannot show, and imports or runs nothing."""
+    import sqlite3
+
+    from pocoflow import Node
+
+    db = tmp_path / "damaged.db"
+    first, second = Node(name="First"), Node(name="Second")
+    first.then("default", second)
+    for run_id in ("bad-graph", "odd-graph"):
+        Flow(first, db_path=db, run_id=run_id).run({"a": 1})
+    raw = sqlite3.connect(db)
+    raw.execute("UPDATE pf_run_inputs SET graph_json = '{not json' WHERE run_id = 'bad-graph'")
+    raw.execute("UPDATE pf_run_inputs SET graph_json = '{\"start\": \"x\"}' "
+                "WHERE run_id = 'odd-graph'")
+    raw.execute("UPDATE pf_checkpoints SET store_json = ? WHERE run_id = 'bad-graph' "
+                "AND step = 1", ('{"deep": ' + "[" * 50_000 + "]" * 50_000 + "}",))
+    raw.execute("UPDATE pf_events SET detail = '{oops' WHERE run_id = 'bad-graph'")
+    raw.commit()
+    raw.close()
+
+    at = pick(monitor(monkeypatch, db), "bad-graph")
+    assert any("not readable JSON" in t for t in texts(tab(at, "Graph")))
+    assert [] != tab(at, "Graph").get("graphviz_chart")  # drawn from the events instead
+    assert any("cannot" in t for t in texts(tab(at, "Store")))
+    pick(at, "odd-graph")
+    assert any("cannot be drawn" in t for t in texts(tab(at, "Graph")))

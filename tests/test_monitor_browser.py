@@ -34,6 +34,7 @@ from tests.test_monitor import (
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+ROW_PX = 35  # the height of a header or row of st.dataframe
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"]
@@ -92,16 +93,31 @@ def settle(page: Any) -> None:
     page.wait_for_timeout(400)
 
 
-def cells(scope: Any) -> list[str]:
-    """The text of a dataframe's cells (drawn on a canvas; read from its accessible grid)."""
-    return scope.locator('[data-testid="stDataFrame"]').first.locator(
-        '[role="gridcell"]').all_inner_texts()
+def cells(scope: Any, showing: str) -> list[str]:
+    """The text of a dataframe's cells (drawn on a canvas; read from its accessible grid),
+    once a cell shows *showing* (the grid fills in after the canvas is drawn)."""
+    grid = scope.locator('[data-testid="stDataFrame"]').first.locator('[role="gridcell"]')
+    grid.filter(has_text=showing).first.wait_for(state="attached")
+    return [text.strip() for text in grid.all_text_contents()]
 
 
 def open_run(page: Any, run_id: str) -> None:
     page.get_by_label("Run to inspect").click()
     page.keyboard.type(run_id)
     page.keyboard.press("Enter")
+    page.get_by_text(f"{run_id}   ·   flow").wait_for()
+    settle(page)
+
+
+def click_row(page: Any, run_id: str) -> None:
+    """Select a run in the runs table by its row's checkbox (the grid is a canvas: the
+    row is found in its accessible cells, then clicked where it is drawn)."""
+    table = page.locator('[data-testid="stDataFrame"]').first
+    shown = cells(page, run_id)
+    columns = 8  # status, run id, flow, started, duration, steps, node, error
+    row = shown.index(run_id) // columns
+    box = table.bounding_box()
+    page.mouse.click(box["x"] + 15, box["y"] + ROW_PX * (row + 1) + ROW_PX / 2)
     page.get_by_text(f"{run_id}   ·   flow").wait_for()
     settle(page)
 
@@ -142,7 +158,7 @@ def test_the_monitor_works_in_a_real_browser(
             settle(page)
 
             # the runs table: every top-level run, each with its status
-            shown = cells(page)
+            shown = cells(page, "mon-done")
             statuses = {shown[i]: shown[i - 1] for i, text in enumerate(shown)
                         if text.startswith("mon-") and i > 0}
             assert {"mon-browser-live": "🔄 running", "mon-done": "✅ completed",
@@ -155,7 +171,7 @@ def test_the_monitor_works_in_a_real_browser(
             page.get_by_text("Now running: step 1, node Wait").wait_for()
             timeline = page.get_by_role("tabpanel").filter(has=page.locator(
                 '[data-testid="stDataFrame"]')).first
-            assert "✔ node_end" in cells(timeline)
+            assert "✔ node_end" in cells(timeline, "node_end")
 
             # cancel it, confirmed: the other process stops, the run shows cancelled
             page.get_by_role("button", name="Cancel run…").click()
@@ -170,11 +186,12 @@ def test_the_monitor_works_in_a_real_browser(
                 page.get_by_role("button", name="Refresh now").click()
                 settle(page)
 
-            # a failed run: its timeline, its error as text; nothing stored ran
-            open_run(page, "mon-failed")
+            # a failed run, picked by its row's checkbox: its timeline, its error as text;
+            # nothing stored ran
+            click_row(page, "mon-failed")
             page.get_by_text("❌ failed   mon-failed").wait_for()
             assert "✖ node_error" in cells(page.get_by_role("tabpanel").filter(
-                has=page.locator('[data-testid="stDataFrame"]')).first)
+                has=page.locator('[data-testid="stDataFrame"]')).first, "node_error")
             assert page.locator('[data-testid="stCode"]').filter(has_text=XSS_ERROR).count()
             assert 0 == page.locator("b", has_text="boom").count()
             assert 0 == page.locator('img[src="x"]').count()

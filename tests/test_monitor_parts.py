@@ -60,14 +60,6 @@ def test_run_duration_runs_to_its_end_its_heartbeat_or_now() -> None:
     assert text.run_seconds({"status": "failed", "started_at": None}) is None
 
 
-def test_markdown_labels_escape_every_markdown_and_html_character() -> None:
-    escaped = text.md_escape("**x** <b>[a](javascript:1)</b>\n`c`")
-    assert "<" not in escaped
-    assert "\n" not in escaped
-    assert "\\*\\*x\\*\\*" in escaped
-    assert "\\[a\\]\\(javascript\\:1\\)" in escaped
-
-
 def test_value_types_name_the_codec_tag() -> None:
     assert ["str", "int", "float", "bool", "null", "list", "dict", "datetime"] == [
         text.value_type(v) for v in ("a", 1, 1.5, True, None, [1], {"a": 1},

@@ -54,7 +54,7 @@ def render_run(ctx: Context, run_id: str) -> None:
             f"{run.get('total_steps') or 0} step(s)   ·   {fmt_seconds(run_seconds(run))}")
     with st.expander("Run record"):
         rows = [{"field": f, "value": "" if run.get(f) is None else str(run.get(f))}
-                for f in FIELDS]
+                for f in (*FIELDS, *sorted(set(run) - set(FIELDS)))]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     if run.get("error_msg"):
         st.caption("Error")
@@ -74,7 +74,11 @@ def render_run(ctx: Context, run_id: str) -> None:
     with gantt:
         render_gantt(events, run)
     with graph:
-        description = data.graph(run_id)
+        try:
+            description = data.graph(run_id)
+        except (ValueError, RecursionError) as exc:  # graph_json that is not JSON
+            st.text(f"The recorded graph is not readable JSON ({exc}); drawn from events.")
+            description = None
         from_events = description is None
         if from_events:
             description = graph_from_events(events)

@@ -7,6 +7,7 @@ as its tagged JSON, with the tag as its type.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pocoflow.ui.data import INPUT_STEP, MonitorData
@@ -132,5 +133,6 @@ def _whole(text: str, filename: str, key: str, language: str | None = None) -> N
         st.code(text[:SHOWN_WHOLE], language=language)
     else:
         st.code(text, language=language)
-    st.download_button("Download", text, file_name=filename, mime="text/plain",
+    safe_name = re.sub(r"[^\w.-]", "_", filename)[:120]
+    st.download_button("Download", text, file_name=safe_name, mime="text/plain",
                        key=f"{key}_download_{filename}")

@@ -2,14 +2,13 @@
 
 Plain functions of plain data (no streamlit), so they are tested alone. Every
 string read from a database is shown by the views as text (``st.text``,
-``st.code``, ``st.dataframe``); :func:`md_escape` is for the few places where
-a label is Markdown.
+``st.code``, ``st.dataframe``, select box options); no Markdown label or heading
+holds one.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,9 +26,6 @@ STATUS_EMOJI: dict[str, str] = {
 STATUSES = tuple(STATUS_EMOJI)
 #: Values longer than this are shortened in tables (the whole value is one click away).
 SHORT = 120
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>$:])")
-
 
 def badge(status: str | None) -> str:
     """``"✅ completed"``; an unknown status gets ``❓``."""
@@ -83,10 +79,6 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def fmt_ms(ms: float | None) -> str:
-    return "—" if ms is None else f"{ms:.1f}"
-
-
 def one_line(text: str) -> str:
     """Newlines and tabs as spaces (table cells are one line)."""
     return " ".join(text.split()) if any(c in text for c in "\n\r\t") else text
@@ -120,10 +112,3 @@ def value_type(value: Any) -> str:
     if isinstance(value, str):
         return "str"
     return "list" if isinstance(value, list) else "dict"
-
-
-def md_escape(text: str) -> str:
-    """*text* for a Markdown label: every Markdown character escaped, ``<``/``>``/``&``
-    as entities, on one line (for the rare label that must show a stored string)."""
-    text = one_line(str(text)).replace("&", "&amp;").replace("<", "&lt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)

@@ -81,12 +81,13 @@ def timeline_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def latency_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def latency_rows(events: list[dict[str, Any]], rows: list[dict[str, Any]] | None = None,
+                 ) -> list[dict[str, Any]]:
     """Per node: steps it ran, finished, retries, errors, cancels; total/mean/max ms of
-    its finished steps."""
+    its finished steps (*rows*: the events' :func:`timeline_rows`, if at hand)."""
     table: dict[str, dict[str, Any]] = {}
     durations: dict[str, list[float]] = {}
-    for row, event in zip(timeline_rows(events), events, strict=True):
+    for row, event in zip(rows or timeline_rows(events), events, strict=True):
         name = event.get("node_name")
         kind = event["event"]
         if not name or not kind.startswith("node_"):
@@ -220,10 +221,11 @@ def render_timeline(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
     if not events:
         st.info("No events recorded for this run.")
         return
-    st.dataframe(pd.DataFrame(timeline_rows(events)), hide_index=True,
+    rows = timeline_rows(events)
+    st.dataframe(pd.DataFrame(rows), hide_index=True,
                  column_config={"ms": st.column_config.NumberColumn("ms", format="%.2f")})
     st.caption("Latency per node (finished steps)")
-    st.dataframe(pd.DataFrame(latency_rows(events)), hide_index=True)
+    st.dataframe(pd.DataFrame(latency_rows(events, rows)), hide_index=True)
     errors = [e for e in events if e.get("error_msg")]
     if errors:
         st.caption(f"Errors ({len(errors)})")
@@ -264,5 +266,5 @@ def render_gantt(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
                                                      range=list(OUTCOME_COLORS.values()))),
         tooltip=["node:N", "step:N", "attempt:Q", "ms:Q", "outcome:N"],
     ).properties(height=min(30 * len(lanes) + 60, 2400))
-    st.altair_chart(chart, width="stretch")
+    st.altair_chart(chart)
     st.dataframe(frame.drop(columns=["lane", "drawn end"]), hide_index=True)
