@@ -887,3 +887,38 @@ def test_a_damaged_database_shows_what_it_can_and_says_what_it_cannot(
     assert any("cannot" in t for t in texts(tab(at, "Store")))
     pick(at, "odd-graph")
     assert any("cannot be drawn" in t for t in texts(tab(at, "Graph")))
+
+
+def test_the_monitor_reads_sqlite_and_postgresql_alike(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On either backend (a URL this time): the runs, a failed run's timeline, store and
+    graph, and a cancel of a paused run."""
+    flows = write_flows(tmp_path / "flows")
+    try:
+        import monitor_flows  # type: ignore[import-not-found]
+
+        for build, run_id in ((monitor_flows.pipeline, "pg-done"),
+                              (monitor_flows.approval, "pg-paused")):
+            monitor_flows.Think.seen.clear()
+            flow = build()
+            flow.db, flow.run_id = db_url, run_id
+            flow.run({})
+        flow = monitor_flows.flaky()
+        flow.db, flow.run_id = db_url, "pg-failed"
+        with pytest.raises(ValueError, match="flaky"):
+            flow.run({})
+    finally:
+        sys.path.remove(str(flows))
+        sys.modules.pop("monitor_flows", None)
+
+    at = monitor(monkeypatch, db_url)
+    assert {"pg-done": "✅ completed", "pg-paused": "⏸️ paused", "pg-failed": "❌ failed"} \
+        == dict(zip(table(at)["run id"], table(at)["status"], strict=True))
+    pick(at, "pg-failed")
+    assert XSS_ERROR in codes(tab(at, "Timeline"))
+    assert {"doc", "html", "count"} == set(tab(at, "Store").dataframe[0].value["key"])
+    graph_texts(at)
+    pick(at, "pg-paused")
+    at.button(key=f"{KEY}_cancel_pg-paused").click().run()
+    at.button(key=f"{KEY}_cancel_yes_pg-paused").click().run()
+    assert heading(at).startswith(f"{STATUS_EMOJI['cancelled']} cancelled")
