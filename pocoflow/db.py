@@ -197,8 +197,9 @@ class AsyncWorkflowDB:
     async def cancel_run(self, run_id: str) -> str:
         """Stop a run from any process: ``"requested"`` for a running run (its process
         sees the request within a second and ends it ``cancelled`` with its checkpoint),
-        ``"cancelled"`` for one no process runs (queued, paused, interrupted), or its
-        status if it already ended. RunNotFoundError if there is no such run.
+        ``"cancelled"`` for one no process runs (queued, paused, interrupted, or left
+        running by pocoflow 0.2 with no owner), or its status if it already ended.
+        RunNotFoundError if there is no such run.
         """
         return await self._call(self.records.cancel_run, run_id)
 
@@ -386,8 +387,9 @@ class WorkflowDB:
     def cancel_run(self, run_id: str) -> str:
         """Stop a run from any process: ``"requested"`` for a running run (its process
         sees the request within a second and ends it ``cancelled`` with its checkpoint),
-        ``"cancelled"`` for one no process runs (queued, paused, interrupted), or its
-        status if it already ended. RunNotFoundError if there is no such run.
+        ``"cancelled"`` for one no process runs (queued, paused, interrupted, or left
+        running by pocoflow 0.2 with no owner), or its status if it already ended.
+        RunNotFoundError if there is no such run.
         """
         return self.records.cancel_run(run_id)
 

@@ -136,11 +136,6 @@ def check_plans(explained: dict[str, list[str]]) -> None:
                     assert "LIMIT" in statement, (statement, lines)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "pocoflow.persistence: a listing of every run (include_nested) by status or by flow "
-    "has no index in its order (status|flow_name, started_at, run_id): SQLite sorts every "
-    "run of that status (67 ms for status=completed at 100,000 runs); count_runs with "
-    "include_nested sorts the running runs the same way. Asked of the database API."))
 def test_nested_runs_filtered_by_status_or_flow_are_read_in_index_order(
         recorded: Recorded, monkeypatch: pytest.MonkeyPatch) -> None:
     """With nested flows' runs shown, the status and flow filters read an index in the

@@ -29,10 +29,17 @@ OLD_INDEXES = {
     "ix_pf_runs_parent_run_id": ["parent_run_id"],
 }
 NEW_INDEXES = {
+    # listings, newest first: all runs, top-level runs, by status, by flow
     "ix_pf_runs_listing": ["started_at", "run_id"],
     "ix_pf_runs_parent_listing": ["parent_run_id", "started_at", "run_id"],
     "ix_pf_runs_status_listing": ["status", "parent_run_id", "started_at", "run_id"],
     "ix_pf_runs_flow_listing": ["flow_name", "parent_run_id", "started_at", "run_id"],
+    # the same with nested runs included
+    "ix_pf_runs_status_all": ["status", "started_at", "run_id"],
+    "ix_pf_runs_flow_all": ["flow_name", "started_at", "run_id"],
+    # counts per status (of top-level runs, of a flow's), read from the index alone
+    "ix_pf_runs_parent_status": ["parent_run_id", "status"],
+    "ix_pf_runs_flow_status": ["flow_name", "parent_run_id", "status"],
 }
 
 

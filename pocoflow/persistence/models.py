@@ -70,6 +70,11 @@ class RunRow(Base):
         Index("ix_pf_runs_parent_listing", "parent_run_id", "started_at", "run_id"),
         Index("ix_pf_runs_status_listing", "status", "parent_run_id", "started_at", "run_id"),
         Index("ix_pf_runs_flow_listing", "flow_name", "parent_run_id", "started_at", "run_id"),
+        Index("ix_pf_runs_status_all", "status", "started_at", "run_id"),
+        Index("ix_pf_runs_flow_all", "flow_name", "started_at", "run_id"),
+        # counts per status read from an index alone (revision 3)
+        Index("ix_pf_runs_parent_status", "parent_run_id", "status"),
+        Index("ix_pf_runs_flow_status", "flow_name", "parent_run_id", "status"),
         # a dedup_key is unique among runs in flight (revision 4)
         Index("ix_pf_runs_dedup", "dedup_key", unique=True,
               sqlite_where=text(IN_FLIGHT), postgresql_where=text(IN_FLIGHT)),

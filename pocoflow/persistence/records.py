@@ -261,18 +261,21 @@ class RunRecords:
     def cancel_run(self, run_id: str) -> str:
         """Stop a run from any process: ``"requested"`` for a running run (its process
         sees the request within a second and ends it ``cancelled`` with its checkpoint),
-        ``"cancelled"`` for one no process runs (queued, paused, interrupted), or its
-        status if it already ended. RunNotFoundError if there is no such run."""
+        ``"cancelled"`` for one no process runs (queued, paused, interrupted, or left
+        running by pocoflow 0.2 with no owner), or its status if it already ended.
+        RunNotFoundError if there is no such run."""
         run = self.get_run(run_id)
         if run is None:
             raise RunNotFoundError(f"No run '{run_id}' in {self.safe_url}; "
                                    "db.list_runs() shows the runs there.")
         status = run["status"]
         stamp = rows.now_iso()
-        if status == "running" and self._write(queries.request_cancel, run_id, stamp):
+        if status == "running" and run.get("owner") \
+                and self._write(queries.request_cancel, run_id, stamp):
             control.stop(run_id)  # at once, if it runs in this very process
             return "requested"
-        if status in ("queued", "paused", "interrupted"):
+        if status in ("queued", "paused", "interrupted", "running"):  # running: no owner
+            # (pocoflow 0.2 left runs so): no process will act on a request
             observed = {**run, "status": "running" if status == "interrupted" else status}
             if self._write(queries.cancel_stopped, observed, stamp):
                 return "cancelled"
