@@ -304,7 +304,9 @@ def _follow(db: WorkflowDB, args: argparse.Namespace, ctx: Context) -> int:
     history = history[-args.lines:] if args.lines else []
     seen = _Seen()
     strangers: set[str] = set()
-    for event in history:
+    # what is already there is history: the look-back below must not print it again
+    before = db.get_events(None, after_id=max(0, cursor - LOOK_BACK), limit=LOOK_BACK)
+    for event in [*(e for e in before if e["id"] <= cursor), *history]:
         seen.add(event["id"])
     _print_events(history, args.json)
     cursor = max([cursor, *(e["id"] for e in history)])
