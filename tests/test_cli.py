@@ -281,8 +281,7 @@ def test_resume_with_a_bad_target_is_a_one_line_error(tmp_path: Path, capsys: Ca
     (tmp_path / "notaflow.py").write_text("value = 3\n")
     monkeypatch.chdir(tmp_path)
     try:
-        code, _, err = run_cli(capsys, "resume", "notaflow:value", "r1", "--db",
-                               tmp_path / "x.db")
+        code, _, err = run_cli(capsys, "resume", "notaflow:value", "r1")
         assert 1 == code
         assert "notaflow:value is not a Flow" in err
         code, _, err = run_cli(capsys, "resume", "no-colon", "r1")

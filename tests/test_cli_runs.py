@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -202,18 +201,19 @@ def test_show_prints_row_events_checkpoint_and_nested_runs(recorded: str, capsys
     assert ("completed", "outer", "-") == (values["status"], values["flow_name"],
                                            values["error_msg"])
     assert values["took"].endswith(("ms", "s"))
-    title, header, *rows = events.splitlines()
+    title, _header, *rows = events.splitlines()
     assert "events (6)" == title
     assert ["flow_start", "node_start", "node_end", "node_start", "node_end", "flow_end"] == [
         row.split()[1] for row in rows]
     assert all(row.startswith("+") for row in rows)
     assert rows[2].split()[4] == "default"  # node_end: the action, then how long it took
-    title, header, *rows = checkpoint.splitlines()
+    title, _header, *rows = checkpoint.splitlines()
     assert title.startswith("checkpoint after step 1 (inner, ")
     stored = {row.split()[0]: row.split(None, 1)[1] for row in rows}
     assert '{"__pf__": "datetime", "v": "2026-01-02T03:04:05"}' == stored["when"]
     assert "true" == stored["inner"]
-    assert stored["text"].startswith('"lorem ipsum') and stored["text"].endswith("...")
+    assert stored["text"].startswith('"lorem ipsum')
+    assert stored["text"].endswith("...")
     assert all(len(row) <= 100 for row in rows)
     assert nested.startswith("nested runs (1)")
     assert ["outer-1.1"] == ids(nested.split("\n", 1)[1])
@@ -251,7 +251,8 @@ def test_show_escapes_terminal_control_characters(tmp_path: Path, capsys: Captur
     db.create_run("evil", "f")
     db.update_run("evil", status="failed", error_msg="\x1b[2J\x1b]0;owned\x07gone")
     _, out, _ = run_cli(capsys, "runs", "show", tmp_path / "x.db", "evil")
-    assert "\x1b" not in out and "\x07" not in out
+    assert "\x1b" not in out
+    assert "\x07" not in out
     assert "\\x1b[2J" in out
     assert "\x1b[2J" in json_of(capsys, "runs", "show", tmp_path / "x.db", "evil")["run"][
         "error_msg"]
@@ -401,13 +402,13 @@ def test_tail_of_every_run_stops_on_ctrl_c(recorded: str, capsys: Capture,
 
 
 @pytest.fixture
-def many_events(tmp_path: Path) -> Iterator[Path]:
+def many_events(tmp_path: Path) -> Path:
     path = tmp_path / "many.db"
     db = WorkflowDB(path)
     db.create_run("r", "f")
     for i in range(300):
         db.save_event("r", "node_start", step=i, node_name="N")
-    yield path
+    return path
 
 
 def test_tail_finds_the_newest_events_of_a_long_log(many_events: Path, capsys: Capture,

@@ -141,9 +141,10 @@ def _refusals() -> tuple[type[BaseException], ...]:
 
 
 def resume_run(args: argparse.Namespace, ctx: Context) -> int:
+    db = ctx.open_existing(args.db, command="pocoflow resume") if args.db else None
     flow = load_flow(args.flow)
-    if args.db is not None:
-        flow.db = ctx.open_existing(args.db, command="pocoflow resume")
+    if db is not None:
+        flow.db = db
     if flow.db is None:
         raise CLIError(f"{args.flow} has no database, so it has no runs to resume; give "
                        "the database the run was recorded in with --db DB.")
