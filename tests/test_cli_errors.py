@@ -417,6 +417,8 @@ def test_an_unknown_run_is_a_one_line_error(one_run: Path, capsys: Capture, verb
     (["runs", "show", "{db}"], ["required: RUN_ID"]),
     (["runs", "frobnicate", "{db}", "x", "y"], ["unrecognized arguments"]),
     (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    (["runs", "lst", "{db}"], ["unknown command 'lst' (did you mean 'ls'?)"]),
+    (["runs", "shwo", "{db}", "r1"], ["unknown command 'shwo' (did you mean 'show'?)"]),
     ([], ["required: COMMAND"]),
     (["db", "downgrade", "{db}"], ["invalid choice: 'downgrade'"]),
     (["resume", "no-colon", "r1"], ["'no-colon' is not MODULE:FLOW"]),
@@ -434,7 +436,7 @@ def test_a_bad_command_line_is_a_one_line_usage_error(one_run: Path, capsys: Cap
     naming it and the form it takes, exit 2, before any database is opened."""
     code, out, err = run_cli(capsys, *command(words, one_run))
     assert_one_line_error(code, out, err, *names, exit_code=2)
-    assert "--help shows the usage" in err
+    assert "--help shows the usage" in err or "the commands are ls, show" in err
 
 
 # ── MODULE:FLOW ─────────────────────────────────────────────────────────────

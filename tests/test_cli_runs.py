@@ -271,6 +271,20 @@ def test_old_forms_still_work(recorded: str, capsys: Capture) -> None:
         capsys, "runs", "show", recorded, "outer-1")
 
 
+def test_options_go_anywhere(recorded: str, capsys: Capture) -> None:
+    """Options may come before, between or after the positionals, in the new forms and
+    the old ones alike (tail's optional RUN_ID included)."""
+    expected = run_cli(capsys, "runs", "tail", recorded, "failing-1", "--json", "-n", "2")
+    assert 0 == expected[0]
+    assert 2 == len(expected[1].splitlines())
+    assert expected == run_cli(capsys, "runs", "tail", "--json", recorded, "-n", "2",
+                               "failing-1")
+    assert expected == run_cli(capsys, "runs", "tail", recorded, "--interval", "0.5",
+                               "--json", "failing-1", "--lines=2")
+    assert run_cli(capsys, "runs", "ls", recorded, "--limit", "1") == run_cli(
+        capsys, "runs", "--limit", "1", recorded)
+
+
 def test_a_database_named_like_a_command(tmp_path: Path, capsys: Capture,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A word after `runs` that is a command is the command: `runs ls` with a file named

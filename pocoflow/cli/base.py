@@ -378,13 +378,21 @@ def note(text: str) -> None:
 # ── output ──────────────────────────────────────────────────────────────────
 
 
+def write(text: str) -> None:
+    """*text* on stdout, in pieces smaller than its buffer: a larger write that the pipe
+    takes only in part (its reader went away) can end without an error in CPython, and
+    the rest is lost silently; pieces make the next write report the broken pipe."""
+    for start in range(0, len(text), 4096):
+        sys.stdout.write(text[start:start + 4096])
+
+
 def emit_json(document: Any) -> None:
     """One JSON document on stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def emit_json_line(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
+    write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
 
 
 def width() -> int:

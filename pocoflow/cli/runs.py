@@ -7,6 +7,8 @@ import json
 import sys
 import time
 from collections import deque
+from difflib import get_close_matches
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +36,9 @@ if TYPE_CHECKING:
     from pocoflow.db import WorkflowDB
 
 COMMANDS = ("ls", "show", "cancel", "tail")
-#: ``runs ls`` options that take a value (to find the positionals of the old forms)
-_VALUED = ("--status", "--flow", "--search", "--since", "--until", "--limit", "--offset")
+#: options of the runs commands that take a value (to tell their values from positionals)
+_VALUED = ("--status", "--flow", "--search", "--since", "--until", "--limit", "--offset",
+           "--interval", "-n", "--lines")
 #: statuses at which a run has stopped (``tail RUN_ID`` ends there)
 STOPPED = ("completed", "failed", "cancelled", "paused", "interrupted")
 _DB_HELP = "SQLite file path or SQLAlchemy URL (never created by these commands)"
@@ -115,10 +118,12 @@ def add_parser(commands: Any) -> None:
 def rewrite_old_forms(argv: list[str]) -> list[str]:
     """``runs DB`` means ``runs ls DB``, ``runs DB RUN_ID`` means ``runs show DB RUN_ID``
     (the forms of PocoFlow 0.3.0.dev0). A first positional that is a command word is
-    always the command."""
+    always the command. Options go before the positionals, so that argparse gives
+    ``tail DB --interval 1 RUN_ID`` its optional RUN_ID."""
     if len(argv) < 2 or argv[0] != "runs":
         return argv
     positionals: list[str] = []
+    options: list[str] = []
     rest = iter(argv[1:])
     for token in rest:
         if token == "--":
@@ -126,20 +131,28 @@ def rewrite_old_forms(argv: list[str]) -> list[str]:
         elif token in ("-h", "--help"):
             return argv
         elif token.startswith("-") and token != "-":
+            options.append(token)
             if token in _VALUED:
-                next(rest, None)
+                options.extend(islice(rest, 1))
         else:
             positionals.append(token)
     if not positionals:
         return argv
-    if positionals[0] in COMMANDS:
-        word = positionals[0]
-        if len(positionals) == 1 and Path(word).is_file():
-            raise UsageError(f"pocoflow runs: error: {word!r} is the command 'runs {word}'; "
-                             f"to read the database file named {word!r}, write "
-                             f"'pocoflow runs {word} ./{word}'")
-        return argv
-    return ["runs", "ls" if len(positionals) == 1 else "show", *argv[1:]]
+    verb, *positionals = positionals
+    if verb in COMMANDS:
+        if not positionals and Path(verb).is_file():
+            raise UsageError(f"pocoflow runs: error: {verb!r} is the command 'runs {verb}'; "
+                             f"to read the database file named {verb!r}, write "
+                             f"'pocoflow runs {verb} ./{verb}'")
+    else:
+        near = get_close_matches(verb, COMMANDS, n=1, cutoff=0.6)
+        if near and "://" not in verb and not Path(verb).exists():
+            raise UsageError(f"pocoflow runs: error: unknown command {verb!r} (did you mean "
+                             f"'{near[0]}'?); the commands are {', '.join(COMMANDS)}")
+        positionals.insert(0, verb)
+        verb = "ls" if len(positionals) == 1 else "show"
+    dashed = ["--"] if any(p.startswith("-") for p in positionals) else []
+    return ["runs", verb, *options, *dashed, *positionals]
 
 
 # ── ls ──────────────────────────────────────────────────────────────────────
