@@ -409,7 +409,7 @@ def test_tail_of_every_run_stops_on_ctrl_c(recorded: str, capsys: Capture,
     def interrupt(_: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pocoflow.cli.runs.time.sleep", interrupt)
+    monkeypatch.setattr("pocoflow.cli.follow.time.sleep", interrupt)
     code, out, err = run_cli(capsys, "runs", "tail", recorded, "-n", "3", "--json")
     assert (0, "") == (code, err)
     assert newest == [json.loads(line)["id"] for line in out.splitlines()]
@@ -432,7 +432,7 @@ def test_tail_finds_the_newest_events_of_a_long_log(many_events: Path, capsys: C
     def interrupt(_: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pocoflow.cli.runs.time.sleep", interrupt)
+    monkeypatch.setattr("pocoflow.cli.follow.time.sleep", interrupt)
     code, out, _ = run_cli(capsys, "runs", "tail", many_events, "-n", "5", "--json")
     assert 0 == code
     assert [295, 296, 297, 298, 299] == [json.loads(line)["step"] for line in out.splitlines()]

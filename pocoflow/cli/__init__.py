@@ -28,8 +28,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from pocoflow.cli import base, flows, runs, schema
-from pocoflow.cli.base import CLIError, Context, Parser, UsageError
+from pocoflow.cli import base, databases, flows, runs, schema
+from pocoflow.cli.base import CLIError, Parser, UsageError
+from pocoflow.cli.databases import Context
 
 EXIT_CODES = """\
 exit codes:
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     standalone = argv is None
     words = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     ctx = Context(standalone=standalone,
-                  secrets=tuple(s for w in words for s in base.secrets_of(w)))
+                  secrets=tuple(s for w in words for s in databases.secrets_of(w)))
     if standalone:
         _tolerate_odd_text()
     try:
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("POCOFLOW_DEBUG"):
             traceback.print_exc()
         code = exc.code if isinstance(exc, CLIError) else base.ERROR
-        _say(ctx, f"pocoflow: error: {base.explain(exc, ctx.target)}")
+        _say(ctx, f"pocoflow: error: {databases.explain(exc, ctx.target)}")
         return code
 
 

@@ -11,7 +11,8 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from pocoflow.cli.base import OK, CLIError, Context, emit_json, module_attr, note
+from pocoflow.cli.base import OK, CLIError, emit_json, module_attr, note
+from pocoflow.cli.databases import Context
 
 if TYPE_CHECKING:
     from pocoflow.flow import Flow

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pocoflow.cli.base import OK, Context, check_file, emit_json
+from pocoflow.cli.base import OK, emit_json
+from pocoflow.cli.databases import Context, check_file
 
 
 def add_parser(commands: Any) -> None:
