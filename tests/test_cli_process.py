@@ -168,6 +168,14 @@ def test_head_in_a_shell_pipeline(big_db: Path) -> None:
     assert "141\n" == done.stderr
 
 
+def test_stdout_closed_from_the_start(big_db: Path) -> None:
+    """Started with stdout closed (`>&-`), a command still runs and says nothing."""
+    command = " ".join(pocoflow_command("runs", "ls", big_db, "--limit", "5000"))
+    done = subprocess.run(["bash", "-c", f"{command} >&-"], capture_output=True, text=True,
+                          cwd=ROOT, env=ENV, timeout=WAIT, check=False)
+    assert (0, "") == (done.returncode, done.stderr)
+
+
 # ── Ctrl-C ──────────────────────────────────────────────────────────────────
 
 

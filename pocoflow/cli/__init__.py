@@ -72,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   secrets=tuple(s for w in words for s in databases.secrets_of(w)))
     if standalone:
         _tolerate_odd_text()
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # started with that file descriptor closed
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - for the process
     try:
         try:
             args = build_parser().parse_args(runs.rewrite_old_forms(words))

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from pocoflow.cli.base import OK, clip, emit_json_line, short_time, width
+from pocoflow.cli.base import OK, CLIError, clip, emit_json_line, short_time, width
 from pocoflow.cli.databases import Context
 from pocoflow.cli.runs import STOPPED, event_cells, existing_run
 
@@ -52,7 +52,7 @@ def _follow(db: WorkflowDB, args: argparse.Namespace, ctx: Context) -> int:
     _print_events(history, args.json)
     cursor = max([cursor, *(e["id"] for e in history)])
     while True:
-        status = db.get_run(run_id)["status"] if run_id is not None else None  # type: ignore[index]
+        status = None if run_id is None else _status(db, run_id, ctx)
         while True:
             batch = db.get_events(None, after_id=max(0, cursor - LOOK_BACK), limit=BATCH)
             fresh = [e for e in batch if not seen.has(e["id"])]
@@ -71,6 +71,14 @@ def _follow(db: WorkflowDB, args: argparse.Namespace, ctx: Context) -> int:
             return OK
         sys.stdout.flush()
         time.sleep(args.interval)
+
+
+def _status(db: WorkflowDB, run_id: str, ctx: Context) -> str:
+    run = db.get_run(run_id)
+    if run is None:
+        shown = ctx.target.shown if ctx.target else db.url
+        raise CLIError(f"Run {run_id!r} is gone from {shown} (deleted while followed).")
+    return str(run["status"])
 
 
 def _print_events(events: list[dict[str, Any]], as_json: bool) -> None:
