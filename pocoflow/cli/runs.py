@@ -93,7 +93,7 @@ def add_parser(commands: Any) -> None:
                     "and ends it 'cancelled' with its checkpoint; a queued, paused or "
                     "interrupted run is marked cancelled at once; an ended run is left as "
                     "it is.")
-    cancel.add_argument("database", metavar="DB", help="SQLite file path or SQLAlchemy URL")
+    cancel.add_argument("database", metavar="DB", help=_DB_HELP)
     cancel.add_argument("run_id", metavar="RUN_ID")
     cancel.add_argument("--json", action="store_true", help="one JSON document")
     cancel.set_defaults(func=cancel_run)

@@ -22,7 +22,8 @@ def add_parser(commands: Any) -> None:
     upgrade.add_argument("--json", action="store_true", help="one JSON document")
     upgrade.set_defaults(func=upgrade_db)
     current = verbs.add_parser("current", help="print DB's schema revision (changes nothing)")
-    current.add_argument("database", metavar="DB", help="SQLite file path or SQLAlchemy URL")
+    current.add_argument("database", metavar="DB",
+                         help="SQLite file path or SQLAlchemy URL (never created)")
     current.add_argument("--json", action="store_true", help="one JSON document")
     current.set_defaults(func=current_db)
 
