@@ -72,6 +72,18 @@ def test_monitor_serves_the_database_on_this_machine(serve_calls: list[dict[str,
         serve_calls
 
 
+def test_monitor_serve_may_be_named_serve_monitor(ui_modules: None, database: Path,
+                                                  capsys: Capture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """pocoflow.ui.server.serve_monitor is called when there is no serve()."""
+    calls = []
+    server = types.ModuleType("pocoflow.ui.server")
+    server.serve_monitor = lambda db, **options: calls.append((db, options))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pocoflow.ui.server", server)
+    assert 0 == run_cli(capsys, "monitor", database, "--port", "8502")[0]
+    assert [(str(database), {"port": 8502, "host": "127.0.0.1", "flow": None})] == calls
+
+
 def test_monitor_options(serve_calls: list[dict[str, Any]], database: Path, capsys: Capture,
                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--port, --host and --flow reach serve(); --flow is checked first (it must name a

@@ -178,7 +178,8 @@ _INSTALL = "pip install 'pocoflow[ui]'"
 
 
 def monitor_server() -> Any:
-    """``pocoflow.ui.server.serve``, or a one-line error naming what to install."""
+    """``pocoflow.ui.server.serve`` (or ``serve_monitor``), or a one-line error naming
+    what to install."""
     try:
         server = importlib.import_module("pocoflow.ui.server")
     except ModuleNotFoundError as exc:
@@ -191,7 +192,8 @@ def monitor_server() -> Any:
                            f"missing): {_INSTALL}.") from None
         raise CLIError(f"The monitor needs {missing!r}, which is not installed: {_INSTALL}."
                        ) from None
-    serve = getattr(server, "serve", None)
+    # serve(db, *, port, host, flow); the monitor's branch names it serve_monitor
+    serve = getattr(server, "serve", None) or getattr(server, "serve_monitor", None)
     if not callable(serve):
         raise CLIError("pocoflow.ui.server has no serve() function; reinstall the monitor: "
                        "pip install -U 'pocoflow[ui]'.")
