@@ -163,17 +163,22 @@ def test_runs_filters(old_db: Path, capsys: Capture) -> None:
 
 
 def test_runs_of_one_run_shows_its_row_and_events(old_db: Path, capsys: Capture) -> None:
-    """`runs DB RUN_ID` prints the run's fields and then its events in order."""
+    """`runs DB RUN_ID` (the old form of `runs show`) prints the run's fields, then its
+    events in order, then its last checkpoint."""
     code, out, _ = run_cli(capsys, "runs", old_db, "greet-failed")
     assert 0 == code
-    fields, events = out.split("\n\n")
+    fields, events, checkpoint = out.split("\n\n")
     values = dict(line.strip().split(": ", 1) for line in fields.splitlines())
     assert "failed" == values["status"]
     assert "boom at step 1" == values["error_msg"]
     assert "FailingTransform" == values["current_node"]
-    kinds = [line.split()[1] for line in events.splitlines()]
+    title, header, *lines = events.splitlines()
+    assert "events (5)" == title
+    assert header.split()[:2] == ["at", "event"]
+    kinds = [line.split()[1] for line in lines]
     assert ["flow_start", "node_start", "node_end", "node_start", "node_error"] == kinds
-    assert events.splitlines()[-1].rstrip().endswith("boom at step 1")
+    assert lines[-1].rstrip().endswith("boom at step 1")
+    assert checkpoint.startswith("checkpoint after step 0 (")
 
 
 def test_runs_of_an_unknown_run_fails(old_db: Path, capsys: Capture) -> None:
@@ -181,13 +186,14 @@ def test_runs_of_an_unknown_run_fails(old_db: Path, capsys: Capture) -> None:
     code, out, err = run_cli(capsys, "runs", old_db, "no-such-run")
     assert 1 == code
     assert "" == out
-    assert "no run 'no-such-run'" in err
+    assert "No run 'no-such-run'" in err
 
 
-def test_runs_with_a_bad_status_is_a_one_line_error(old_db: Path, capsys: Capture) -> None:
-    """A bad --status is a one-line error and exit 1, not a traceback."""
+def test_runs_with_a_bad_status_is_a_one_line_usage_error(old_db: Path,
+                                                          capsys: Capture) -> None:
+    """A bad --status is a one-line usage error and exit 2, not a traceback."""
     code, _, err = run_cli(capsys, "runs", old_db, "--status", "bogus")
-    assert 1 == code
+    assert 2 == code
     assert 1 == len(err.strip().splitlines())
     assert "bogus" in err
 
@@ -275,12 +281,11 @@ def test_resume_with_a_bad_target_is_a_one_line_error(tmp_path: Path, capsys: Ca
     (tmp_path / "notaflow.py").write_text("value = 3\n")
     monkeypatch.chdir(tmp_path)
     try:
-        code, _, err = run_cli(capsys, "resume", "notaflow:value", "r1", "--db",
-                               tmp_path / "x.db")
+        code, _, err = run_cli(capsys, "resume", "notaflow:value", "r1")
         assert 1 == code
         assert "notaflow:value is not a Flow" in err
         code, _, err = run_cli(capsys, "resume", "no-colon", "r1")
-        assert 1 == code
+        assert 2 == code
         assert "MODULE:FLOW" in err
     finally:
         import sys
