@@ -5,12 +5,15 @@
     pocoflow runs show DB RUN_ID [--json]
     pocoflow runs cancel DB RUN_ID [--json]
     pocoflow runs tail DB [RUN_ID] [--interval S] [-n N] [--json]
+    pocoflow runs gc DB --older-than WHEN [--status S] [--batch N] [--json]
     pocoflow runs DB            (= runs ls DB)
     pocoflow runs DB RUN_ID     (= runs show DB RUN_ID)
     pocoflow db upgrade DB [--json]
     pocoflow db current DB [--json]
     pocoflow resume MODULE:FLOW RUN_ID [--db DB] [--set KEY=JSON ...] [--json]
     pocoflow monitor DB [--port N] [--host H] [--flow MODULE:FLOW]
+    pocoflow worker MODULE:FLOW [--db DB] [--queue NAME] [--concurrency N]
+                    [--queue-concurrency N] [--rate N/PERIOD] [--max-attempts N] [--grace S]
     pocoflow --version
 
 DB is a SQLite file path or a SQLAlchemy URL. Only ``db upgrade`` creates a
@@ -28,7 +31,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from pocoflow.cli import base, databases, flows, runs, schema
+from pocoflow.cli import base, databases, flows, runs, schema, workers
 from pocoflow.cli.base import CLIError, Parser, UsageError
 from pocoflow.cli.databases import Context
 
@@ -59,6 +62,7 @@ def build_parser() -> Parser:
     runs.add_parser(commands)
     schema.add_parser(commands)
     flows.add_parsers(commands)
+    workers.add_worker_parser(commands)
     return parser
 
 

@@ -32,10 +32,10 @@ from pocoflow.cli.databases import Context
 if TYPE_CHECKING:
     from pocoflow.db import WorkflowDB
 
-COMMANDS = ("ls", "show", "cancel", "tail")
+COMMANDS = ("ls", "show", "cancel", "tail", "gc")
 #: options of the runs commands that take a value (to tell their values from positionals)
 _VALUED = ("--status", "--flow", "--search", "--since", "--until", "--limit", "--offset",
-           "--interval", "-n", "--lines")
+           "--interval", "-n", "--lines", "--older-than", "--batch")
 #: statuses at which a run has stopped (``tail RUN_ID`` ends there)
 STOPPED = ("completed", "failed", "cancelled", "paused", "interrupted")
 _DB_HELP = "SQLite file path or SQLAlchemy URL (never created by these commands)"
@@ -112,6 +112,10 @@ def add_parser(commands: Any) -> None:
                       help="events to print from before (default 10)")
     tail.add_argument("--json", action="store_true", help="one JSON object per event and line")
     tail.set_defaults(func=follow.tail_events)
+
+    from pocoflow.cli.workers import add_gc_parser
+
+    add_gc_parser(verbs, _DB_HELP)
 
 
 def rewrite_old_forms(argv: list[str]) -> list[str]:

@@ -1,0 +1,118 @@
+"""``pocoflow worker`` serves a queue until SIGTERM; ``pocoflow runs gc`` deletes old runs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pocoflow import WorkflowDB
+from pocoflow.cli import main
+from pocoflow.cli.workers import rate
+
+FLOWS = textwrap.dedent("""
+    from pocoflow import Flow, Node
+
+    class Count(Node):
+        def post(self, store, prep_res, exec_res):
+            store["n"] = store.get("n", 0) + 1
+            return "again" if store["n"] < 3 else "done"
+
+    def build(db=None):
+        count = Count()
+        count.then("again", count)
+        return Flow(count, db_path=db, flow_name="counting")
+
+    flow = build()
+""")
+WAIT = 60.0
+
+
+def test_worker_runs_queued_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`pocoflow worker myflows:flow --db DB` completes the runs submitted to the queue,
+    and exits 0 on SIGTERM."""
+    (tmp_path / "myflows.py").write_text(FLOWS)
+    db_path = tmp_path / "q.db"
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import myflows  # type: ignore[import-not-found]
+
+        flow = myflows.build(str(db_path))
+        ids = [flow.submit({"i": i}) for i in range(5)]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("myflows", None)
+    worker = subprocess.Popen([sys.executable, "-m", "pocoflow", "worker", "myflows:flow",
+                               "--db", str(db_path), "--concurrency", "2"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        db = WorkflowDB(db_path)
+        deadline = time.monotonic() + WAIT
+        while db.count_runs().get("completed", 0) < 5:
+            assert worker.poll() is None, worker.communicate()[0]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=WAIT)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    assert 0 == worker.returncode, output
+    assert "serving queue 'default'" in output
+    assert {3} == {db.get_run(run_id)["total_steps"] for run_id in ids}  # type: ignore[index]
+
+
+def test_runs_gc_deletes_old_ended_runs_and_says_what(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`runs gc DB --older-than 0s --json` deletes the ended runs with their events and
+    checkpoints, and leaves a paused run."""
+    from pocoflow import Flow, Node, Pause
+
+    class Ask(Node):
+        def exec(self, prep_res: object) -> None:
+            raise Pause("wait")
+
+    db_path = tmp_path / "gc.db"
+    Flow(Node(), db_path=db_path, run_id="done-1").run({})
+    Flow(Node(), db_path=db_path, run_id="done-2").run({})
+    Flow(Ask(), db_path=db_path, run_id="paused").run({})
+    time.sleep(0.01)
+
+    assert 0 == main(["runs", "gc", str(db_path), "--older-than", "0s", "--json"])
+    report = json.loads(capsys.readouterr().out)
+
+    assert 2 == report["deleted"]["runs"]
+    assert 8 == report["deleted"]["events"]  # flow_start, node_start, node_end, flow_end
+    assert ["paused"] == [r["run_id"] for r in WorkflowDB(db_path).list_runs()]
+
+
+def test_runs_gc_needs_older_than(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --older-than, gc is a usage error (exit 2) and deletes nothing."""
+    db_path = tmp_path / "gc.db"
+    WorkflowDB(db_path)
+
+    assert 2 == main(["runs", "gc", str(db_path)])
+    assert "--older-than" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "expected"), [("10", (10, 1.0)), ("100/m", (100, 60.0)),
+                                                ("50/30s", (50, 30.0)), ("5/2h", (5, 7200.0))])
+def test_rate_reads_runs_per_period(text: str, expected: tuple[int, float]) -> None:
+    """--rate takes N, N/m, N/30s, N/2h."""
+    assert expected == rate(text)
+
+
+def test_a_bad_rate_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--rate fast exits 2 naming the value and an example."""
+    assert 2 == main(["worker", "x:flow", "--rate", "fast"])
+    assert "'fast' is not a rate" in capsys.readouterr().err
+
+
