@@ -5,6 +5,13 @@ A real ``MutableMapping``: ``[]``, ``get``, ``update``, ``keys``, ``items``,
 (checked on every write), observers, JSON snapshot/restore, transient keys
 (never checkpointed: clients, locks, queues) and change tracking, which the
 engine hands to checkpoint sinks so they can store only what changed.
+
+A value the checkpoint codec cannot encode (a live object nobody declared
+transient, as pocoflow 0.2 programs keep an LLM client under ``_llm``) is left
+out of checkpoints and snapshots, listed under ``excluded`` like a transient
+key, and reported once per key per run by a WARNING on ``pocoflow.db`` or
+``pocoflow.store``; ``Store(..., strict_checkpoints=True)`` makes it an error
+instead (:class:`~pocoflow.errors.CheckpointEncodeError`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pocoflow.errors import SchemaError
 from pocoflow.logging import get_logger
 
 if TYPE_CHECKING:
+    import logging
     from pathlib import Path
 
 _log = get_logger("store")
@@ -39,13 +47,61 @@ class StoreChanges(NamedTuple):
     read_all: bool = False
 
 
+class TransientKeys(frozenset):  # type: ignore[type-arg]
+    """A Store's transient keys (``Store.transient``), carrying its checkpoint policy.
+
+    Checkpoint writers (the recorder, ``WorkflowDB.save_checkpoint``, JSON
+    snapshots) receive the store's data and this set. Besides the keys declared
+    transient it says what to do with a value the codec cannot encode:
+    ``strict`` raises, otherwise the key is left out and :meth:`leave_out`
+    warns once per key for the store's current run (``warned``).
+    """
+
+    __slots__ = ("store_name", "strict", "warned")
+
+    store_name: str
+    strict: bool
+    warned: set[str]
+
+    def __new__(cls, keys: Iterable[str] = (), strict: bool = False,
+                store_name: str = "store") -> TransientKeys:
+        self = super().__new__(cls, keys)
+        self.strict = strict
+        self.store_name = store_name
+        self.warned = set()
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TransientKeys, (frozenset(self), self.strict, self.store_name))
+
+    def leave_out(self, error: Exception, logger: logging.Logger) -> None:
+        """A value could not be encoded (*error*, a CheckpointEncodeError naming the key):
+        re-raise it if strict, else log a WARNING the first time the key is left out."""
+        if self.strict:
+            raise error
+        key = getattr(error, "key", "?")
+        if key in self.warned:
+            return
+        self.warned.add(key)
+        type_name = getattr(error, "type_name", "value")
+        logger.warning(
+            "Store '%s': key '%s' holds %s %s, which checkpoints cannot encode; it is left "
+            "out of checkpoints and snapshots (listed under 'excluded'), so a resume will "
+            "not have it. Declare it transient (Store(..., transient={'%s'})) to say so and "
+            "silence this warning, or create the Store with strict_checkpoints=True to make "
+            "it an error.", self.store_name, key, _article(type_name), type_name, key)
+
+
 class Store(MutableMapping[str, Any]):
     """Shared state of a pipeline run.
 
     ``data`` is copied; ``schema`` maps key → class, tuple of classes or typing
     form (``int | None``, ``list[str]``, ``Literal[...]``); schema keys are the
     required keys for :meth:`validate`. ``transient`` keys hold live objects
-    that snapshots and checkpoints skip on purpose (and say so).
+    that snapshots and checkpoints skip on purpose (and say so). Any other
+    value the checkpoint codec cannot encode is skipped too, recorded as
+    excluded and logged once per key per run, unless ``strict_checkpoints``
+    asks for a :class:`~pocoflow.errors.CheckpointEncodeError` instead.
     """
 
     def __init__(
@@ -55,16 +111,17 @@ class Store(MutableMapping[str, Any]):
         name: str = "store",
         *,
         transient: Iterable[str] = (),
+        strict_checkpoints: bool = False,
     ) -> None:
         if data is not None and not isinstance(data, Mapping):
             raise TypeError(
                 f"Store '{name}': data must be a mapping such as a dict, got "
                 f"{type(data).__name__}. Pass Store({{'key': value}})."
             )
-        self._init(dict(data) if data else {}, schema, name, transient)
+        self._init(dict(data) if data else {}, schema, name, transient, strict_checkpoints)
 
     def _init(self, data: dict[str, Any], schema: Mapping[str, Any] | None, name: str,
-              transient: Iterable[str]) -> None:
+              transient: Iterable[str], strict_checkpoints: bool = False) -> None:
         if not isinstance(name, str):
             raise TypeError(f"Store name must be a str, got {type(name).__name__}.")
         self._data = data
@@ -80,7 +137,7 @@ class Store(MutableMapping[str, Any]):
             }
         if isinstance(transient, str):
             transient = (transient,)
-        self._transient = frozenset(transient)
+        self._transient = TransientKeys(transient, bool(strict_checkpoints), name)
         self._observers: list[Observer] = []
         self._written: set[str] = set()
         self._deleted: set[str] = set()
@@ -169,7 +226,13 @@ class Store(MutableMapping[str, Any]):
 
     @property
     def transient(self) -> frozenset[str]:
+        """The keys declared transient: never checkpointed (live objects, on purpose)."""
         return self._transient
+
+    @property
+    def strict_checkpoints(self) -> bool:
+        """True: a value checkpoints cannot encode is an error, not a recorded exclusion."""
+        return self._transient.strict
 
     def _reject(self, key: str, value: Any) -> None:
         from pocoflow.typecheck import describe
@@ -244,20 +307,23 @@ class Store(MutableMapping[str, Any]):
         return self._data
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        """Serialise to the snapshot JSON; a value that cannot be encoded is an error
-        naming its key. Plain values are written as they are (0.2's format); datetime,
-        tuple, set, Decimal, dataclasses and the other types checkpoints keep are tagged
-        so :meth:`restore` gives them back. Transient keys are left out and listed under
-        ``"excluded"``.
+        """Serialise to the snapshot JSON. Plain values are written as they are (0.2's
+        format); datetime, tuple, set, Decimal, dataclasses and the other types
+        checkpoints keep are tagged so :meth:`restore` gives them back. Transient keys,
+        and keys whose value cannot be encoded, are left out and listed under
+        ``"excluded"`` (the latter logged once per key per run); with
+        ``strict_checkpoints`` such a value is a CheckpointEncodeError naming its key.
         """
         import json  # imported on use: keeps `import pocoflow` light
 
         from pocoflow.errors import CheckpointEncodeError
         from pocoflow.persistence.codec import to_jsonable
 
+        policy = self._transient
         data: dict[str, Any] = {}
+        excluded = [k for k in policy if k in self._data]
         for key, value in self._data.items():
-            if key in self._transient:
+            if key in policy:
                 continue
             if not isinstance(key, str):
                 raise TypeError(
@@ -267,11 +333,13 @@ class Store(MutableMapping[str, Any]):
             try:
                 data[key] = to_jsonable(value, key)
             except CheckpointEncodeError as exc:
-                raise CheckpointEncodeError(f"Store '{self._name}': {exc}") from None
+                if policy.strict:
+                    raise CheckpointEncodeError(f"Store '{self._name}': {exc}") from None
+                policy.leave_out(exc, _log)
+                excluded.append(key)
         payload: dict[str, Any] = {"name": self._name, "data": data}
-        excluded = sorted(k for k in self._transient if k in self._data)
         if excluded:
-            payload["excluded"] = excluded
+            payload["excluded"] = sorted(excluded)
         return json.dumps(payload, indent=indent, ensure_ascii=False)
 
     def snapshot(self, path: str | Path) -> None:
@@ -283,8 +351,9 @@ class Store(MutableMapping[str, Any]):
 
     @classmethod
     def restore(cls, path: str | Path, schema: Mapping[str, Any] | None = None, *,
-                transient: Iterable[str] = ()) -> Store:
-        """Load a store written by :meth:`snapshot` (its name is kept)."""
+                transient: Iterable[str] = (), strict_checkpoints: bool = False) -> Store:
+        """Load a store written by :meth:`snapshot` (its name is kept; keys the snapshot
+        lists under ``"excluded"`` are absent)."""
         import json
         from pathlib import Path
 
@@ -317,7 +386,8 @@ class Store(MutableMapping[str, Any]):
         except CheckpointDecodeError as exc:
             raise CheckpointDecodeError(f"Store snapshot file '{path}': {exc}") \
                 from exc.__cause__
-        return cls(data, schema=schema, name=name, transient=transient)
+        return cls(data, schema=schema, name=name, transient=transient,
+                   strict_checkpoints=strict_checkpoints)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -348,6 +418,10 @@ def as_store(store: Store | dict[str, Any] | None) -> Store:
         f"A flow runs on a Store or a dict, got {type(store).__name__}. "
         "Pass Store({...}) or a plain dict."
     )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:

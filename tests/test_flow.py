@@ -306,11 +306,36 @@ async def test_checkpoint_dir_writes_restorable_snapshots(tmp_path: Path) -> Non
     assert "pipe" == last.name
 
 
-async def test_non_json_value_fails_the_run_naming_the_key(tmp_path: Path) -> None:
-    """A store value JSON cannot hold fails a checkpointed run with TypeError naming the key."""
+async def test_non_json_value_is_left_out_of_snapshots_listed_and_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A store value the codec cannot encode (a live client, as 0.2 programs keep in the
+    store) is left out of every JSON checkpoint, listed under "excluded", and reported by
+    one WARNING naming the key and its type; the run completes."""
+    a = Step("ok", name="A", key="client", value=object())
+    a.then("ok", Step("done", name="B", key="b", value=2))
+    with caplog.at_level(logging.WARNING, logger="pocoflow"):
+        await Flow(start=a, checkpoint_dir=tmp_path).run_async(Store(name="live"))
+
+    files = sorted(tmp_path.iterdir())
+    assert ["step_000_A.json", "step_001_B.json"] == [f.name for f in files]
+    last = json.loads(files[-1].read_text(encoding="utf-8"))
+    assert {"trail": ["A", "B"], "b": 2} == last["data"]
+    assert ["client"] == last["excluded"]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert 1 == len(warnings)
+    assert "'client'" in warnings[0].getMessage()
+    assert "object" in warnings[0].getMessage()
+    assert "live" in warnings[0].getMessage()
+
+
+async def test_non_json_value_fails_the_run_naming_the_key_with_strict_checkpoints(
+        tmp_path: Path) -> None:
+    """With Store(strict_checkpoints=True), a store value JSON cannot hold fails a
+    checkpointed run with a TypeError (CheckpointEncodeError) naming the key."""
     start = Step("done", name="A", key="client", value=object())
-    with pytest.raises(TypeError, match="'client'"):
-        await Flow(start=start, checkpoint_dir=tmp_path).run_async({})
+    with pytest.raises(pocoflow.CheckpointEncodeError, match="'client'"):
+        await Flow(start=start, checkpoint_dir=tmp_path).run_async(
+            Store(strict_checkpoints=True))
 
 
 # ── streaming ───────────────────────────────────────────────────────────────

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -406,15 +407,143 @@ def test_rich_store_values_round_trip_through_load_checkpoint(db_url: str) -> No
     assert {"x", "y"} == loaded[-2]["tags"]
 
 
-def test_unencodable_value_fails_the_run_naming_the_key(db_url: str) -> None:
-    """A store value the codec cannot encode fails the run with CheckpointEncodeError naming
-    the key and type; the run is recorded failed and earlier checkpoints stay intact."""
+class LiveClient:
+    """A live object (an LLM client, say) that no checkpoint can hold."""
+
+    def call(self, text: str) -> str:
+        return text.upper()
+
+
+class UseClient(Node):
+    """Calls ``store["client"]``; fails while ``store["fail"]`` is true."""
+
+    def prep(self, store: Any) -> Any:
+        return store["client"], store["fail"]
+
+    def exec(self, prep_res: Any) -> str:
+        client, fail = prep_res
+        if fail:
+            raise ConnectionError("provider down")
+        return client.call("hello")
+
+    def post(self, store: Any, prep_res: Any, exec_res: str) -> None:
+        store["answer"] = exec_res
+
+
+def test_unencodable_value_is_left_out_listed_as_excluded_and_logged_once(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A store value the codec cannot encode (a live client nobody declared transient)
+    is left out of every checkpoint and listed in its `excluded`, as a transient key is;
+    one WARNING on pocoflow.db names the key and the type; the run completes."""
+    db = WorkflowDB(db_url)
+    flow = counting_flow(3, db=db)
+
+    with caplog.at_level(logging.WARNING, logger="pocoflow"):
+        flow.run(Store({"until": 3, "client": LiveClient()}, name="live"))
+
+    run = only_run(db)
+    assert "completed" == run["status"]
+    checkpoints = db.get_checkpoints(run["run_id"])
+    assert 4 == len(checkpoints)
+    assert all(["client"] == json.loads(c["excluded"]) for c in checkpoints)
+    assert all("client" not in json.loads(c["store_json"]) for c in checkpoints)
+    loaded = db.load_checkpoint(run["run_id"], 3)
+    assert "client" not in loaded
+    assert {"client"} == loaded.transient
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert ["pocoflow.db"] == [r.name for r in warnings]
+    assert "'client'" in warnings[0].getMessage()
+    assert "LiveClient" in warnings[0].getMessage()
+
+
+def test_save_checkpoint_of_a_plain_dict_leaves_a_live_object_out(db_url: str) -> None:
+    """0.2's db.save_checkpoint(run_id, step, node, mapping) with a live object in the
+    mapping writes the rest and lists the key as excluded (0.2 wrote a placeholder)."""
+    db = WorkflowDB(db_url)
+    db.create_run("manual-1", "manual")
+
+    db.save_checkpoint("manual-1", 0, "A", {"text": "hi", "client": LiveClient()})
+
+    (row,) = db.get_checkpoints("manual-1")
+    assert {"text": "hi"} == json.loads(row["store_json"])
+    assert ["client"] == json.loads(row["excluded"])
+
+
+def test_a_key_that_stops_being_encodable_is_deleted_then_comes_back(db_url: str) -> None:
+    """A key whose value becomes unencodable mid-run disappears from the next checkpoint
+    (listed as excluded), and comes back once it holds plain data again."""
+
+    class Swap(Node):
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> str:
+            store["i"] = i = store.get("i", 0) + 1
+            store["slot"] = LiveClient() if i == 2 else [i]
+            return "again" if i < 3 else "done"
+
+    db = WorkflowDB(db_url, full_every=1000)
+    swap = Swap()
+    swap.then("again", swap)
+    flow = Flow(swap, db=db, flow_name="swap")
+    flow.run(Store({}))
+
+    run_id = only_run(db)["run_id"]
+    rows = db.get_checkpoints(run_id)
+    assert [None, '["slot"]', None] == [r["excluded"] for r in rows]
+    assert [{"i": 1, "slot": [1]}, {"i": 2}, {"i": 3, "slot": [3]}] == [
+        json.loads(r["store_json"]) for r in rows]
+
+
+def test_resume_after_a_failure_gets_the_left_out_live_object_from_updates(
+        db_url: str) -> None:
+    """A run whose live object was left out of its checkpoints fails; the resume knows the
+    key is missing (it is transient in the rebuilt store) and takes it from updates."""
+    db = WorkflowDB(db_url)
+    flow = Flow(chain(Put("client", LiveClient, name="Connect"), UseClient()), db=db,
+                flow_name="live")
+    with pytest.raises(ConnectionError):
+        flow.run(Store({"fail": True}))
+    run_id = only_run(db)["run_id"]
+
+    store = flow.resume(run_id, updates={"client": LiveClient(), "fail": False})
+
+    assert "HELLO" == store["answer"]
+    assert "completed" == db.get_run(run_id)["status"]
+    assert ["client"] == json.loads(db.get_checkpoints(run_id)[-1]["excluded"])
+
+
+def test_submit_and_a_queued_resume_refuse_a_value_that_cannot_reach_a_worker(
+        db_url: str) -> None:
+    """A queued run's input and a db.resume's updates go to another process whole, so a
+    value the codec cannot encode there is a CheckpointEncodeError naming the key (not
+    left out), whatever the store's policy; nothing is queued."""
+    db = WorkflowDB(db_url)
+    flow = Flow(chain(Put("a", lambda: 1), Finish()), db=db, flow_name="queued")
+
+    with pytest.raises(CheckpointEncodeError, match="'client'"):
+        flow.submit(Store({"client": LiveClient()}))
+    assert [] == db.list_runs()
+
+    class Ask(Node):
+        def exec(self, prep_res: Any) -> None:
+            raise Pause("approve?")
+
+    Flow(Ask(), db=db, flow_name="ask").run({})
+    run_id = only_run(db)["run_id"]
+    with pytest.raises(CheckpointEncodeError, match="'client'"):
+        db.resume(run_id, updates={"client": LiveClient()})
+    assert "paused" == db.get_run(run_id)["status"]  # type: ignore[index]
+
+
+def test_unencodable_value_fails_the_run_naming_the_key_with_strict_checkpoints(
+        db_url: str) -> None:
+    """With Store(strict_checkpoints=True), a store value the codec cannot encode fails the
+    run with CheckpointEncodeError naming the key and type; the run is recorded failed and
+    earlier checkpoints stay intact."""
     db = WorkflowDB(db_url)
     flow = Flow(chain(Put("ok", lambda: [1, 2], name="Good"), Put("handle", object, name="Bad"),
                       Finish()), db=db, flow_name="bad")
 
     with pytest.raises(CheckpointEncodeError, match=r"'handle'.*object"):
-        flow.run({})
+        flow.run(Store(strict_checkpoints=True))
 
     run = only_run(db)
     assert "failed" == run["status"]

@@ -558,11 +558,52 @@ def test_snapshot_leaves_no_temporary_file_behind(tmp_path: Path) -> None:
     assert {"a": 2} == Store.restore(path)
 
 
-def test_snapshot_of_a_non_json_value_names_the_key_and_suggests_transient(
+def test_snapshot_leaves_out_a_non_json_value_lists_it_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A value the codec cannot encode is left out of the snapshot and listed under
+    "excluded" (never a placeholder string); one WARNING on pocoflow.store names the store,
+    the key and the type, however many snapshots are taken."""
+    store = Store({"query": "q", "client": object(), "tmp": "x"}, name="my_pipeline",
+                  transient={"tmp"})
+    path = tmp_path / "snap.json"
+    with caplog.at_level(logging.DEBUG, logger="pocoflow"):
+        store.snapshot(path)
+        store.snapshot(path)
+
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    assert {"query": "q"} == payload["data"]
+    assert ["client", "tmp"] == payload["excluded"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert ["pocoflow.store"] == [r.name for r in warnings]
+    message = warnings[0].getMessage()
+    assert "my_pipeline" in message
+    assert "'client'" in message
+    assert "object" in message
+    assert "transient" in message
+    assert "strict_checkpoints" in message
+    restored = Store.restore(path)
+    assert {"query": "q"} == restored.as_dict()
+
+
+def test_strict_checkpoints_is_kept_by_the_store_and_by_restore(tmp_path: Path) -> None:
+    """strict_checkpoints defaults to False, is reported by the store, and restore can
+    ask for it again."""
+    path = tmp_path / "snap.json"
+    Store({"a": 1}).snapshot(path)
+
+    assert False is Store().strict_checkpoints
+    assert True is Store(strict_checkpoints=True).strict_checkpoints
+    assert True is Store.restore(path, strict_checkpoints=True).strict_checkpoints
+
+
+def test_snapshot_of_a_non_json_value_names_the_key_and_suggests_transient_when_strict(
     tmp_path: Path,
 ) -> None:
-    """A value JSON cannot hold raises TypeError naming the key and suggesting transient."""
-    store = Store({"query": "q", "client": object()}, name="my_pipeline")
+    """With strict_checkpoints, a value JSON cannot hold raises TypeError naming the key
+    and suggesting transient, and writes no file."""
+    store = Store({"query": "q", "client": object()}, name="my_pipeline",
+                  strict_checkpoints=True)
     path = tmp_path / "snap.json"
     with pytest.raises(TypeError) as info:
         store.snapshot(path)
@@ -593,7 +634,7 @@ def test_snapshot_keeps_types_json_lacks_and_plain_values_stay_plain(tmp_path: P
 def test_failed_snapshot_keeps_the_previous_file(tmp_path: Path) -> None:
     """A snapshot that fails leaves the earlier snapshot at that path intact."""
     path = tmp_path / "snap.json"
-    store = Store({"a": 1})
+    store = Store({"a": 1}, strict_checkpoints=True)
     store.snapshot(path)
     store["lock"] = object()
     with pytest.raises(TypeError, match="'lock'"):

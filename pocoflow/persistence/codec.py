@@ -5,8 +5,10 @@ like pocoflow 0.2's. Other types travel as a tagged object
 ``{"__pf__": tag, ...}``: datetime, date, time, timedelta, bytes, set,
 frozenset, tuple, Decimal, UUID, Path, complex, enums, dicts with non-str keys,
 dataclasses and pydantic models. A value the codec cannot encode raises
-:class:`CheckpointEncodeError` naming the key and its type; pickle is used
-only when the database was opened with ``allow_pickle=True``.
+:class:`CheckpointEncodeError` naming the key and its type (checkpoint writers
+then leave that key out and record it, unless the Store is
+``strict_checkpoints``); pickle is used only when the database was opened
+with ``allow_pickle=True``.
 
 **Decoding trusts nothing.** A checkpoint row or snapshot file may have been
 written by anyone, so decoding never imports a module and never calls a name
@@ -166,7 +168,12 @@ def _noted(cls: type) -> str:
 
 
 def encode_value(value: Any, key: str, *, allow_pickle: bool = False) -> str:
-    """The JSON text of one store value; errors name *key*."""
+    """The JSON text of one store value; errors name *key*.
+
+    A :class:`CheckpointEncodeError` raised here also carries ``key`` and
+    ``type_name`` (the type that could not be encoded), so a checkpoint writer
+    can leave the key out and say why (see ``Store(strict_checkpoints=...)``).
+    """
     kind = type(value)
     try:
         if kind is str or kind is float:
@@ -175,28 +182,32 @@ def encode_value(value: Any, key: str, *, allow_pickle: bool = False) -> str:
             return int.__repr__(value)
         return dumps(_to_json(value, allow_pickle))
     except _Unencodable as exc:
-        raise CheckpointEncodeError(
+        raise _encode_error(
             f"Checkpoint: store key '{key}' holds {_article(exc.type_name)} {exc.type_name}"
             f"{exc.where}, which "
             "the checkpoint codec cannot encode. Store plain data there (str, numbers, "
             "lists, dicts, datetime, dataclasses, pydantic models...), or declare the key "
-            f"transient: Store(..., transient={{'{key}'}})."
-        ) from None
+            f"transient: Store(..., transient={{'{key}'}}).", key, exc.type_name) from None
     except RecursionError:
-        raise CheckpointEncodeError(
+        raise _encode_error(
             f"Checkpoint: store key '{key}' holds a value nested too deep, or that contains "
-            "itself; checkpoints need a tree of plain values."
-        ) from None
+            "itself; checkpoints need a tree of plain values.", key, kind.__name__) from None
     except ValueError as exc:  # e.g. a circular reference, an int too long for text
         if "integer string conversion" in str(exc):
-            raise CheckpointEncodeError(
+            raise _encode_error(
                 f"Checkpoint: store key '{key}' holds an int with more digits than Python "
                 "writes as text (sys.get_int_max_str_digits()), so it cannot be checkpointed. "
-                "Store it as a str or a Decimal (Decimal(n)) instead."
-            ) from None
-        raise CheckpointEncodeError(
-            f"Checkpoint: store key '{key}' cannot be encoded: {exc}."
+                "Store it as a str or a Decimal (Decimal(n)) instead.", key, "int") from None
+        raise _encode_error(
+            f"Checkpoint: store key '{key}' cannot be encoded: {exc}.", key, kind.__name__
         ) from None
+
+
+def _encode_error(message: str, key: str, type_name: str) -> CheckpointEncodeError:
+    error = CheckpointEncodeError(message)
+    error.key = key  # type: ignore[attr-defined]
+    error.type_name = type_name  # type: ignore[attr-defined]
+    return error
 
 
 def to_jsonable(value: Any, key: str, *, allow_pickle: bool = False) -> Any:

@@ -7,6 +7,13 @@ by comparing values, not by trusting writes, so in-place mutation is caught;
 a list that only grew stores just its new items. A full snapshot is
 written every ``full_every`` steps, or sooner once the deltas since the last
 one outweigh the store, which bounds both storage and rebuild cost.
+
+A key left out of a checkpoint is listed in the row's ``excluded``: the keys
+declared transient, and keys whose value the codec cannot encode (a live
+object nobody declared transient). The latter are logged once per key per run
+on ``pocoflow.db``, or raise :class:`CheckpointEncodeError` when the store
+was created with ``strict_checkpoints=True`` (see
+:class:`pocoflow.store.TransientKeys`).
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pocoflow.errors import CheckpointEncodeError
+from pocoflow.logging import get_logger
 from pocoflow.persistence.codec import decode_state, dumps, encode_value
-from pocoflow.store import StoreChanges
+from pocoflow.store import StoreChanges, TransientKeys
+
+_log = get_logger("db")
 
 #: Values of these types cannot change in place: unwritten, they need no compare.
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
@@ -35,7 +45,7 @@ class Encoded:
 
     kind: str  # "full" or "delta"
     store_json: str
-    excluded: list[str]
+    excluded: list[str]  # keys left out: transient ones, and values that cannot be encoded
 
 
 class _Exact:
@@ -103,6 +113,8 @@ class DeltaTracker:
         self._compare_all = True
         self._dirty: set[str] = set()  # written since the last checkpoint
         self._touched: set[str] = set()  # read or deleted since the last checkpoint
+        self._unencodable: set[str] = set()  # keys left out: their value cannot be encoded
+        self._plain_policy = TransientKeys()  # for callers that pass a plain set
 
     def mark_written(self, keys: Iterable[str]) -> None:
         """Keys assigned since the last checkpoint (from ``Store.take_changes``)."""
@@ -129,6 +141,7 @@ class DeltaTracker:
         """Start from a checkpoint read back from the database (a resume)."""
         self._texts, self._items, self._shadows = {}, {}, {}
         self._held, self._holders = {}, {}
+        self._unencodable = set()
         for key, text in texts.items():
             self._remember(key, text)
         self._size = len(_object(self._texts))
@@ -175,16 +188,45 @@ class DeltaTracker:
             self._remember(key, text)
         return text
 
-    def full(self, data: Mapping[str, Any], transient: Iterable[str] = ()) -> Encoded:
-        """A full snapshot of *data*, which becomes the base of the next delta."""
-        transient = frozenset(transient)
+    def _policy(self, transient: Iterable[str]) -> TransientKeys:
+        """The store's transient keys and checkpoint policy (a plain set: not strict)."""
+        if isinstance(transient, TransientKeys):
+            return transient
+        if not isinstance(transient, (set, frozenset)):
+            transient = frozenset(transient)
+        policy = self._plain_policy
+        if policy != transient:
+            policy = self._plain_policy = TransientKeys(transient)
+        return policy
+
+    def _leave_out(self, key: str, error: CheckpointEncodeError,
+                   policy: TransientKeys) -> None:
+        """*key*'s value cannot be encoded: leave it out and say so once (strict: raise)."""
+        policy.leave_out(error, _log)
+        self._unencodable.add(key)
+
+    def full(self, data: Mapping[str, Any], transient: Iterable[str] = (), *,
+             strict: bool | None = None) -> Encoded:
+        """A full snapshot of *data*, which becomes the base of the next delta.
+
+        ``strict=True`` makes a value the codec cannot encode an error whatever the
+        store's policy (for data that must reach another process whole: a queued
+        run's input, a resume's updates)."""
+        policy = self._policy(transient)
+        if strict is not None and strict != policy.strict:
+            policy = TransientKeys(policy, strict, policy.store_name)
         self._texts, self._items, self._shadows = {}, {}, {}
         self._held, self._holders = {}, {}
+        self._unencodable = set()
         for key, value in data.items():
-            if key in transient:
+            if key in policy:
                 continue
             _check_key(key)
-            self._encode_key(key, value)
+            try:
+                self._encode_key(key, value)
+            except CheckpointEncodeError as error:
+                self._leave_out(key, error, policy)
+                continue
             self._hold(key, value)
         body = _object(self._texts)
         self._size = len(body)
@@ -194,7 +236,7 @@ class DeltaTracker:
         self._compare_all = False
         self._dirty.clear()
         self._touched.clear()
-        return Encoded("full", body, _excluded(data, transient))
+        return Encoded("full", body, self._excluded(data, policy))
 
     def _candidates(self, data: Mapping[str, Any]) -> Iterable[str]:
         """The keys this step must look at: all of them, or the touched ones and their
@@ -225,44 +267,52 @@ class DeltaTracker:
 
     def step(self, data: Mapping[str, Any], transient: Iterable[str] = ()) -> Encoded:
         """The checkpoint of the next step: a delta, or a full snapshot when due."""
-        if transient and not isinstance(transient, frozenset):
-            transient = frozenset(transient)  # Store.transient already is one
+        policy = self._policy(transient)
         self._steps_since_full += 1
         if self._steps_since_full >= self._full_every:
-            return self.full(data, transient)
+            return self.full(data, policy)
         changed: dict[str, str] = {}
         appended: dict[str, list[str]] = {}
         deleted: list[str] = []
         texts, shadows = self._texts, self._shadows
         compare_all, dirty = self._compare_all, self._dirty
+        unencodable = self._unencodable
         for key in self._candidates(data):
             old = texts.get(key)
-            if key not in data or (transient and key in transient):
+            if key not in data or (policy and key in policy):
+                unencodable.discard(key)
                 if old is not None:
+                    self._drop(key)
                     deleted.append(key)
-                    self._size -= len(texts.pop(key)) + len(key) + 4
-                    self._items.pop(key, None)
-                    shadows.pop(key, None)
-                    self._hold(key, None)
                 continue
             value = data[key]
-            if old is not None:
-                kind = type(value)
-                if kind in _IMMUTABLE and not compare_all and key not in dirty:
-                    continue
-                self._hold(key, value)
-                shadow = shadows.get(key)
-                if shadow is not None:
-                    if shadow == value:  # shadow on the left: its _Exact numbers decide
+            try:
+                if old is not None:
+                    kind = type(value)
+                    if kind in _IMMUTABLE and not compare_all and key not in dirty:
                         continue
-                    if kind is list and type(shadow) is list and len(value) > len(shadow) \
-                            and shadow == value[:len(shadow)]:
-                        appended[key] = self._append(key, value[len(shadow):])
-                        continue
-            else:
-                _check_key(key)
-                self._hold(key, value)
-            text = self._encode_key(key, value)
+                    self._hold(key, value)
+                    shadow = shadows.get(key)
+                    if shadow is not None:
+                        if shadow == value:  # shadow on the left: its _Exact numbers decide
+                            continue
+                        if kind is list and type(shadow) is list \
+                                and len(value) > len(shadow) and shadow == value[:len(shadow)]:
+                            appended[key] = self._append(key, value[len(shadow):])
+                            continue
+                else:
+                    _check_key(key)
+                    self._hold(key, value)
+                text = self._encode_key(key, value)
+            except CheckpointEncodeError as error:
+                self._leave_out(key, error, policy)
+                self._hold(key, None)
+                if old is not None:
+                    self._drop(key)
+                    deleted.append(key)
+                continue
+            if unencodable:
+                unencodable.discard(key)
             if text != old:
                 changed[key] = text
                 self._size += len(text) - (len(old) if old is not None else -len(key) - 4)
@@ -280,8 +330,22 @@ class DeltaTracker:
         body = "{" + ",".join(parts) + "}"
         self._since_full += len(body)
         if self._since_full > max(self._size, 1024):
-            return self.full(data, transient)
-        return Encoded("delta", body, _excluded(data, transient))
+            return self.full(data, policy)
+        return Encoded("delta", body, self._excluded(data, policy))
+
+    def _drop(self, key: str) -> None:
+        """Forget *key* (deleted, now transient, or no longer encodable)."""
+        self._size -= len(self._texts.pop(key)) + len(key) + 4
+        self._items.pop(key, None)
+        self._shadows.pop(key, None)
+        self._hold(key, None)
+
+    def _excluded(self, data: Mapping[str, Any], policy: TransientKeys) -> list[str]:
+        """The keys of *data* this checkpoint leaves out: transient or not encodable."""
+        if not self._unencodable:
+            return sorted(k for k in policy if k in data) if policy else []
+        self._unencodable = {k for k in self._unencodable if k in data and k not in policy}
+        return sorted({k for k in policy if k in data} | self._unencodable)
 
     def _append(self, key: str, new: list[Any]) -> list[str]:
         """Record items appended to list *key*; return their encoded texts."""
@@ -308,10 +372,6 @@ def _check_key(key: Any) -> None:
 
 def _object(texts: Mapping[str, str]) -> str:
     return "{" + ",".join(f"{dumps(k)}:{v}" for k, v in texts.items()) + "}"
-
-
-def _excluded(data: Mapping[str, Any], transient: frozenset[str]) -> list[str]:
-    return sorted(k for k in transient if k in data) if transient else []
 
 
 def apply_row(state: dict[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:

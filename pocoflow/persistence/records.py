@@ -303,7 +303,7 @@ class RunRecords:
         text = None
         if updates:
             encoder = self.tracker()
-            text = encoder.full(dict(updates)).store_json
+            text = encoder.full(dict(updates), strict=True).store_json
         observed = {**run, "status": "running" if run["status"] == "interrupted"
                     else run["status"]}
         target = run.get("queue") or "default"

@@ -35,7 +35,7 @@ def submission(flow: Flow, records: RunRecords, store: Store | dict[str, Any] | 
 
     validate_graph(flow.start)
     data = as_store(store)
-    encoded = records.tracker().full(data.untracked(), data.transient)
+    encoded = records.tracker().full(data.untracked(), data.transient, strict=True)
     start_id = node_ids(flow.start)[id(flow.start)]
     row = rows.queued_run(run_id or new_run_id(flow), flow.flow_name, rows.now_iso(), queue,
                           priority, dedup_key, _moment(not_before, "not_before"), start_id)

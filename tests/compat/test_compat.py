@@ -43,10 +43,6 @@ XFAIL = {
     "quirk_fixed_run_id": "running a Flow(run_id=...) again after a failed attempt raises "
                           "RunExistsError before any node runs; 0.2 ran it again under the "
                           "same id",
-    "quirk_live_objects_checkpoint": "a store value JSON cannot encode (the LLM client, a "
-                                     "queue) fails the run with CheckpointEncodeError (and "
-                                     "the run is not recorded) and Store.snapshot raises; "
-                                     "0.2 wrote '<non-serialisable: Type>' and went on",
     "quirk_llm_fallback_history": "after a fallback provider answers, error_history also "
                                   "holds the failed providers' errors (0.2: only the "
                                   "answering provider's)",

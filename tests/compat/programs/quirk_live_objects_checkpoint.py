@@ -28,6 +28,18 @@ class Shout(Node):
         return "done"
 
 
+def as_02(data, excluded, store):
+    """Normalised: this build leaves a value the codec cannot encode out of the checkpoint
+    and lists its key under 'excluded' (with a WARNING log), since a silent
+    '<non-serialisable: T>' string would lose data unannounced; 0.2 wrote that string.
+    Shown here the way 0.2 wrote it (a no-op under 0.2, which has no 'excluded')."""
+    if not excluded:
+        return data
+    return {key: data[key] if key in data else f"<non-serialisable: {type(store[key]).__name__}>"
+            for key in store.keys()  # noqa: SIM118 (0.2's Store had keys(), no __iter__)
+            if key in data or key in excluded}
+
+
 def main():
     store = Store(data={"text": "hello", "_llm": FakeClient(), "_progress": queue.Queue()},
                   name="live")
@@ -41,14 +53,19 @@ def main():
     for run in db.list_runs():
         print("run:", run["status"])
         for checkpoint in db.get_checkpoints(run["run_id"]):
-            print("checkpoint:", json.loads(checkpoint["store_json"]))
+            excluded = json.loads(checkpoint.get("excluded") or "[]")
+            print("checkpoint:", as_02(json.loads(checkpoint["store_json"]), excluded, store))
     for name in sorted(os.listdir("ckpt")):
         with open(os.path.join("ckpt", name)) as f:
-            print(name, json.load(f))
+            payload = json.load(f)
+        payload["data"] = as_02(payload["data"], payload.pop("excluded", []), store)
+        print(name, payload)
     try:
         store.snapshot("manual.json")
         with open("manual.json") as f:
-            print("snapshot:", json.load(f))
+            payload = json.load(f)
+        payload["data"] = as_02(payload["data"], payload.pop("excluded", []), store)
+        print("snapshot:", payload)
     except Exception as exc:
         print("snapshot failed:", type(exc).__name__)
 
