@@ -283,6 +283,18 @@ class AsyncNode(Node):
         """Async Transform: await your I/O here."""
         return None
 
+    def exec(self, prep_res: Any) -> Any:
+        """Run :meth:`exec_async` to completion and return its result (pocoflow 0.2).
+
+        For calling a node's exec directly, e.g. in a unit test; it works with or
+        without an event loop running in the calling thread. A run never calls
+        it: the engine awaits ``exec_async`` on the run's own loop (unless a
+        subclass overrides ``exec`` and not ``exec_async``).
+        """
+        from pocoflow.bridge import run_sync
+
+        return run_sync(self.exec_async, prep_res)
+
     async def post_async(self, store: Any, prep_res: Any, exec_res: Any) -> str | None:
         """Async Load and route; by default the sync ``post`` is used instead."""
         return self.post(store, prep_res, exec_res)

@@ -252,6 +252,92 @@ async def test_async_exec_runs_on_the_loop_thread() -> None:
     assert loop_thread == store["exec"]
 
 
+class Doubler(AsyncNode):
+    """exec_async doubles its input, after a turn of the loop."""
+
+    async def exec_async(self, prep_res: int) -> int:
+        await anyio.sleep(0)
+        return prep_res * 2
+
+
+def test_async_node_exec_called_directly_runs_exec_async() -> None:
+    """AsyncNode.exec(x) called directly (a unit test of the node) returns exec_async's
+    result, as in pocoflow 0.2."""
+    assert 42 == Doubler().exec(21)
+
+
+async def test_async_node_exec_called_directly_works_inside_a_running_loop() -> None:
+    """AsyncNode.exec(x) called from code that already runs an event loop still returns
+    exec_async's result (0.2's asyncio.run failed there)."""
+    assert 42 == Doubler().exec(21)
+
+
+async def test_engine_awaits_exec_async_and_never_calls_async_node_exec() -> None:
+    """In a run, the engine awaits exec_async on the loop thread itself; AsyncNode.exec
+    (the blocking bridge for direct calls) is not used."""
+
+    class Watched(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> int:
+            return threading.get_ident()
+
+        def post(self, store: Any, prep_res: Any, exec_res: int) -> None:
+            store["exec"] = exec_res
+
+    called = []
+    original = AsyncNode.exec
+
+    def spy(self: AsyncNode, prep_res: Any) -> Any:
+        called.append(self)
+        return original(self, prep_res)
+
+    loop_thread = threading.get_ident()
+    AsyncNode.exec = spy  # type: ignore[method-assign]
+    try:
+        store = await Flow(start=Watched()).run_async({})
+    finally:
+        AsyncNode.exec = original  # type: ignore[method-assign]
+    assert loop_thread == store["exec"]
+    assert [] == called
+
+
+def test_plan_of_async_nodes_picks_exec_async_unless_only_exec_is_overridden() -> None:
+    """A class that overrides neither exec nor exec_async, or exec_async, has exec_async
+    awaited; one that overrides exec with a sync function has exec run in a thread."""
+
+    class Neither(AsyncNode):
+        pass
+
+    class SyncExec(AsyncNode):
+        def exec(self, prep_res: Any) -> str:
+            return "sync"
+
+    class Both(AsyncNode):
+        def exec(self, prep_res: Any) -> str:
+            return "sync"
+
+        async def exec_async(self, prep_res: Any) -> str:
+            return "async"
+
+    assert [("exec_async", True)] * 4 + [("exec", False)] == [
+        (cls._plan.exec, cls._plan.exec_await)
+        for cls in (AsyncNode, Neither, Doubler, Both, SyncExec)]
+
+
+async def test_async_node_overriding_exec_with_a_sync_function_runs_it_in_a_thread() -> None:
+    """An AsyncNode subclass that overrides exec (sync) and not exec_async has its exec
+    run in a worker thread, like a Node's."""
+
+    class SyncExec(AsyncNode):
+        def exec(self, prep_res: Any) -> int:
+            return threading.get_ident()
+
+        def post(self, store: Any, prep_res: Any, exec_res: int) -> None:
+            store["exec"] = exec_res
+
+    store = await Flow(start=SyncExec()).run_async({})
+    assert threading.get_ident() != store["exec"]
+
+
 async def test_async_prep_and_post_are_used_when_defined() -> None:
     """prep_async and post_async replace prep and post when an AsyncNode defines them."""
 
