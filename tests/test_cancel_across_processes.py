@@ -74,7 +74,7 @@ def test_cancel_run_from_another_process_stops_the_run(db_url: str, tmp_path: Pa
     assert 0 == child.returncode, output
     assert took < WAIT
     run = db.get_run("far-run")
-    assert "cancelled" == run["status"]  # type: ignore[index]
+    assert ("cancelled", "cancelled") == (run["status"], run["error_msg"])  # type: ignore[index]
     assert run["cancel_requested_at"] is not None  # type: ignore[index]
     names = [e["node_name"] for e in db.get_events("far-run") if e["event"] == "node_end"]
     if kind == "async":  # cut short where it awaited; its start has a matching end
@@ -90,8 +90,9 @@ def test_cancel_run_from_another_process_stops_the_run(db_url: str, tmp_path: Pa
 
 def test_cancel_run_of_a_stopped_run_marks_it_cancelled_and_of_an_ended_one_does_nothing(
         db_url: str) -> None:
-    """A paused or interrupted run (no process runs it) is marked cancelled at once; a
-    completed run stays completed; an unknown run id is a RunNotFoundError."""
+    """A paused or interrupted run (no process runs it) is marked cancelled at once, with
+    error_msg "cancelled"; a completed run stays completed; an unknown run id is a
+    RunNotFoundError."""
     from pocoflow import Pause
 
     class Ask(Node):
@@ -103,7 +104,8 @@ def test_cancel_run_of_a_stopped_run_marks_it_cancelled_and_of_an_ended_one_does
     db = WorkflowDB(db_url)
 
     assert "cancelled" == db.cancel_run("paused-run")
-    assert "cancelled" == db.get_run("paused-run")["status"]  # type: ignore[index]
+    paused = db.get_run("paused-run")
+    assert ("cancelled", "cancelled") == (paused["status"], paused["error_msg"])  # type: ignore[index]
     assert "completed" == db.cancel_run("done-run")
     assert "completed" == db.get_run("done-run")["status"]  # type: ignore[index]
     with pytest.raises(RunNotFoundError, match="No run 'nope'"):
@@ -132,4 +134,5 @@ def test_a_cancelled_paused_run_can_still_be_resumed(db_url: str) -> None:
     store = flow.resume("later", updates={"answer": "yes"})
 
     assert "yes" == store["result"]
-    assert "completed" == WorkflowDB(db_url).get_run("later")["status"]  # type: ignore[index]
+    run = WorkflowDB(db_url).get_run("later")
+    assert ("completed", None) == (run["status"], run["error_msg"])  # type: ignore[index]

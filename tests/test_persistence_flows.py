@@ -285,7 +285,8 @@ def test_max_steps_exceeded_leaves_the_run_failed_not_running(db_url: str) -> No
 
 
 def test_cancelled_background_run_is_recorded_cancelled(db_url: str) -> None:
-    """run_background(...).cancel() of an AsyncNode that awaits records status cancelled."""
+    """run_background(...).cancel() of an AsyncNode that awaits records status cancelled,
+    with error_msg "cancelled" (0.2's documented way to tell a cancel from a failure)."""
     db = WorkflowDB(db_url)
     started = threading.Event()
     flow = Flow(chain(Put("a", lambda: 1), Gate(started), Finish()), db=db, flow_name="cancel")
@@ -297,7 +298,7 @@ def test_cancelled_background_run_is_recorded_cancelled(db_url: str) -> None:
 
     run = db.get_run(handle.run_id)
     assert run is not None
-    assert "cancelled" == run["status"]
+    assert ("cancelled", "cancelled") == (run["status"], run["error_msg"])
     assert "cancelled" == handle.status
     assert {"a": 1} == partial.as_dict()
     assert [0] == [c["step"] for c in db.get_checkpoints(handle.run_id)]

@@ -184,7 +184,8 @@ def cancel_stopped(conn: Connection, run: dict[str, Any], at: str) -> int:
     if its row is still as read; its owner, if alive but stalled, is fenced out."""
     return claim_run(conn, run["run_id"], run, {"status": "cancelled", "owner": None,
                                                 "completed_at": at, "heartbeat_at": at,
-                                                "cancel_requested_at": at})
+                                                "cancel_requested_at": at,
+                                                "error_msg": "cancelled"})
 
 
 def get_checkpoint_rows(conn: Connection, run_id: str, up_to: int | None = None,

@@ -139,9 +139,11 @@ def step_done(steps: int, at: str, current_node: str, next_node: str | None) -> 
 
 
 def run_ended(status: str, steps: int, at: str, error_msg: str | None) -> dict[str, Any]:
-    """The run row at its end (a paused run has no completion time yet)."""
+    """The run row at its end (a paused run has no completion time yet; a cancelled one
+    has error_msg "cancelled", 0.2's documented way to tell a cancel from a failure)."""
     return {"status": status, "total_steps": steps,
-            "completed_at": None if status == "paused" else at, "error_msg": error_msg,
+            "completed_at": None if status == "paused" else at,
+            "error_msg": "cancelled" if status == "cancelled" else error_msg,
             "heartbeat_at": at}
 
 

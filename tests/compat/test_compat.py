@@ -19,8 +19,6 @@ from tests.compat.harness import REPO, expected, expected_stderr, program_names,
 
 XFAIL = {
     # ── programs written as 0.2 users write them ──
-    "cancel_job": "a cancelled run's pf_runs.error_msg is NULL; 0.2 wrote error_msg="
-                  "'cancelled', its documented way to tell a cancel from a failure",
     "llm_private_stubs": "the names of 0.2's pocoflow/utils.py that tests patch are gone: "
                          "utils._global_llm (ignored by call_llm), utils.time, "
                          "UniversalLLMProvider._create_openai_client, _make_call, "
