@@ -243,10 +243,17 @@ class Store(MutableMapping[str, Any]):
             "type or change the schema."
         )
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming missing schema keys and keys of the wrong type."""
+    def validate(self, *, types: bool = False) -> None:
+        """Raise ``ValueError`` listing the schema keys that are missing.
+
+        As in pocoflow 0.2, only presence is checked by default, so ``None``
+        placeholders for results to come pass. ``types=True`` also lists the keys
+        whose value does not fit the schema (values given to the constructor, or
+        written through ``as_dict()``, are not checked on the way in).
+        """
         missing = [k for k in self._schema if k not in self._data]
-        wrong = [k for k, ok in self._checks.items() if k in self._data and not ok(self._data[k])]
+        wrong = [k for k, ok in self._checks.items()
+                 if k in self._data and not ok(self._data[k])] if types else []
         if missing or wrong:
             parts = []
             if missing:

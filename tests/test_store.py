@@ -382,19 +382,31 @@ def test_validate_lists_the_missing_keys() -> None:
     assert "query" not in message
 
 
-def test_validate_lists_keys_of_the_wrong_type() -> None:
-    """validate reports a key whose value (e.g. from the constructor) breaks the schema."""
-    store = Store({"query": 42, "result": ""}, schema={"query": str, "result": str})
+def test_validate_checks_presence_only_so_none_placeholders_pass() -> None:
+    """By default validate checks that schema keys are present, as pocoflow 0.2 did: None
+    placeholders and other values of the wrong type pass."""
+    store = Store({"query": 42, "result": None}, schema={"query": str, "result": str})
+    assert store.validate() is None
+
+
+def test_validate_with_types_lists_keys_of_the_wrong_type() -> None:
+    """validate(types=True) also reports a key whose value (e.g. from the constructor)
+    breaks the schema, next to the missing keys."""
+    store = Store({"query": 42, "result": ""}, schema={"query": str, "result": str,
+                                                       "score": float})
     with pytest.raises(ValueError, match="wrong type") as info:
-        store.validate()
-    assert "query" in str(info.value)
-    assert "result" not in str(info.value)
+        store.validate(types=True)
+    message = str(info.value)
+    assert "missing: ['score']" in message
+    assert "wrong type: ['query']" in message
+    assert "result" not in message
 
 
 def test_validate_passes_when_every_key_fits() -> None:
-    """validate returns None when all schema keys are present with the right types."""
+    """validate(types=True) returns None when all schema keys are present with the right
+    types."""
     store = Store({"query": "q", "n": None}, schema={"query": str, "n": int | None})
-    assert store.validate() is None
+    assert store.validate(types=True) is None
 
 
 # ── observers ───────────────────────────────────────────────────────────────

@@ -61,9 +61,6 @@ XFAIL = {
                                "wrote plain JSON lists and gave lists back",
     "quirk_update_run_fields": "WorkflowDB.update_run raises TypeError on a field it does "
                                "not know (and updates nothing); 0.2 ignored unknown fields",
-    "quirk_validate_placeholders": "Store.validate() also rejects values of the wrong type "
-                                   "(e.g. None placeholders); 0.2 only checked that the "
-                                   "schema's keys were present",
 }
 
 
