@@ -9,7 +9,6 @@ serve many runs at once. The engine (``pocoflow.engine``) executes them.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
@@ -108,7 +107,8 @@ class Wired:
 
         ``node=None`` ends the flow on *action* (pocoflow 0.2's explicit end),
         even when a ``"*"`` edge exists. Returns ``self`` so edges chain:
-        ``a.then("ok", b).then("error", c)``.
+        ``a.then("ok", b).then("error", c)``. Setting an action's edge again
+        replaces it and logs a WARNING on ``pocoflow.node``, as 0.2 did.
         """
         if isinstance(action, Wired) and isinstance(node, str):
             raise TypeError(
@@ -130,14 +130,14 @@ class Wired:
         edges = self.__dict__.get("_successors")
         if edges is None:
             edges = self.__dict__["_successors"] = {}
-        if action in edges:
+        if action in edges:  # logged, as in 0.2 (web apps re-wire their graph per request)
             old = edges[action]
-            warnings.warn(
-                f"Node '{self.name}': the edge for action {action!r} to "
-                f"{_target_name(old)} is replaced by an edge to {_target_name(node)}.",
-                UserWarning,
-                stacklevel=2,
-            )
+            if old is node:
+                _log.warning("Node '%s': the edge for action %r to %s is set again (unchanged).",
+                             self.name, action, _target_name(node))
+            else:
+                _log.warning("Node '%s': the edge for action %r to %s is replaced by an edge "
+                             "to %s.", self.name, action, _target_name(old), _target_name(node))
         edges[action] = node
         return self
 

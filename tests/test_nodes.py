@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+import warnings
 from typing import Any
 
 import anyio
@@ -101,14 +103,35 @@ async def test_named_edge_wins_over_wildcard() -> None:
     assert ["A", "B"] == store["trail"]
 
 
-def test_overwriting_an_edge_warns_naming_both_nodes() -> None:
-    """Replacing an edge warns with a UserWarning naming the old and the new node."""
+def test_overwriting_an_edge_logs_a_warning_naming_both_nodes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Replacing an edge logs a WARNING on pocoflow.node naming the old and the new node
+    (as pocoflow 0.2 did), and emits no Python warning (nothing new on stderr)."""
     a = Record(name="A")
     a.then("ok", Record(name="OldTarget"))
-    with pytest.warns(UserWarning, match="OldTarget") as caught:
+    with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="pocoflow"):
+        warnings.simplefilter("error")
         a.then("ok", Record(name="NewTarget"))
-    assert "NewTarget" in str(caught[0].message)
+
     assert "NewTarget" == a.successors["ok"].name
+    (record,) = caplog.records
+    assert ("pocoflow.node", logging.WARNING) == (record.name, record.levelno)
+    assert "'A'" in record.getMessage()
+    assert "'OldTarget'" in record.getMessage()
+    assert "'NewTarget'" in record.getMessage()
+
+
+def test_setting_the_same_edge_again_logs_that_it_is_unchanged(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Wiring the same edge again (a graph built per request) keeps it and logs so."""
+    a, b = Record(name="A"), Record(name="B")
+    a.then("ok", b)
+    with caplog.at_level(logging.WARNING, logger="pocoflow"):
+        a.then("ok", b)
+
+    assert b is a.successors["ok"]
+    (record,) = caplog.records
+    assert "unchanged" in record.getMessage()
 
 
 def test_then_with_non_node_raises_type_error() -> None:

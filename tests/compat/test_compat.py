@@ -47,8 +47,6 @@ XFAIL = {
     "quirk_post_returns_none": "post() returning None means 'default' (hooks and pf_events "
                                "say 'default' and a 'default' edge is followed); 0.2 passed "
                                "None on and ended the flow there",
-    "quirk_rewire_edges": "re-adding an existing edge with then() emits a UserWarning on "
-                          "stderr (an error under -W error); 0.2 only logged it",
     "quirk_sqlite_tool": "exec runs in a worker thread, so a sqlite3 connection opened by "
                          "the app raises ProgrammingError inside exec",
     "quirk_store_identity": "Store is a MutableMapping, so it is unhashable (cannot be a "
