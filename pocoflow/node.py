@@ -159,6 +159,26 @@ class Wired:
         return bool(edges) and action not in edges and WILDCARD_ACTION not in edges
 
 
+class _ClassAttributeName:
+    """A plain class attribute ``name`` on a Node subclass (agent programs give tools a
+    ``name`` for the LLM): the class keeps its value (``WeatherTool.name`` is still
+    ``"get_weather"``), while the node's own name stays what pocoflow 0.2's
+    ``Node.__init__`` made it, the class name, unless set with ``Node(name=...)`` or
+    ``self.name = ...``. Hooks, run records and checkpoint files use the node's name.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __get__(self, node: Any, owner: type | None = None) -> Any:
+        if node is None:
+            return self.value
+        return Wired.name.fget(node)  # type: ignore[attr-defined]
+
+    def __set__(self, node: Any, value: str) -> None:
+        Wired.name.fset(node, value)  # type: ignore[attr-defined]
+
+
 class Node(Wired):
     """A synchronous node: ``exec`` runs in a worker thread, ``prep``/``post`` on the loop.
 
@@ -196,6 +216,8 @@ class Node(Wired):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and not hasattr(cls.__dict__["name"], "__get__"):
+            cls.name = _ClassAttributeName(cls.__dict__["name"])  # type: ignore[assignment]
         cls._plan = _plan_for(cls)
 
     # ── the three phases (all optional) ─────────────────────────────────────

@@ -220,6 +220,61 @@ async def test_name_keyword_and_attribute_label_events() -> None:
     assert ["ByKeyword", "ByAttribute", "Record"] == names
 
 
+class WeatherTool(Node):
+    """A tool node that describes itself to an LLM with class attributes."""
+
+    name = "get_weather"
+    description = "Current weather for a city"
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> str:
+        store["ran"] = True
+        return "done"
+
+
+async def test_class_attribute_name_stays_on_the_class_and_the_node_keeps_its_class_name(
+        tmp_path: Any) -> None:
+    """A plain class attribute `name` (a tool name) is still the class's, but the node is
+    named after its class in hooks and checkpoint files, as pocoflow 0.2's Node.__init__
+    made it."""
+    tool = WeatherTool()
+    flow = Flow(start=tool, checkpoint_dir=tmp_path)
+    names = started_names(flow)
+    await flow.run_async({})
+
+    assert "get_weather" == WeatherTool.name
+    assert "WeatherTool" == tool.name
+    assert ["WeatherTool"] == names
+    assert ["step_000_WeatherTool.json"] == [p.name for p in tmp_path.iterdir()]
+
+
+def test_class_attribute_name_can_still_be_overridden_per_node() -> None:
+    """Node(name=...) and node.name = ... still name a node whose class has a `name`
+    attribute, and subclasses inherit the behaviour."""
+
+    class Forecast(WeatherTool):
+        pass
+
+    renamed = WeatherTool()
+    renamed.name = "Weather2"
+
+    assert "Weather1" == WeatherTool(name="Weather1").name
+    assert "Weather2" == renamed.name
+    assert ("Forecast", "get_weather") == (Forecast().name, Forecast.name)
+    with pytest.raises(TypeError, match="non-empty str"):
+        renamed.name = ""
+
+
+def test_a_name_property_on_a_subclass_is_left_alone() -> None:
+    """A subclass that defines `name` as a property decides the node's name itself."""
+
+    class Computed(Node):
+        @property
+        def name(self) -> str:
+            return "computed"
+
+    assert "computed" == Computed().name
+
+
 # ── where each phase runs ───────────────────────────────────────────────────
 
 

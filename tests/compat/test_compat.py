@@ -33,9 +33,6 @@ XFAIL = {
                                   "not happen)",
     "quirk_attributes": "WorkflowDB.db_path is made absolute (0.2: the path as given), and "
                         "run_background() no longer sets Flow.run_id",
-    "quirk_class_attr_name": "a class attribute `name` on a Node subclass becomes the node "
-                             "name in hooks, pf_runs/pf_events and checkpoint file names; "
-                             "0.2's Node.__init__ always set self.name to the class name",
     "quirk_fixed_run_id": "running a Flow(run_id=...) again after a failed attempt raises "
                           "RunExistsError before any node runs; 0.2 ran it again under the "
                           "same id",
