@@ -9,6 +9,7 @@ real PostgreSQL server. The 0.2 methods are called exactly as pocoflow 0.2's
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -256,14 +257,33 @@ def test_load_checkpoint_of_a_missing_step_raises_key_error(db_url: str, run_id:
 # ── bad input ───────────────────────────────────────────────────────────────
 
 
-def test_update_run_with_an_unknown_field_raises_type_error_naming_it(db_url: str) -> None:
-    """An unknown update_run field is a TypeError naming it, and nothing is written."""
+def test_update_run_ignores_unknown_fields_with_a_warning_and_keeps_the_known_ones(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Unknown update_run fields are ignored, as in pocoflow 0.2 (a custom runner's own
+    bookkeeping), with a WARNING on pocoflow.db naming them; the known fields are set."""
+    db = WorkflowDB(db_url)
+    db.create_run("r1")
+
+    with caplog.at_level(logging.WARNING, logger="pocoflow"):
+        db.update_run("r1", status="failed", stauts="failed", worker="host-3")
+
+    run = db.get_run("r1")
+    assert run is not None
+    assert "failed" == run["status"]
+    assert "stauts" not in run
+    (record,) = caplog.records
+    assert ("pocoflow.db", logging.WARNING) == (record.name, record.levelno)
+    assert "['stauts', 'worker']" in record.getMessage()
+    assert "'r1'" in record.getMessage()
+
+
+def test_update_run_with_only_unknown_fields_writes_nothing(db_url: str) -> None:
+    """update_run with nothing it knows leaves the run as it was."""
     db = WorkflowDB(db_url)
     db.create_run("r1")
     before = db.get_run("r1")
 
-    with pytest.raises(TypeError, match="stauts"):
-        db.update_run("r1", status="failed", stauts="failed")
+    db.update_run("r1", retries=0)
 
     assert before == db.get_run("r1")
 
@@ -320,8 +340,8 @@ async def test_async_workflow_db_keeps_the_02_contract(db_url: str) -> None:
     assert {"v": 2} == (await db.load_checkpoint("r1", 0)).as_dict()
     with pytest.raises(KeyError):
         await db.load_checkpoint("r1", 1)
-    with pytest.raises(TypeError, match="colour"):
-        await db.update_run("r1", colour="red")
+    await db.update_run("r1", colour="red", total_steps=7)  # unknown: ignored (as in 0.2)
+    assert 7 == (await db.get_run("r1"))["total_steps"]  # type: ignore[index]
     with pytest.raises(ValueError, match="sideways"):
         await db.update_run("r1", status="sideways")
     with pytest.raises(ValueError, match="sideways"):

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 from pocoflow import control
 from pocoflow.errors import ResumeError, RunNotFoundError
 from pocoflow.events import RUN_STATUSES
+from pocoflow.logging import get_logger
 from pocoflow.persistence import queries, rows
 from pocoflow.persistence.codec import dumps
 from pocoflow.persistence.connect import safe_url, to_url, write_connection
@@ -28,6 +29,7 @@ from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebu
 from pocoflow.store import Store
 
 T = TypeVar("T")
+_log = get_logger("db")
 
 #: Seconds without a heartbeat after which a running run counts as interrupted.
 LEASE_SECONDS = 30.0
@@ -105,11 +107,10 @@ class RunRecords:
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run: status, completed_at, total_steps, current_node, error_msg..."""
         unknown = set(fields) - rows.UPDATABLE
-        if unknown:
-            raise TypeError(
-                f"update_run: unknown field(s) {sorted(unknown)}; the fields are "
-                f"{sorted(rows.UPDATABLE)}."
-            )
+        if unknown:  # ignored, as pocoflow 0.2 did, but said
+            _log.warning("update_run('%s'): unknown field(s) %s ignored; the fields are %s.",
+                         run_id, sorted(unknown), sorted(rows.UPDATABLE))
+            fields = {k: v for k, v in fields.items() if k not in unknown}
         if "status" in fields and fields["status"] not in RUN_STATUSES:
             raise ValueError(
                 f"update_run: status {fields['status']!r} is not one of {list(RUN_STATUSES)}."

@@ -54,8 +54,6 @@ XFAIL = {
     "quirk_tuple_checkpoints": "tuples come back from checkpoints and snapshots as tuples "
                                "and the JSON files hold {'__pf__': 'tuple'} objects; 0.2 "
                                "wrote plain JSON lists and gave lists back",
-    "quirk_update_run_fields": "WorkflowDB.update_run raises TypeError on a field it does "
-                               "not know (and updates nothing); 0.2 ignored unknown fields",
 }
 
 
