@@ -10,6 +10,11 @@ they see the caller's context variables), and awaited before the next node
 starts, so the database recorder (the one sink whose failure fails the
 step) has made a step durable before anyone else hears of it. The end of a
 run (``FlowFinished``) reaches every sink even if one of them fails.
+
+Logging is two sinks, each added to a run only when its logger is enabled
+for INFO (one check per run): structured events on ``pocoflow.flow``
+(:class:`LogSink`) and 0.2's node start/end lines on ``pocoflow.node``
+(:class:`NodeLogSink`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
     from pocoflow.flow import Flow
 
 _log = get_logger("flow")
+_node_log = get_logger("node")
 
 
 @runtime_checkable
@@ -172,6 +178,22 @@ class LogSink:
         log_event(_log, event.kind, **fields)
 
 
+class NodeLogSink:
+    """pocoflow 0.2's node lines on ``pocoflow.node`` at INFO: "→ Node 'X' starting" and
+    "← Node 'X' done  action='a'  1.23s" (only when INFO is enabled there).
+
+    Nested flows get their own NodeLogSink, so this one ignores their events."""
+
+    sees_nested = False
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, NodeStarted):
+            _node_log.info("→ Node '%s' starting", event.node_name)
+        elif isinstance(event, NodeFinished):
+            _node_log.info("← Node '%s' done  action='%s'  %.2fs", event.node_name,
+                           event.action, event.elapsed_s)
+
+
 class StreamSink:
     """Feeds ``Flow.stream``: every event of the run and of its nested flows."""
 
@@ -209,6 +231,8 @@ def sinks_for(flow: Flow, extra: Sequence[Any] = (), *, inherited: Sequence[Any]
         sinks.append(JsonCheckpointSink(flow.checkpoint_dir))
     if logging_enabled():
         sinks.append(LogSink())
+    if node_logging_enabled():
+        sinks.append(NodeLogSink())
     outer = [getattr(s, "target", s) for s in inherited]
     sinks.extend(s for s in flow._sinks if not any(s.target == t for t in outer))
     sinks.extend(s for s in inherited if not getattr(s, "critical", False))
@@ -223,3 +247,9 @@ def _file_safe(name: str) -> str:
 
 def logging_enabled() -> bool:
     return _log.isEnabledFor(20)  # logging.INFO, without importing logging here
+
+
+def node_logging_enabled() -> bool:
+    """Checked once per run: with ``pocoflow.node`` off for INFO, a run has no
+    NodeLogSink and node logging costs nothing per step."""
+    return _node_log.isEnabledFor(20)

@@ -295,3 +295,54 @@ def test_a_run_logs_its_events_as_structured_jsonl(tmp_path: Path) -> None:
         node_end["run_id"], node_end["node_name"], node_end["action"])
     assert isinstance(node_end["elapsed_ms"], float)
     assert "completed" == events[3]["status"]
+
+
+def test_a_run_logs_node_start_and_end_on_pocoflow_node_as_02_did(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With pocoflow.node enabled for INFO, each node logs "→ Node 'X' starting" and
+    "← Node 'X' done  action=...  1.23s" there, as pocoflow 0.2 did; nested flows' nodes
+    too, each line once."""
+    from pocoflow import Flow, Node
+
+    class Inner(Node):
+        def post(self, store, prep_res, exec_res):
+            return "inner-done"
+
+    class Outer(Node):
+        def post(self, store, prep_res, exec_res):
+            return "next"
+
+    outer = Outer()
+    outer.then("next", Flow(Inner(), flow_name="Sub"))
+    with caplog.at_level(logging.INFO, logger="pocoflow.node"):
+        Flow(outer).run({})
+
+    lines = [re.sub(r"\d+\.\d\ds$", "<t>s", r.getMessage())
+             for r in caplog.records if r.name == "pocoflow.node"]
+    assert ["→ Node 'Outer' starting",
+            "← Node 'Outer' done  action='next'  <t>s",
+            "→ Node 'Sub' starting",  # the nested flow is a step of the outer run
+            "→ Node 'Inner' starting",
+            "← Node 'Inner' done  action='inner-done'  <t>s",
+            "← Node 'Sub' done  action='inner-done'  <t>s"] == lines
+    assert {logging.INFO} == {r.levelno for r in caplog.records if r.name == "pocoflow.node"}
+
+
+def test_node_logging_adds_no_sink_while_pocoflow_node_is_off_for_info() -> None:
+    """A run gets a NodeLogSink only when pocoflow.node is enabled for INFO (checked once
+    per run), so disabled node logging costs nothing per step."""
+    from pocoflow import Flow, Node
+    from pocoflow.sinks import NodeLogSink, sinks_for
+
+    flow = Flow(Node())
+    node_log = logging.getLogger("pocoflow.node")
+    level = node_log.level
+    try:
+        node_log.setLevel(logging.WARNING)
+        off = sinks_for(flow)
+        node_log.setLevel(logging.INFO)
+        on = sinks_for(flow)
+    finally:
+        node_log.setLevel(level)
+    assert [] == [s for s in off if isinstance(s, NodeLogSink)]
+    assert 1 == len([s for s in on if isinstance(s, NodeLogSink)])

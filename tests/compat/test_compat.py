@@ -39,8 +39,6 @@ XFAIL = {
     "quirk_llm_fallback_history": "after a fallback provider answers, error_history also "
                                   "holds the failed providers' errors (0.2: only the "
                                   "answering provider's)",
-    "quirk_logger_hierarchy": "nothing is logged on pocoflow.node (0.2 logged node start/end "
-                              "and retries there; the README documents the hierarchy)",
     "quirk_post_returns_none": "post() returning None means 'default' (hooks and pf_events "
                                "say 'default' and a 'default' edge is followed); 0.2 passed "
                                "None on and ended the flow there",
