@@ -29,7 +29,8 @@ __all__ = ["AsyncWorkflowDB", "WorkflowDB", "schema_revision", "upgrade_schema"]
 class AsyncWorkflowDB:
     """The run database, awaitable: runs, events, checkpoints of every flow.
 
-    ``AsyncWorkflowDB("pocoflow.db")`` or ``AsyncWorkflowDB("postgresql+asyncpg://...")``.
+    ``AsyncWorkflowDB("pocoflow.db")`` or ``AsyncWorkflowDB("postgresql+asyncpg://...")``;
+    the parameter is named ``db_path`` as in pocoflow 0.2, and takes either.
     The database is opened (and migrated to the current schema) on first use.
     ``lease_seconds``: a running run whose heartbeat is older shows as
     ``interrupted``. ``allow_pickle``: checkpoint values no codec handles are
@@ -37,12 +38,12 @@ class AsyncWorkflowDB:
     snapshots at most. Each method runs in a worker thread, on asyncio or trio.
     """
 
-    def __init__(self, target: Target, *, lease_seconds: float = LEASE_SECONDS,
+    def __init__(self, db_path: Target, *, lease_seconds: float = LEASE_SECONDS,
                  allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
-        if isinstance(target, (WorkflowDB, AsyncWorkflowDB)):
-            raise TypeError(f"Pass a path or URL, not a {type(target).__name__}; use it "
+        if isinstance(db_path, (WorkflowDB, AsyncWorkflowDB)):
+            raise TypeError(f"Pass a path or URL, not a {type(db_path).__name__}; use it "
                             "directly (Flow(db=...) takes either).")
-        self.records = RunRecords(target, lease_seconds=lease_seconds,
+        self.records = RunRecords(db_path, lease_seconds=lease_seconds,
                                   allow_pickle=allow_pickle, full_every=full_every)
 
     @property
@@ -235,9 +236,9 @@ class WorkflowDB:
     ``WorkflowDB(...).aio`` is the async twin on the same database.
     """
 
-    def __init__(self, target: Target, *, lease_seconds: float = LEASE_SECONDS,
+    def __init__(self, db_path: Target, *, lease_seconds: float = LEASE_SECONDS,
                  allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
-        self.aio = AsyncWorkflowDB(target, lease_seconds=lease_seconds,
+        self.aio = AsyncWorkflowDB(db_path, lease_seconds=lease_seconds,
                                    allow_pickle=allow_pickle, full_every=full_every)
         self.records = self.aio.records
         self.records.open()

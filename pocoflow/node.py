@@ -1,8 +1,9 @@
 """Nodes: the ``prep | exec | post`` units of a flow, and their retry policy.
 
-``prep(store)`` reads, ``exec(prep_res)`` does the work without touching the
-store (so it is pure and retryable), ``post(store, prep_res, exec_res)``
-writes back and returns the action that picks the next node. Nodes are
+``prep(store)`` reads, ``exec(prep_result)`` does the work without touching
+the store (so it is pure and retryable), ``post(store, prep_result,
+exec_result)`` writes back and returns the action that picks the next node
+(parameter names as in pocoflow 0.2, for callers that pass them by keyword). Nodes are
 configuration: nothing about a run is kept on them, so one node object may
 serve many runs at once. The engine (``pocoflow.engine``) executes them.
 """
@@ -226,15 +227,15 @@ class Node(Wired):
         """Extract: read what exec needs from the store."""
         return None
 
-    def exec(self, prep_res: Any) -> Any:
+    def exec(self, prep_result: Any) -> Any:
         """Transform: do the work. Must not touch the store; may be retried."""
         return None
 
-    def post(self, store: Any, prep_res: Any, exec_res: Any) -> str | None:
+    def post(self, store: Any, prep_result: Any, exec_result: Any) -> str | None:
         """Load and route: write results, return the next action (None = "default")."""
         return DEFAULT_ACTION
 
-    def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
+    def exec_fallback(self, prep_result: Any, exc: Exception) -> Any:
         """Called when exec gives up; its return value becomes the exec result.
 
         The default re-raises *exc*, which fails the node.
@@ -301,11 +302,11 @@ class AsyncNode(Node):
         """Async Extract; by default the sync ``prep`` is used instead."""
         return self.prep(store)
 
-    async def exec_async(self, prep_res: Any) -> Any:
+    async def exec_async(self, prep_result: Any) -> Any:
         """Async Transform: await your I/O here."""
         return None
 
-    def exec(self, prep_res: Any) -> Any:
+    def exec(self, prep_result: Any) -> Any:
         """Run :meth:`exec_async` to completion and return its result (pocoflow 0.2).
 
         For calling a node's exec directly, e.g. in a unit test; it works with or
@@ -315,15 +316,15 @@ class AsyncNode(Node):
         """
         from pocoflow.bridge import run_sync
 
-        return run_sync(self.exec_async, prep_res)
+        return run_sync(self.exec_async, prep_result)
 
-    async def post_async(self, store: Any, prep_res: Any, exec_res: Any) -> str | None:
+    async def post_async(self, store: Any, prep_result: Any, exec_result: Any) -> str | None:
         """Async Load and route; by default the sync ``post`` is used instead."""
-        return self.post(store, prep_res, exec_res)
+        return self.post(store, prep_result, exec_result)
 
-    async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
+    async def exec_fallback_async(self, prep_result: Any, exc: Exception) -> Any:
         """Async fallback; by default the sync ``exec_fallback`` is used instead."""
-        return self.exec_fallback(prep_res, exc)
+        return self.exec_fallback(prep_result, exc)
 
 
 class BatchNode(Node):

@@ -200,6 +200,24 @@ class Store(MutableMapping[str, Any]):
         self._read.add(key)
         return self._data.get(key, default)
 
+    def update(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),  # type: ignore[override]
+               **kwargs: Any) -> None:
+        """Write every key of *mapping* (or each ``(key, value)`` pair), then *kwargs*,
+        through the schema and observers.
+
+        The first parameter is named ``mapping``, as in pocoflow 0.2, so
+        ``store.update(mapping={...})`` writes the mapping's keys (a key named
+        ``"mapping"`` is written with ``store["mapping"] = ...`` or a dict).
+        """
+        if hasattr(mapping, "keys"):  # as MutableMapping.update: keys() and [], no __iter__
+            for key in mapping.keys():  # type: ignore[union-attr]  # noqa: SIM118
+                self[key] = mapping[key]  # type: ignore[index]
+        else:
+            for key, value in mapping:
+                self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+
     def keys(self):  # type: ignore[override]  # dict views are faster and richer
         return self._data.keys()
 

@@ -45,6 +45,22 @@ def test_the_generated_methods_are_up_to_date() -> None:
     assert facades.render(source) == source
 
 
+def test_both_facades_take_db_path_by_keyword_as_in_02(tmp_path: Path) -> None:
+    """WorkflowDB(db_path=...) works as in pocoflow 0.2, and the parameter takes a URL
+    too; AsyncWorkflowDB names it the same."""
+    import anyio
+
+    db = WorkflowDB(db_path=tmp_path / "kw.db")
+    db.create_run("r1", "kw")
+    by_url = WorkflowDB(db_path=f"sqlite:///{tmp_path / 'kw.db'}")
+    assert "kw" == by_url.get_run("r1")["flow_name"]  # type: ignore[index]
+
+    async def read() -> dict[str, object] | None:
+        return await AsyncWorkflowDB(db_path=tmp_path / "kw.db").get_run("r1")
+
+    assert "kw" == anyio.run(read)["flow_name"]  # type: ignore[index]
+
+
 def test_last_action_works_on_both_facades(tmp_path: Path) -> None:
     """last_action (broken in the hand-written WorkflowDB) answers on both facades."""
     import anyio

@@ -80,6 +80,29 @@ async def test_phases_pass_results_along() -> None:
 # ── edges ───────────────────────────────────────────────────────────────────
 
 
+def test_phases_take_02s_parameter_names_by_keyword() -> None:
+    """exec(prep_result=...), post(store, prep_result=..., exec_result=...) and
+    exec_fallback(prep_result=..., exc=...) work by keyword, with pocoflow 0.2's names;
+    so do AsyncNode's exec_async, exec, post_async and exec_fallback_async."""
+    node, store = Node(), Store()
+    assert node.exec(prep_result=1) is None
+    assert "default" == node.post(store, prep_result=1, exec_result=2)
+    with pytest.raises(KeyError):
+        node.exec_fallback(prep_result=1, exc=KeyError("k"))
+
+    class Add(AsyncNode):
+        async def exec_async(self, prep_result: int) -> int:
+            return prep_result + 1
+
+    async_node = Add()
+    assert 2 == async_node.exec(prep_result=1)
+    assert 3 == anyio.run(lambda: async_node.exec_async(prep_result=2))
+    assert "default" == anyio.run(lambda: async_node.post_async(store, prep_result=1,
+                                                                exec_result=2))
+    with pytest.raises(KeyError):
+        anyio.run(lambda: async_node.exec_fallback_async(prep_result=1, exc=KeyError("k")))
+
+
 def test_then_returns_self_and_chains() -> None:
     """then() returns the node itself, so edges chain."""
     a, b, c = Record(name="A"), Record(name="B"), Record(name="C")

@@ -94,6 +94,16 @@ def test_update_accepts_a_mapping_pairs_and_keywords() -> None:
     assert {"a": 1, "b": 2, "c": 3} == dict(store)
 
 
+def test_update_with_mapping_as_a_keyword_writes_its_keys_as_in_02() -> None:
+    """store.update(mapping={...}) writes the mapping's keys, as pocoflow 0.2's
+    update(mapping) did (not a key named "mapping"); the schema still checks them."""
+    store = Store(schema={"n": int})
+    store.update(mapping={"n": 1, "text": "t"})
+    assert {"n": 1, "text": "t"} == dict(store)
+    with pytest.raises(SchemaError, match="'n'"):
+        store.update(mapping={"n": "one"})
+
+
 def test_keys_items_values_reflect_the_contents() -> None:
     """keys, items and values show the current contents in insertion order."""
     store = Store({"a": 1, "b": 2})

@@ -24,28 +24,15 @@ OLD = json.loads((EXPECTED / "api-0.2.1.json").read_text(encoding="utf-8"))
 XFAIL = {
     "pocoflow.ui.monitor.STATUS_EMOJI": "by design: STATUS_EMOJI gained the cancelled and "
                                         "interrupted badges; 0.2.1's five are unchanged",
-    "pocoflow.RunHandle": "RunHandle(run_id, thread, done_event, result_box, cancel_event, "
-                          "db=None) became RunHandle(control, future)",
-    "pocoflow.runner.RunHandle": "RunHandle(run_id, thread, done_event, result_box, "
-                                 "cancel_event, db=None) became RunHandle(control, future)",
+    "pocoflow.RunHandle": "by design: RunHandle(run_id, thread, done_event, result_box, "
+                          "cancel_event, db=None) became RunHandle(control, future); 0.2 "
+                          "documented it as 'do not instantiate directly' (run_background "
+                          "makes one), and its attributes and methods are all kept",
+    "pocoflow.runner.RunHandle": "by design: RunHandle(run_id, thread, done_event, "
+                                 "result_box, cancel_event, db=None) became "
+                                 "RunHandle(control, future); 0.2 documented it as 'do not "
+                                 "instantiate directly'",
 }
-RENAMED_PHASE_ARGS = ("Node.exec(prep_result) / post(store, prep_result, exec_result) became "
-                      "exec(prep_res) / post(store, prep_res, exec_res): a call by keyword "
-                      "fails")
-XFAIL.update({
-    "pocoflow.Node": RENAMED_PHASE_ARGS,
-    "pocoflow.node.Node": RENAMED_PHASE_ARGS,
-    "pocoflow.AsyncNode": RENAMED_PHASE_ARGS + "; also exec_async(prep_result)",
-    "pocoflow.node.AsyncNode": RENAMED_PHASE_ARGS + "; also exec_async(prep_result)",
-    "pocoflow.Store": "Store.update(mapping) became MutableMapping.update(other=(), /, **kw): "
-                      "store.update(mapping={...}) now writes a key named 'mapping'",
-    "pocoflow.store.Store": "Store.update(mapping) became MutableMapping.update(other=(), /, "
-                            "**kw): store.update(mapping={...}) now writes a key 'mapping'",
-    "pocoflow.WorkflowDB": "WorkflowDB(db_path) became WorkflowDB(target): "
-                           "WorkflowDB(db_path='x.db') raises TypeError",
-    "pocoflow.db.WorkflowDB": "WorkflowDB(db_path) became WorkflowDB(target): "
-                              "WorkflowDB(db_path='x.db') raises TypeError",
-})
 POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
 
 
