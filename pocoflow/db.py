@@ -45,11 +45,23 @@ class AsyncWorkflowDB:
                             "directly (Flow(db=...) takes either).")
         self.records = RunRecords(db_path, lease_seconds=lease_seconds,
                                   allow_pickle=allow_pickle, full_every=full_every)
+        self._given = db_path
 
     @property
     def url(self) -> str:
         """The database URL, password hidden."""
         return self.records.safe_url
+
+    @property
+    def db_path(self) -> Path | None:
+        """The SQLite file: the path as given (0.2 kept it so, relative or not), or the
+        file a ``sqlite://`` URL names; None for other databases."""
+        given = self._given
+        if isinstance(given, os.PathLike) or (isinstance(given, str) and "://" not in given):
+            return Path(given)
+        url = self.records.url
+        return Path(url.database) if url.get_backend_name() == "sqlite" and url.database \
+            else None
 
     def __repr__(self) -> str:
         return f"<AsyncWorkflowDB {self.url}>"
@@ -250,10 +262,8 @@ class WorkflowDB:
 
     @property
     def db_path(self) -> Path | None:
-        """The SQLite file (0.2 attribute); None for other databases."""
-        url = self.records.url
-        return Path(url.database) if url.get_backend_name() == "sqlite" and url.database \
-            else None
+        """The SQLite file as given (0.2 attribute); None for other databases."""
+        return self.aio.db_path
 
     def __repr__(self) -> str:
         return f"<WorkflowDB {self.url}>"

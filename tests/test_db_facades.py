@@ -61,6 +61,22 @@ def test_both_facades_take_db_path_by_keyword_as_in_02(tmp_path: Path) -> None:
     assert "kw" == anyio.run(read)["flow_name"]  # type: ignore[index]
 
 
+def test_db_path_is_the_path_as_given_as_in_02(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """WorkflowDB.db_path is a Path of what was given (relative stays relative, as in 0.2);
+    for a sqlite URL it is the file the URL names; the async facade says the same."""
+    monkeypatch.chdir(tmp_path)
+    relative = WorkflowDB("state/runs.db")
+    as_path = WorkflowDB(Path("state") / "runs.db")
+    by_url = WorkflowDB(f"sqlite:///{tmp_path / 'state' / 'runs.db'}")
+
+    assert Path("state/runs.db") == relative.db_path
+    assert Path("state/runs.db") == as_path.db_path
+    assert tmp_path / "state" / "runs.db" == by_url.db_path
+    assert Path("state/runs.db") == AsyncWorkflowDB("state/runs.db").db_path
+    assert (tmp_path / "state" / "runs.db").exists()
+
+
 def test_last_action_works_on_both_facades(tmp_path: Path) -> None:
     """last_action (broken in the hand-written WorkflowDB) answers on both facades."""
     import anyio

@@ -30,8 +30,7 @@ class Count(Node):
 def main():
     print("same class from pocoflow.db:", WorkflowDB is DbModuleWorkflowDB)
     db = WorkflowDB("data/monitor.db")          # parent folders are created
-    # Normalised: 0.2 kept db_path as given (relative), this build resolves it; see
-    # quirk_attributes.py, which prints it raw.
+    # quirk_attributes.py prints db_path raw (the path as given, in 0.2 and here).
     print("db_path:", db.db_path.name, "| file exists:", Path("data/monitor.db").exists())
 
     # a custom runner records its own run
