@@ -107,8 +107,8 @@ def new_run_id(flow: Flow) -> str:
     """The Flow's fixed run_id, else ``<flow_name>-<36 chars>``: the start time in
     milliseconds (10 chars, so ids sort by start) then 128 random bits (26 chars), in
     lowercase Crockford base32. Random ids of that size never collide in practice."""
-    if flow.run_id:
-        return flow.run_id
+    if flow.fixed_run_id:
+        return flow.fixed_run_id
     number = (time.time_ns() // 1_000_000) << 130 | int.from_bytes(os.urandom(16), "big")
     chars = []
     for _ in range(36):

@@ -2,8 +2,10 @@
 
 A Flow holds no run state: ``run``, ``run_async``, ``run_background`` and
 ``stream`` each start a fresh run in the engine, so one Flow object may run
-many times at once, in threads or tasks. A Flow is also a node: put it in
-another flow and the outer flow routes on the inner flow's last action.
+many times at once, in threads or tasks. It only remembers, for scripts, the id
+of the last run it started (:attr:`Flow.last_run_id`), which nothing reads back.
+A Flow is also a node: put it in another flow and the outer flow routes on the
+inner flow's last action.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ class Flow(Wired):
 
     ``checkpoint_dir`` writes ``step_<NNN>_<Node>.json`` after each node;
     ``max_steps`` stops runaway loops; ``run_id`` fixes the id of every run
-    (default: ``<flow_name>-<8 hex>`` per run); ``flow_name`` labels the runs
+    (default: a new ``<flow_name>-<36 chars>`` per run; see :attr:`run_id`);
+    ``flow_name`` labels the runs
     (default: the start node's class name). One of ``db_path`` (a SQLite
     file), ``db_url`` (a SQLAlchemy URL) or ``db`` (a WorkflowDB or
     AsyncWorkflowDB) records every run: events, checkpoints, status.
@@ -79,7 +82,9 @@ class Flow(Wired):
         self.db_path = Path(db_path) if db_path is not None else None
         self._recorder: Any = None
         self.db = _database(db_path, db_url, db)
-        self.run_id = run_id
+        self._fixed_run_id = run_id
+        self._last_run_id: str | None = None
+        self._last_background_run_id: str | None = None
         self.flow_name = flow_name or type(start).__name__
         self.on_unmatched = on_unmatched
         self._hooks: dict[str, list[Callable[..., Any]]] = {e: [] for e in HOOK_EVENTS}
@@ -104,6 +109,35 @@ class Flow(Wired):
 
         self._db = as_async_db(value)
         self._recorder = Recorder(self._db.records)
+
+    @property
+    def run_id(self) -> str | None:
+        """The fixed run id given as ``Flow(run_id=...)`` (or assigned), which every run
+        then uses; without one, as in pocoflow 0.2, the id of the last run started by
+        :meth:`run_background` (0.2 programs read it after starting one), else None.
+
+        Unlike 0.2, that id is only reported: the next run still gets a new id.
+        Assigning ``flow.run_id = "x"`` fixes the id of the runs that follow (None:
+        new ids again). :attr:`last_run_id` reports the last run of any kind.
+        """
+        return self._fixed_run_id or self._last_background_run_id
+
+    @run_id.setter
+    def run_id(self, value: str | None) -> None:
+        self._fixed_run_id = value
+
+    @property
+    def fixed_run_id(self) -> str | None:
+        """The run id every run of this Flow uses (``Flow(run_id=...)``), or None."""
+        return self._fixed_run_id
+
+    @property
+    def last_run_id(self) -> str | None:
+        """The id of the last run started by ``run``, ``run_async``, ``run_background``,
+        ``resume`` or ``fork`` on this Flow object (None before the first). With runs going on
+        at once it is whichever started last; each run's own id is on its RunHandle,
+        its events and its store (``store.run_id``)."""
+        return self._last_run_id
 
     @property
     def name(self) -> str:
@@ -164,9 +198,12 @@ class Flow(Wired):
 
         A dict is written through, so it holds the final state afterwards.
         """
-        from pocoflow.engine import execute
+        from pocoflow.control import RunControl
+        from pocoflow.engine import execute, new_run_id
 
-        return await execute(self, store, start=_start_at(resume_from))
+        control = RunControl(new_run_id(self))
+        self._last_run_id = control.run_id
+        return await execute(self, store, start=_start_at(resume_from), control=control)
 
     def run(self, store: StoreLike, resume_from: Wired | None = None) -> Store:
         """Blocking version of :meth:`run_async`; see it for details.
@@ -182,7 +219,9 @@ class Flow(Wired):
         """Start a run on PocoFlow's background loop and return its RunHandle at once."""
         from pocoflow.bridge import start_background
 
-        return start_background(self, store, _start_at(resume_from))
+        handle = start_background(self, store, _start_at(resume_from))
+        self._last_run_id = self._last_background_run_id = handle.run_id
+        return handle
 
     async def resume_async(self, run_id: str, updates: Mapping[str, Any] | None = None) -> Store:
         """Continue a failed, cancelled, paused or interrupted run from its last checkpoint.
@@ -196,6 +235,7 @@ class Flow(Wired):
         from pocoflow.persistence.resume import prepare_resume
 
         start, store = await prepare_resume(self, run_id, updates)
+        self._last_run_id = run_id
         return await execute(self, store, start=start, control=RunControl(run_id))
 
     def resume(self, run_id: str, updates: Mapping[str, Any] | None = None) -> Store:
@@ -244,13 +284,16 @@ class Flow(Wired):
         ``forked_at_step``). Returns the new run's store."""
         import anyio.to_thread
 
-        from pocoflow.engine import execute
+        from pocoflow.control import RunControl
+        from pocoflow.engine import execute, new_run_id
         from pocoflow.persistence.resume import prepare_fork
 
         records = self._records("fork")
         start, store = await anyio.to_thread.run_sync(prepare_fork, self, records, run_id,
                                                       step, updates)
-        return await execute(self, store, start=start)
+        control = RunControl(new_run_id(self))
+        self._last_run_id = control.run_id
+        return await execute(self, store, start=start, control=control)
 
     def fork(self, run_id: str, step: int, updates: Mapping[str, Any] | None = None) -> Store:
         """Blocking version of :meth:`fork_async`; see it for details."""

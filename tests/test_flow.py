@@ -496,6 +496,56 @@ def test_one_flow_runs_concurrently_from_threads() -> None:
     ]
 
 
+# ── run ids a script can read ───────────────────────────────────────────────
+
+
+def test_flow_reports_the_id_of_the_last_run_it_started_without_reusing_it(
+        tmp_path: Path) -> None:
+    """flow.last_run_id is the id of the last run this Flow started, known as soon as
+    run_background returns; flow.run_id (no id fixed) is the last run_background run's,
+    as 0.2 set it. The next run still gets a new id, so a recorded flow runs again
+    without RunExistsError."""
+    from pocoflow import WorkflowDB
+
+    flow = Flow(start=Step("done", name="A"), db_path=tmp_path / "ids.db", flow_name="ids")
+    assert (None, None, None) == (flow.run_id, flow.last_run_id, flow.fixed_run_id)
+
+    handle = flow.run_background(Store())
+    assert handle.run_id == flow.last_run_id == flow.run_id
+    handle.wait(10)
+    flow.run(Store())
+    second = flow.last_run_id
+
+    assert handle.run_id == flow.run_id  # 0.2: only run_background set flow.run_id
+    assert second is not None
+    assert handle.run_id != second
+    assert None is flow.fixed_run_id
+    db = WorkflowDB(tmp_path / "ids.db")
+    assert ["completed", "completed"] == [db.get_run(r)["status"]  # type: ignore[index]
+                                          for r in (handle.run_id, second)]
+
+
+def test_a_fixed_run_id_is_what_flow_run_id_says_and_every_run_uses() -> None:
+    """Flow(run_id=...) fixes the id of every run, and flow.run_id reports it; assigning
+    flow.run_id fixes it too, and None goes back to new ids."""
+    heard: list[str] = []
+    flow = Flow(start=Step("done", name="A"), run_id="nightly-1")
+    flow.add_sink(lambda event: heard.append(event.run_id))
+    flow.run(Store())
+    assert ("nightly-1", "nightly-1", "nightly-1") == (
+        flow.run_id, flow.fixed_run_id, flow.last_run_id)
+
+    flow.run_id = "nightly-2"
+    flow.run(Store())
+    flow.run_id = None
+    flow.run(Store())
+
+    assert ["nightly-1", "nightly-2"] == list(dict.fromkeys(heard))[:2]
+    fresh = heard[-1]
+    assert fresh.startswith("Step-")  # the flow is named after its start node's class
+    assert (None, fresh, None) == (flow.run_id, flow.last_run_id, flow.fixed_run_id)
+
+
 def test_checkpoint_files_are_json(tmp_path: Path) -> None:
     """Checkpoint files hold the store's name and data as JSON."""
     Flow(start=Step("done", name="A", key="a", value=1), checkpoint_dir=tmp_path).run(

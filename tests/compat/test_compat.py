@@ -31,7 +31,6 @@ XFAIL = {
                                   "thread, so asyncio.run() there raises RuntimeError (a "
                                   "hook's error is only logged: its work silently does "
                                   "not happen)",
-    "quirk_attributes": "run_background() no longer sets Flow.run_id",
     "quirk_fixed_run_id": "running a Flow(run_id=...) again after a failed attempt raises "
                           "RunExistsError before any node runs; 0.2 ran it again under the "
                           "same id",
