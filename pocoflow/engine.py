@@ -139,6 +139,7 @@ async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
     validate_graph(first)
     if control is None:
         control = RunControl(new_run_id(flow))
+    store.run_id = control.run_id  # for scripts: the id of the run this store was run in
     run = Run(flow, control.run_id, store, sinks_for(flow, sinks), control)
     controls.register(control)
     try:

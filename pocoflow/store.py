@@ -139,6 +139,7 @@ class Store(MutableMapping[str, Any]):
             transient = (transient,)
         self._transient = TransientKeys(transient, bool(strict_checkpoints), name)
         self._observers: list[Observer] = []
+        self._run_id: str | None = None
         self._written: set[str] = set()
         self._deleted: set[str] = set()
         self._read: set[str] = set()
@@ -241,6 +242,19 @@ class Store(MutableMapping[str, Any]):
     @property
     def schema(self) -> dict[str, Any]:
         return dict(self._schema)
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the last run this store was run in (None before any), set by the
+        engine when the run starts: a script finds a paused run's id this way,
+        ``store = flow.run(store)`` then ``flow.resume(store.run_id, updates=...)``,
+        and nodes and hooks can read their run's id."""
+        return self._run_id
+
+    @run_id.setter
+    def run_id(self, value: str | None) -> None:
+        self._run_id = value
+        self._transient.warned.clear()  # a new run reports its left-out keys again
 
     @property
     def transient(self) -> frozenset[str]:

@@ -546,6 +546,56 @@ def test_a_fixed_run_id_is_what_flow_run_id_says_and_every_run_uses() -> None:
     assert (None, fresh, None) == (flow.run_id, flow.last_run_id, flow.fixed_run_id)
 
 
+async def test_store_run_id_is_the_id_of_the_run_it_is_in() -> None:
+    """store.run_id is None before any run, set when a run starts (a node sees its own
+    run's id; a nested flow's nodes see the outer run's), and kept after the run."""
+    seen: list[str | None] = []
+
+    class Look(Node):
+        def prep(self, store: Any) -> None:
+            seen.append(store.run_id)
+
+    outer = Look()
+    outer.then("default", Flow(Look(), flow_name="Inner"))
+    flow = Flow(outer, flow_name="outer")
+    started: list[str] = []
+    flow.add_sink(lambda e: started.append(e.run_id) if isinstance(e, FlowStarted) else None)
+    store = Store()
+    assert store.run_id is None
+
+    await flow.run_async(store)
+    first = store.run_id
+    await flow.run_async(store)
+
+    assert [started[0], started[0], store.run_id, store.run_id] == seen
+    assert first != store.run_id
+    assert started[0] == first
+    assert flow.last_run_id == store.run_id
+
+
+def test_a_dict_run_returns_a_store_that_knows_its_run_id() -> None:
+    """flow.run(dict) returns a Store whose run_id is the run's."""
+    flow = Flow(start=Step("done", name="A"))
+    store = flow.run({})
+    assert store.run_id is not None
+    assert flow.last_run_id == store.run_id
+
+
+async def test_a_left_out_value_is_reported_once_per_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The WARNING about a value checkpoints cannot encode comes once per key per run: a
+    store run twice reports it twice, not once per step."""
+    a = Step("ok", name="A")
+    a.then("ok", Step("done", name="B"))
+    flow = Flow(start=a, checkpoint_dir=tmp_path)
+    store = Store({"client": object()})
+    with caplog.at_level(logging.WARNING, logger="pocoflow"):
+        await flow.run_async(store)
+        await flow.run_async(store)
+
+    assert 2 == len([r for r in caplog.records if "'client'" in r.getMessage()])
+
+
 def test_checkpoint_files_are_json(tmp_path: Path) -> None:
     """Checkpoint files hold the store's name and data as JSON."""
     Flow(start=Step("done", name="A", key="a", value=1), checkpoint_dir=tmp_path).run(

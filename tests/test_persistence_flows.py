@@ -323,6 +323,49 @@ def test_paused_run_is_recorded_paused_with_its_reason(db_url: str) -> None:
     assert {"reason": "need approval", "data": {"amount": 5}} == json.loads(end["detail"])
 
 
+def test_a_script_resumes_a_paused_run_by_the_id_on_its_store(db_url: str) -> None:
+    """flow.run returns the store; store.run_id is the paused run's id, so a script can
+    resume it (pocoflow 0.2 scripts had no other way to learn it from run())."""
+    class Approve(Node):
+        def prep(self, store: Any) -> Any:
+            return store.get("approved")
+
+        def exec(self, approved: Any) -> Any:
+            if approved is None:
+                raise Pause("need approval")
+            return approved
+
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            store["result"] = exec_res
+
+    db = WorkflowDB(db_url)
+    flow = Flow(chain(Put("a", lambda: 1), Approve()), db=db, flow_name="approve")
+
+    store = flow.run({})
+    assert "paused" == db.get_run(store.run_id)["status"]  # type: ignore[index]
+
+    resumed = flow.resume(store.run_id, updates={"approved": "yes"})
+
+    assert ("yes", store.run_id) == (resumed["result"], resumed.run_id)
+    assert [store.run_id] == [r["run_id"] for r in db.list_runs()]
+    assert "completed" == db.get_run(store.run_id)["status"]  # type: ignore[index]
+
+
+def test_a_fork_reports_its_new_run_id_on_the_flow_and_the_store(db_url: str) -> None:
+    """flow.fork starts a new run: its id is on the store it returns and is the flow's
+    last_run_id, not the forked run's."""
+    db = WorkflowDB(db_url)
+    flow = Flow(chain(Put("a", lambda: 1, name="A"), Put("b", lambda: 2, name="B")), db=db,
+                flow_name="forked")
+    first = flow.run({})
+
+    store = flow.fork(first.run_id, 0, updates={"a": 10})
+
+    assert store.run_id != first.run_id
+    assert store.run_id == flow.last_run_id
+    assert {"a": 10, "b": 2} == store.as_dict()
+
+
 # ── nested flows and RunHandle ──────────────────────────────────────────────
 
 
