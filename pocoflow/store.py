@@ -233,6 +233,19 @@ class Store(MutableMapping[str, Any]):
     def __repr__(self) -> str:
         return f"Store(name={self._name!r}, keys={list(self._data)})"
 
+    # Identity, as pocoflow 0.2's Store had it: apps key per-session data by the store.
+    def __hash__(self) -> int:
+        return object.__hash__(self)
+
+    def __eq__(self, other: object) -> bool:
+        """Two Stores are equal only if they are the same object (pocoflow 0.2); a Store
+        equals a plain mapping (``store == {"a": 1}``) with the same contents."""
+        if isinstance(other, Store):
+            return self is other
+        if isinstance(other, Mapping):
+            return self._data == (other if isinstance(other, dict) else dict(other.items()))
+        return NotImplemented
+
     # ── identity and schema ─────────────────────────────────────────────────
 
     @property

@@ -177,14 +177,41 @@ def test_setdefault_keeps_an_existing_value_and_sets_a_missing_one() -> None:
     assert ["x"] == store["trail"]
 
 
-def test_store_equals_a_dict_with_the_same_items() -> None:
-    """A Store compares equal to a dict (either side) and to a Store with the same items."""
+def test_store_equals_a_mapping_with_the_same_items() -> None:
+    """A Store compares equal to a dict (either side) or another plain mapping with the
+    same items."""
+    from types import MappingProxyType
+
     store = Store({"a": 1, "b": [2]})
     assert {"a": 1, "b": [2]} == store
     assert store == {"a": 1, "b": [2]}
-    assert Store({"a": 1, "b": [2]}, name="other") == store
+    assert MappingProxyType({"a": 1, "b": [2]}) == store
+    assert store == MappingProxyType({"a": 1, "b": [2]})
     assert store != {"a": 1}
     assert store != {"a": 1, "b": [3]}
+    assert store != [("a", 1), ("b", [2])]
+
+
+def test_two_stores_are_equal_only_if_they_are_the_same_store() -> None:
+    """Stores compare by identity, as in pocoflow 0.2: two sessions holding the same data
+    are different stores (compare contents with store.as_dict())."""
+    store = Store({"a": 1})
+    twin = Store({"a": 1})
+    assert store == store
+    assert store != twin
+    assert store.as_dict() == twin.as_dict()
+
+
+def test_a_store_is_hashable_by_identity() -> None:
+    """A Store can be a dict key or a set member (0.2 session registries), by identity,
+    and its hash does not change when its contents do."""
+    store, other = Store({"message": "hi"}), Store({"message": "hi"})
+    sessions = {store: "ann", other: "bob"}
+    before = hash(store)
+    store["reply"] = "ih"
+    assert "ann" == sessions[store]
+    assert before == hash(store)
+    assert 2 == len({store, other, store})
 
 
 def test_name_defaults_to_store() -> None:

@@ -42,9 +42,6 @@ XFAIL = {
                                "None on and ended the flow there",
     "quirk_sqlite_tool": "exec runs in a worker thread, so a sqlite3 connection opened by "
                          "the app raises ProgrammingError inside exec",
-    "quirk_store_identity": "Store is a MutableMapping, so it is unhashable (cannot be a "
-                            "dict key or set member) and == compares contents; 0.2's Store "
-                            "hashed and compared by identity",
     "quirk_then_none_with_wildcard": "then(action, None) now ends the flow even when a '*' "
                                      "edge exists; 0.2 sent that action to the '*' edge",
     "quirk_tuple_checkpoints": "tuples come back from checkpoints and snapshots as tuples "
