@@ -133,9 +133,11 @@ def test_021_name_is_still_there_with_a_compatible_signature(
     assert [] == entry_problems(OLD[module][name], new_module.get(name))
 
 
-@pytest.mark.xfail(strict=True, reason="pocoflow 0.2.1 depended on pocketflow (its README "
-                   "keeps it 'to ease migration for projects already using it'); this "
-                   "build does not, so `import pocketflow` breaks after an upgrade")
+@pytest.mark.xfail(strict=True, reason="by design: pocoflow 0.2.1 depended on pocketflow "
+                   "(its README keeps it 'to ease migration for projects already using "
+                   "it'); this build implements what PocketFlow users rely on itself and "
+                   "does not, so a project that imports pocketflow directly must list it "
+                   "in its own dependencies")
 def test_pocketflow_is_still_a_dependency() -> None:
     """Installing pocoflow still installs pocketflow, as 0.2.1's dependencies did."""
     text = (REPO / "pyproject.toml").read_text(encoding="utf-8")

@@ -6,7 +6,10 @@ Where this build legitimately differs (longer run ids, ``cancelled`` for
 ``failed``, a dict written through), the program itself normalises its output and
 says why in a comment. Where a 0.2 program would notice a difference, the test is
 a strict xfail naming it: fix the library, and the xfail turns into a failure
-that asks for the marker to go.
+that asks for the marker to go. A reason that starts with "by design:" marks a
+difference kept on purpose (the program stays as its documentation, and
+docs/migrating-from-0.2.md tells users what to do); the strict xfail still
+catches a change of behaviour either way.
 """
 
 from __future__ import annotations
@@ -18,35 +21,56 @@ import pytest
 from tests.compat.harness import REPO, expected, expected_stderr, program_names, run_program
 
 XFAIL = {
-    # ── programs written as 0.2 users write them ──
+    # ── differences still to settle ──
     "llm_private_stubs": "the names of 0.2's pocoflow/utils.py that tests patch are gone: "
                          "utils._global_llm (ignored by call_llm), utils.time, "
                          "UniversalLLMProvider._create_openai_client, _make_call, "
                          "_default_model, _client_factories",
-    "db_rows_raw": "pf_events gets rows 0.2 never wrote (node_retry per retry; flow_end "
-                   "after a node_error), flow_end rows carry the last action, a failed "
-                   "run's total_steps is 0 (0.2: NULL), store_json has no spaces",
-    # ── one difference each ──
-    "quirk_asyncio_in_sync_code": "prep/post and hooks run on the engine's event loop "
-                                  "thread, so asyncio.run() there raises RuntimeError (a "
-                                  "hook's error is only logged: its work silently does "
-                                  "not happen)",
-    "quirk_fixed_run_id": "running a Flow(run_id=...) again after a failed attempt raises "
-                          "RunExistsError before any node runs; 0.2 ran it again under the "
-                          "same id",
-    "quirk_llm_fallback_history": "after a fallback provider answers, error_history also "
-                                  "holds the failed providers' errors (0.2: only the "
-                                  "answering provider's)",
-    "quirk_post_returns_none": "post() returning None means 'default' (hooks and pf_events "
-                               "say 'default' and a 'default' edge is followed); 0.2 passed "
-                               "None on and ended the flow there",
-    "quirk_sqlite_tool": "exec runs in a worker thread, so a sqlite3 connection opened by "
-                         "the app raises ProgrammingError inside exec",
-    "quirk_then_none_with_wildcard": "then(action, None) now ends the flow even when a '*' "
-                                     "edge exists; 0.2 sent that action to the '*' edge",
-    "quirk_tuple_checkpoints": "tuples come back from checkpoints and snapshots as tuples "
-                               "and the JSON files hold {'__pf__': 'tuple'} objects; 0.2 "
-                               "wrote plain JSON lists and gave lists back",
+    # ── by design (docs/migrating-from-0.2.md says what to do instead) ──
+    "db_rows_raw": "by design: pf_events records more than 0.2 did (a node_retry row per "
+                   "retry, a flow_end row after a node_error, the last action on flow_end) "
+                   "so the monitor can show retries and how every run ended; a failed "
+                   "run's total_steps counts its durable steps (0 here; 0.2: NULL); "
+                   "store_json is compact JSON (0.2 put spaces after ':' and ','). Every "
+                   "0.2 column keeps its name and meaning",
+    "quirk_asyncio_in_sync_code": "by design: prep/post and hooks run on the engine's event "
+                                  "loop thread (SPEC: the executor is async at its core), "
+                                  "where asyncio.run() raises RuntimeError (a hook's error "
+                                  "is only logged: its work does not happen); write the "
+                                  "hook as an async def (it is awaited) or the node as an "
+                                  "AsyncNode with prep_async, and await the coroutine",
+    "quirk_fixed_run_id": "by design: a run id names one run (SPEC: a new run never reuses "
+                          "an existing id), so running a Flow(run_id=...) again after a "
+                          "failed attempt raises RunExistsError before any node runs; "
+                          "continue the failed run with flow.resume(run_id), or give the "
+                          "new attempt its own id. 0.2 ran it again under the same id",
+    "quirk_llm_fallback_history": "by design: after a fallback provider answers, "
+                                  "error_history holds every failed attempt, the failed "
+                                  "providers' too, so a log shows why the primary was "
+                                  "skipped (0.2: only the answering provider's)",
+    "quirk_post_returns_none": "by design: post() returning None means 'default' (SPEC, "
+                               "as in PocketFlow): hooks and pf_events say 'default' and a "
+                               "'default' edge is followed; 0.2 passed None on and ended "
+                               "the flow there. End a flow on purpose with a node that "
+                               "has no edge for its action, or then(action, None)",
+    "quirk_sqlite_tool": "by design: a sync exec runs in a worker thread (SPEC), so a "
+                         "sqlite3 connection opened by the app on the main thread raises "
+                         "sqlite3's own ProgrammingError ('SQLite objects created in a "
+                         "thread can only be used in that same thread') inside exec; set "
+                         "threaded = False on that node (its exec then runs on the thread "
+                         "that runs the flow's loop: the caller's thread for flow.run() "
+                         "in a script), or open the connection with "
+                         "check_same_thread=False",
+    "quirk_then_none_with_wildcard": "by design: then(action, None) is an explicit end of "
+                                     "the flow and wins over a '*' edge (SPEC: 0.2's "
+                                     "then(action, None) keeps working); 0.2 sent that "
+                                     "action to the '*' edge by accident (its next_node "
+                                     "took a None edge for a missing one)",
+    "quirk_tuple_checkpoints": "by design: checkpoints never lose data silently (SPEC), so "
+                               "tuples come back from checkpoints and snapshots as tuples "
+                               "(the JSON holds {'__pf__': 'tuple', 'items': [...]}); 0.2 "
+                               "wrote plain JSON lists and gave lists back. Compare with "
+                               "list(value), or store lists",
 }
 
 
