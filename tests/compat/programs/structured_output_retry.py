@@ -88,7 +88,7 @@ def main():
         print(run["flow_name"], run["status"], run["error_msg"])
         # Normalised: only the node events are printed. This build also logs each
         # retry (node_retry) and a flow_end after a failure, and counts 0 steps where
-        # 0.2 left total_steps NULL: see db_event_log_shape.py, which shows them raw.
+        # 0.2 left total_steps NULL: see db_rows_raw.py, which shows them raw.
         events = [e for e in db.get_events(run["run_id"])
                   if e["event"] in ("node_start", "node_end", "node_error")]
         print("  node events:", [(e["event"], e["node_name"], e["error_msg"]) for e in events])
