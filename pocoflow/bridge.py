@@ -205,7 +205,7 @@ class RunHandle:
     async def wait_async(self) -> Store:
         """Awaitable version of :meth:`wait` (no timeout; cancel the waiting task instead)."""
         if self._watcher is not None:
-            return await anyio.to_thread.run_sync(self._watcher.wait, abandon_on_cancel=True)
+            return await self._watcher.wait_async()  # type: ignore[no-any-return]
         future = self._future
         assert future is not None
         if future.done():

@@ -14,12 +14,16 @@ across every worker. On PostgreSQL each submit and each run's end sends a
 from __future__ import annotations
 
 import contextlib
+import json
+import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection
 
+from pocoflow.errors import RunExistsError
 from pocoflow.persistence.models import IN_FLIGHT, checkpoints, events, run_inputs, runs
 
 #: The PostgreSQL channels: a run was queued (payload: the queue), a run ended (its id).
@@ -47,11 +51,17 @@ def submit(conn: Connection, row: dict[str, Any], inputs: dict[str, Any]) -> str
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
+    if conn.execute(select(runs.c.run_id).where(runs.c.run_id == row["run_id"])).first():
+        raise RunExistsError(
+            f"Run '{row['run_id']}' already exists; a submitted run needs a new run_id (leave "
+            "submit(run_id=...) and Flow(run_id=...) unset for a fresh one each time), and a "
+            "stopped run goes back to the workers with db.resume(run_id). Nothing was queued.")
     statement = insert(runs).values(row)
     if row.get("dedup_key") is not None:
         statement = statement.on_conflict_do_nothing(index_elements=["dedup_key"],
                                                      index_where=text(IN_FLIGHT))
-    if conn.execute(statement).rowcount == 0:
+    # an INSERT's rowcount is kept only when asked for (SQLAlchemy 2; psycopg reports -1)
+    if conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount == 0:
         held = select(runs.c.run_id).where(runs.c.dedup_key == row["dedup_key"],
                                            runs.c.status.in_(("queued", "running")))
         existing = conn.execute(held).scalar()
@@ -65,10 +75,28 @@ def submit(conn: Connection, row: dict[str, Any], inputs: dict[str, Any]) -> str
 
 def requeue(conn: Connection, run: dict[str, Any], values: dict[str, Any]) -> int:
     """Put a stopped run back in its queue (a resume for the workers), if its row is still
-    as read; 1 if it was."""
+    as read; 1 if it was.
+
+    A human's resume starts the count of workers lost to the run afresh (``attempts``).
+    Its updates (``resume_updates``, a store's JSON) are kept with the newest checkpoint
+    id of the run at this moment: a worker applies them only while no newer checkpoint
+    exists, so a worker that dies before checkpointing them does not lose them, and one
+    that comes after a checkpoint holding them does not apply them twice. A paused run
+    whose ``dedup_key`` another run in flight took meanwhile goes on without it."""
     def same(column: Any, value: Any) -> Any:
         return column.is_(None) if value is None else column == value
 
+    values = {**values, "attempts": 0}
+    updates = values.get("resume_updates")
+    if updates is not None:
+        values["resume_updates"] = json.dumps(
+            {"after_checkpoint": _newest_checkpoint(conn, run["run_id"]),
+             "store": json.loads(updates)})
+    key = run.get("dedup_key")
+    if key is not None and conn.execute(select(runs.c.run_id).where(
+            runs.c.dedup_key == key, runs.c.run_id != run["run_id"],
+            runs.c.status.in_(("queued", "running")))).first() is not None:
+        values["dedup_key"] = None
     done = conn.execute(
         update(runs).where(runs.c.run_id == run["run_id"], runs.c.status == run["status"],
                            same(runs.c.owner, run.get("owner")),
@@ -79,17 +107,44 @@ def requeue(conn: Connection, run: dict[str, Any], values: dict[str, Any]) -> in
     return done
 
 
+def _newest_checkpoint(conn: Connection, run_id: str) -> int:
+    """The id of the newest checkpoint of *run_id* or of a nested flow's run inside it
+    (ids only grow), 0 if none."""
+    found = conn.execute(
+        select(checkpoints.c.run_id, func.max(checkpoints.c.id))
+        .where((checkpoints.c.run_id == run_id)
+               | checkpoints.c.run_id.like(f"{_escaped(run_id)}.%", escape="\\"))
+        .group_by(checkpoints.c.run_id)).all()
+    nested = re.compile(re.escape(run_id) + r"(\.\d+)*")
+    return max((int(newest) for owner, newest in found if nested.fullmatch(owner)), default=0)
+
+
+def pending_updates(conn: Connection, run_id: str, stored: str | None) -> str | None:
+    """The store JSON of the updates a ``db.resume`` left for *run_id*, or None if there
+    are none or a checkpoint taken since holds them already."""
+    if not stored:
+        return None
+    kept = json.loads(stored)
+    if not (isinstance(kept, dict) and set(kept) == {"after_checkpoint", "store"}):
+        return stored  # written by hand, without a checkpoint mark: always applied
+    if _newest_checkpoint(conn, run_id) > int(kept["after_checkpoint"]):
+        return None
+    return json.dumps(kept["store"])
+
+
 # ── claiming ────────────────────────────────────────────────────────────────
 
 @dataclass(frozen=True)
 class Limits:
-    """What one claim may take: *room* runs for this worker, within the queue's
-    global concurrency and its rate (runs started per *per_seconds*)."""
+    """What one claim may take: *room* runs of flow *flow_name* (None: of any flow) for
+    this worker, within the queue's global concurrency and its rate (runs started per
+    *per_seconds*)."""
 
     room: int
     concurrency: int | None = None
     rate: int | None = None
     per_seconds: float = 1.0
+    flow_name: str | None = None
 
 
 def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
@@ -97,7 +152,13 @@ def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
                                                                       list[str]]:
     """Claim queued runs (and runs whose worker stopped heartbeating before
     *stale_before*) of *queue* for *owner*. Returns the claimed rows as they were
-    before the claim, and the ids of runs failed for having used up *max_attempts*."""
+    before the claim (``resume_updates``: the updates still to apply, if any), and the
+    ids of runs ended instead: failed for having used up *max_attempts*, or cancelled
+    because a cancel was asked before their worker died.
+
+    Only runs of ``limits.flow_name`` are taken: a worker runs its own flow's runs,
+    never another flow's that shares the queue. ``started_at`` becomes the claim's time
+    for a run that never ran a step (until then it is when the run was queued)."""
     limited = limits.concurrency is not None or limits.rate is not None
     if limited and _postgres(conn):  # claims of this queue one at a time: the limits hold
         conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(queue))))
@@ -113,51 +174,63 @@ def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
         room = min(room, limits.rate - int(started or 0))
     if room <= 0:
         return [], []
+    mine = (in_queue,) if limits.flow_name is None else (in_queue,
+                                                         runs.c.flow_name == limits.flow_name)
     columns = (runs.c.run_id, runs.c.status, runs.c.owner, runs.c.heartbeat_at,
-               runs.c.attempts, runs.c.resume_updates)
+               runs.c.attempts, runs.c.resume_updates, runs.c.total_steps,
+               runs.c.cancel_requested_at)
     waiting = (select(*columns)
-               .where(in_queue, runs.c.status == "queued",
-                      or_(runs.c.not_before.is_(None), runs.c.not_before <= now))
-               .order_by(runs.c.priority.desc(), runs.c.started_at, runs.c.run_id)
-               .limit(room))
+               .where(*mine, runs.c.status == "queued",
+                      (runs.c.not_before.is_(None)) | (runs.c.not_before <= now))
+               .order_by(runs.c.priority.desc(), runs.c.started_at, runs.c.run_id))
     orphaned = (select(*columns)
-                .where(in_queue, runs.c.status == "running", runs.c.heartbeat_at < stale_before)
+                .where(*mine, runs.c.status == "running", runs.c.heartbeat_at < stale_before)
                 .order_by(runs.c.heartbeat_at).limit(room))
     if _postgres(conn):
         waiting = waiting.with_for_update(skip_locked=True)
         orphaned = orphaned.with_for_update(skip_locked=True)
     found = [dict(r) for r in conn.execute(orphaned).mappings()]
-    found += [dict(r) for r in conn.execute(waiting.limit(room - len(found))).mappings()] \
-        if len(found) < room else []
-    taken, worn_out = [], []
+    if len(found) < room:
+        found += [dict(r) for r in conn.execute(waiting.limit(room - len(found))).mappings()]
+    taken, worn_out, cancelled = [], [], []
     for row in found:
-        if row["status"] == "running" and row["attempts"] >= max_attempts:
+        if row["cancel_requested_at"] is not None:  # asked to stop before its worker let go
+            cancelled.append(row["run_id"])
+        elif row["status"] != "running":
+            taken.append(row)
+        elif row["attempts"] >= max_attempts:
             worn_out.append(row["run_id"])
         else:
             taken.append(row)
     if worn_out:
         conn.execute(update(runs).where(runs.c.run_id.in_(worn_out)).values(
-            status="failed", completed_at=now, owner=None, error_msg=(
+            status="failed", completed_at=now, heartbeat_at=now, owner=None, error_msg=(
                 f"its worker stopped {max_attempts} times while running it (killed, or "
                 "out of memory?); it is not retried again. Resume it by hand to try once "
                 "more.")))
-        for run_id in worn_out:
-            notify(conn, DONE_CHANNEL, run_id)
+    if cancelled:
+        conn.execute(update(runs).where(runs.c.run_id.in_(cancelled)).values(
+            status="cancelled", completed_at=now, heartbeat_at=now, owner=None))
+    for run_id in (*worn_out, *cancelled):
+        notify(conn, DONE_CHANNEL, run_id)
     for row in taken:
         values: dict[str, Any] = {"status": "running", "owner": owner, "heartbeat_at": now,
-                                  "attempts": runs.c.attempts + 1, "resume_updates": None,
+                                  "attempts": runs.c.attempts + 1,
                                   "cancel_requested_at": None}
-        if row["status"] == "queued":
+        if row["status"] == "queued" and row["total_steps"] is None:  # its first start
             values["started_at"] = now
         conn.execute(update(runs).where(runs.c.run_id == row["run_id"]).values(values))
-    return taken, worn_out
+        row["resume_updates"] = pending_updates(conn, row["run_id"], row["resume_updates"])
+    return taken, [*worn_out, *cancelled]
 
 
 def hand_back(conn: Connection, run_id: str, owner: str, now: str) -> int:
     """A worker shutting down gives a run it stopped back to the queue (not counted as a
-    failed attempt); only if it still owns the run."""
+    failed attempt); only if it still owns the run, and the run did not end meanwhile
+    (when the recorder recorded the stop, the run is queued already)."""
     done = conn.execute(
-        update(runs).where(runs.c.run_id == run_id, runs.c.owner == owner)
+        update(runs).where(runs.c.run_id == run_id, runs.c.owner == owner,
+                           runs.c.status.in_(("running", "queued")))
         .values(status="queued", owner=None, heartbeat_at=now, completed_at=None,
                 attempts=func.max(runs.c.attempts - 1, 0) if conn.dialect.name == "sqlite"
                 else func.greatest(runs.c.attempts - 1, 0))).rowcount
@@ -165,6 +238,49 @@ def hand_back(conn: Connection, run_id: str, owner: str, now: str) -> int:
         row = conn.execute(select(runs.c.queue).where(runs.c.run_id == run_id)).scalar()
         notify(conn, QUEUE_CHANNEL, row or "default")
     return done
+
+
+def fail_claimed(engine: Any, run_id: str, owner: str, error: BaseException) -> bool:
+    """Fail a run a worker claimed but could not start (its checkpoint names a node the
+    flow lacks, a value does not decode...), if the worker still owns it; True if so.
+    Without this the run would stay ``running``, heartbeated by a worker not running it."""
+    from pocoflow.persistence.connect import write_connection
+    from pocoflow.persistence.rows import now_iso
+
+    now = now_iso()
+    with write_connection(engine) as conn, conn.begin():
+        done = conn.execute(
+            update(runs).where(runs.c.run_id == run_id, runs.c.owner == owner,
+                               runs.c.status == "running")
+            .values(status="failed", completed_at=now, heartbeat_at=now,
+                    error_msg=f"{type(error).__name__}: {error}")).rowcount
+        if done:
+            notify(conn, DONE_CHANNEL, run_id)
+    return bool(done)
+
+
+#: Runs a stopping worker is handing back: their end, when recorded, puts them back in
+#: their queue instead of marking them cancelled (see :func:`handed_back_row`).
+_handing_back: set[str] = set()
+
+
+def hand_back_on_stop(run_id: str) -> None:
+    """Record that the run *run_id* of this process is being stopped to be handed back."""
+    _handing_back.add(run_id)
+
+
+def forget_hand_back(run_id: str) -> None:
+    _handing_back.discard(run_id)
+
+
+def handed_back_row(run_id: str, steps: int, at: str) -> dict[str, Any] | None:
+    """The run row to write at the recorded end of a cancelled run, if a stopping worker
+    is handing it back: queued again, owner kept (the worker clears it afterwards), so a
+    waiter never sees it cancelled. None for any other run."""
+    if run_id not in _handing_back:
+        return None
+    return {"status": "queued", "total_steps": steps, "completed_at": None,
+            "error_msg": None, "heartbeat_at": at}
 
 
 # ── retention ───────────────────────────────────────────────────────────────
@@ -182,22 +298,23 @@ def old_runs(conn: Connection, before: str, statuses: tuple[str, ...],
 def delete_runs(conn: Connection, run_ids: list[str]) -> dict[str, int]:
     """Delete runs, their nested flows' runs, and all their events, checkpoints and
     inputs; the rows deleted per table."""
-    family = or_(runs.c.run_id.in_(run_ids),
-                 *[runs.c.run_id.like(f"{_escaped(r)}.%", escape="\\") for r in run_ids])
-    ids = list(conn.execute(select(runs.c.run_id).where(family)).scalars())
-    counts = {
+    ids = list(run_ids)
+    parents = ids
+    while parents:  # nested flows' runs, level by level (by parent, not by id prefix)
+        parents = list(conn.execute(select(runs.c.run_id)
+                                    .where(runs.c.parent_run_id.in_(parents))).scalars())
+        ids += parents
+    return {
         "events": conn.execute(delete(events).where(events.c.run_id.in_(ids))).rowcount,
         "checkpoints": conn.execute(
             delete(checkpoints).where(checkpoints.c.run_id.in_(ids))).rowcount,
         "inputs": conn.execute(delete(run_inputs).where(run_inputs.c.run_id.in_(ids))).rowcount,
         "runs": conn.execute(delete(runs).where(runs.c.run_id.in_(ids))).rowcount,
     }
-    return counts
 
 
 def _escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
 
 
 # ── waking up ───────────────────────────────────────────────────────────────
@@ -205,17 +322,35 @@ def _escaped(text: str) -> str:
 class Listener:
     """Waits for a PostgreSQL NOTIFY on one channel, on a connection of its own (call
     :meth:`wait` from a worker thread). On SQLite it has nothing to listen to: :meth:`wait`
-    sleeps out the timeout, and callers poll."""
+    sleeps out the timeout, and callers poll.
+
+    Call :meth:`listen` before reading what a notification would announce, so that none
+    is missed in between. :meth:`close` may come from another thread while a
+    :meth:`wait` is going on (its caller was cancelled): the waiting thread then closes
+    the connection as it returns, so a connection is never closed under a thread using
+    it."""
 
     def __init__(self, engine: Any, channel: str, payload: str | None = None) -> None:
         self._engine = engine
         self._channel = channel
         self._payload = payload
         self._raw: Any = None
+        self._lock = threading.Lock()
+        self._waiting = False
+        self._closed = False
 
     @property
     def listening(self) -> bool:
-        return self._engine.dialect.name == "postgresql"
+        return bool(self._engine.dialect.name == "postgresql")
+
+    def listen(self) -> None:
+        """Start listening now (blocking: a round trip to the server)."""
+        if self.listening:
+            self._enter()
+            try:
+                self._connection()
+            finally:
+                self._leave()
 
     def wait(self, timeout: float) -> bool:
         """Block until a notification (with our payload, if one was given) or *timeout*
@@ -225,11 +360,29 @@ class Listener:
 
             time.sleep(timeout)
             return False
-        connection = self._connection()
-        for note in connection.notifies(timeout=timeout):
-            if self._payload is None or note.payload == self._payload:
-                return True
-        return False
+        if not self._enter():
+            return False
+        try:
+            connection = self._connection()
+            for note in connection.notifies(timeout=timeout):
+                if self._payload is None or note.payload == self._payload:
+                    return True
+            return False
+        finally:
+            self._leave()
+
+    def _enter(self) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._waiting = True
+            return True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._waiting = False
+            if self._closed:
+                self._dispose()
 
     def _connection(self) -> Any:
         raw = self._raw
@@ -243,6 +396,12 @@ class Listener:
         return raw.driver_connection
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if not self._waiting:
+                self._dispose()
+
+    def _dispose(self) -> None:
         raw, self._raw = self._raw, None
         if raw is not None:
             with contextlib.suppress(Exception):  # a connection we are done with

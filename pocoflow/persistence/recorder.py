@@ -29,6 +29,7 @@ from pocoflow.events import (
     NodeStarted,
 )
 from pocoflow.persistence import rows
+from pocoflow.persistence.queue import handed_back_row
 from pocoflow.persistence.rows import StepWrite, event_row, iso
 from pocoflow.store import Store
 
@@ -219,9 +220,14 @@ class Recorder:
         error_msg = str(error) if failed and error is not None else None
         self._add(state, event, "flow_end", step=event.steps, action=event.last_action,
                   error_msg=error_msg, detail=detail)
-        write = StepWrite(event.run_id, event_rows=self._take(state), run_update=rows.run_ended(
-            event.status, event.steps, iso(event.ts), error_msg), fence=state.fence,
-            ended=state.parent is None)
+        update, ended = rows.run_ended(event.status, event.steps, iso(event.ts), error_msg), \
+            state.parent is None
+        back = handed_back_row(event.run_id, event.steps, iso(event.ts)) \
+            if ended and event.status == "cancelled" else None
+        if back is not None:  # a stopping worker hands the run back: queued, not ended
+            update, ended = back, False
+        write = StepWrite(event.run_id, event_rows=self._take(state), run_update=update,
+                          fence=state.fence, ended=ended)
         try:
             pending = self._commit(write)
         except BaseException:

@@ -7,6 +7,7 @@ waiter wakes at once; on SQLite it polls.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,26 +47,55 @@ class RunWatcher:
         """Block until the run completes, fails, is cancelled or pauses; return its last
         checkpointed store (RunFailedError with its recorded error if it failed;
         TimeoutError after *timeout* seconds, the run going on)."""
-        from pocoflow.persistence.queue import DONE_CHANNEL, Listener
-
         deadline = None if timeout is None else time.monotonic() + timeout
-        listener = Listener(self._records.database.engine, DONE_CHANNEL, self.run_id)
-        poll = POSTGRES_POLL_S if listener.listening else SQLITE_POLL_S
+        listener, poll = self._listener()
         try:
+            listener.listen()  # before the first look, so no NOTIFY falls in between
             while True:
                 run = self.row()
                 if run["status"] in STOPPED:
                     return self._outcome(run)
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise TimeoutError(
-                        f"Run '{self.run_id}' did not stop within {timeout} s; it is "
-                        f"{run['status']}. Wait again, or cancel it.")
+                    raise self._timeout(timeout, run)
                 listener.wait(poll if left is None else min(poll, left))
         finally:
             listener.close()
 
+    async def wait_async(self) -> Store:
+        """Awaitable :meth:`wait` without a timeout (cancel the waiting task instead): no
+        thread is left behind waiting for the run when the task is cancelled."""
+        import anyio
+        import anyio.to_thread
+
+        listener, poll = self._listener()
+        try:
+            if listener.listening:
+                await anyio.to_thread.run_sync(listener.listen, abandon_on_cancel=True)
+            while True:
+                run = await anyio.to_thread.run_sync(self.row, abandon_on_cancel=True)
+                if run["status"] in STOPPED:
+                    return await anyio.to_thread.run_sync(self._outcome, run)
+                if listener.listening:  # one bounded wait at a time: an abandoned one ends
+                    await anyio.to_thread.run_sync(listener.wait, poll, abandon_on_cancel=True)
+                else:
+                    await anyio.sleep(poll)
+        finally:
+            listener.close()
+
+    def _listener(self) -> tuple[Any, float]:
+        from pocoflow.persistence.queue import DONE_CHANNEL, Listener
+
+        listener = Listener(self._records.database.engine, DONE_CHANNEL, self.run_id)
+        return listener, POSTGRES_POLL_S if listener.listening else SQLITE_POLL_S
+
+    def _timeout(self, timeout: float | None, run: dict[str, Any]) -> TimeoutError:
+        return TimeoutError(f"Run '{self.run_id}' did not stop within {timeout} s; it is "
+                            f"{run['status']}. Wait again, or cancel it.")
+
     def _outcome(self, run: dict[str, Any]) -> Store:
+        """The store a stopped run leaves: its last checkpoint, or (a queued run cancelled
+        before it started) the store it was submitted with."""
         if run["status"] == "failed":
             raise RunFailedError(f"Run '{self.run_id}' failed: {run.get('error_msg')}")
         from pocoflow.store import Store
@@ -73,4 +103,9 @@ class RunWatcher:
         steps = self._records.checkpoint_steps(self.run_id)
         if steps:
             return self._records.load_checkpoint(self.run_id, steps[-1]["step"])
-        return Store(name=self.run_id)
+        from pocoflow.persistence.codec import decode_state
+
+        started = self._records.get_run_input(self.run_id) or {}
+        state = json.loads(started["input_json"]) if started.get("input_json") else {}
+        return Store(decode_state(state, allow_pickle=self._records.allow_pickle),
+                     name=self.run_id)
