@@ -1,15 +1,23 @@
 """Workers: run the queued runs of one flow, many at once, on any number of machines.
 
-``pocoflow worker module:flow --db URL`` (or :class:`Worker` inside a service)
-claims runs that ``flow.submit`` queued, highest priority first, at most
-``concurrency`` at a time, and runs them with the engine like any other run:
-each step checkpointed and fenced, a heartbeat per run. The database is the
-broker: workers share nothing else, so any number of them, on any machines,
-can serve one PostgreSQL database (SQLite: one machine). A worker wakes on a
-PostgreSQL ``NOTIFY`` as soon as a run is queued (on SQLite it polls), takes
-up runs whose worker died (a stale heartbeat) from their last checkpoint, and
-on SIGTERM/SIGINT stops claiming, lets its runs finish for ``grace_period``
-seconds, then stops the rest and hands them back to the queue, resumable.
+``pocoflow worker module:flow --db URL`` (also ``python -m pocoflow.worker``, or
+:class:`Worker` inside a service) claims runs that ``flow.submit`` queued,
+highest priority first, at most ``concurrency`` at a time, and runs them with
+the engine like any other run: each step checkpointed and fenced, a heartbeat
+per run. The database is the broker: workers share nothing else, so any number
+of them, on any machines, can serve one PostgreSQL database (SQLite: one
+machine). A worker claims only runs of its own flow (by ``flow_name``), wakes
+on a PostgreSQL ``NOTIFY`` as soon as a run is queued (on SQLite it polls),
+takes up runs whose worker died (a stale heartbeat) from their last
+checkpoint, and fails a run that has killed ``max_attempts`` workers.
+
+Stopping: :meth:`Worker.stop`, SIGTERM or SIGINT make the worker stop claiming
+and let its runs finish for ``grace_period`` seconds; then (or at once, on a
+second signal, or when the task running :meth:`Worker.run_async` is cancelled)
+it stops the rest (a sync exec finishes its attempt, which is checkpointed) and
+hands them back to the queue, resumable: a run handed back is ``queued``
+again, never ``cancelled``, and another worker goes on from its last
+checkpoint.
 """
 
 from __future__ import annotations
@@ -17,13 +25,17 @@ from __future__ import annotations
 import functools
 import math
 import signal
+import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 
 from pocoflow.control import RunControl, find
 from pocoflow.engine import execute
+from pocoflow.errors import PocoFlowError, RunTakenOverError
 from pocoflow.logging import get_logger
 
 if TYPE_CHECKING:
@@ -36,17 +48,26 @@ SQLITE_POLL_S = 0.1
 #: How long a worker on PostgreSQL waits for a NOTIFY before looking anyway (a run whose
 #: ``not_before`` came, a dead worker's run to take up).
 POSTGRES_POLL_S = 1.0
+#: The longest single wait for a NOTIFY (a stopping worker's listener ends within it).
+LISTEN_SLICE_S = 1.0
+#: The longest pause between claims after the database failed (it doubles up to this).
+MAX_BACKOFF_S = 30.0
 
 
 class Worker:
     """Runs queued runs of *flow* from its database (or *db*), *concurrency* at a time.
 
-    ``queue`` names the queue to serve. ``queue_concurrency`` caps the runs of the
-    queue running at once across all workers; ``rate`` caps the runs started per
-    ``rate_period`` seconds across all workers (give every worker of a queue the same
-    limits). A run whose worker died is taken up again; one that has killed
-    ``max_attempts`` workers is failed instead. ``grace_period``: seconds a stopping
-    worker lets its runs finish before it hands them back.
+    ``queue`` names the queue to serve; only runs of this flow (its ``flow_name``) are
+    taken from it. ``queue_concurrency`` caps the runs of the queue running at once
+    across all workers; ``rate`` caps the runs started per ``rate_period`` seconds
+    across all workers (give every worker of a queue the same limits). A run whose
+    worker died is taken up again once its lease (the database's ``lease_seconds``)
+    runs out; one that has killed ``max_attempts`` workers is failed instead.
+    ``poll_interval``: seconds between looks at the queue when nothing wakes the worker
+    (default 0.1 on SQLite, 1 on PostgreSQL, which wakes it with a NOTIFY).
+    ``grace_period``: seconds a stopping worker lets its runs finish before it hands
+    them back. *db* (a WorkflowDB, AsyncWorkflowDB, path or URL) becomes *flow*'s
+    database.
     """
 
     def __init__(self, flow: Flow, *, db: Any = None, queue: str = "default",
@@ -61,11 +82,19 @@ class Worker:
             raise ValueError(f"Worker: flow '{flow.flow_name}' has no database; give one: "
                              "Worker(flow, db='postgresql://...') or --db URL.")
         for name, value in (("concurrency", concurrency), ("max_attempts", max_attempts)):
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"Worker: {name} must be an int >= 1, got {value!r}.")
         for name, value in (("queue_concurrency", queue_concurrency), ("rate", rate)):
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"Worker: {name} must be None or an int >= 1, got {value!r}.")
+        for name, number, least in (("rate_period", rate_period, False),
+                                    ("poll_interval", poll_interval, False),
+                                    ("grace_period", grace_period, True)):
+            if number is None and name == "poll_interval":
+                continue
+            if not _is_number(number) or not (number >= 0 if least else number > 0):
+                raise ValueError(f"Worker: {name} must be a number of seconds "
+                                 f"{'>= 0' if least else '> 0'}, got {number!r}.")
         if not isinstance(queue, str) or not queue:
             raise ValueError(f"Worker: queue must be a non-empty str, got {queue!r}.")
         self.flow = flow
@@ -73,61 +102,95 @@ class Worker:
         self.concurrency = concurrency
         self.max_attempts = max_attempts
         self.grace_period = grace_period
-        self._limits = Limits(concurrency, queue_concurrency, rate, rate_period)
+        self._limits = Limits(concurrency, queue_concurrency, rate, rate_period, flow.flow_name)
         self._records = flow.db.records
         self._poll = poll_interval
         self._running: dict[str, str] = {}  # run_id -> the owner token it was claimed with
         self._stopping = False
+        self._hurry = False  # stop now: no (more) grace period
         self._handed_back: set[str] = set()
         self._wake: anyio.Event | None = None
         self._stop_call: Any = None
+        self._served = False
 
     @property
     def running(self) -> list[str]:
         """The run ids this worker is running now."""
         return list(self._running)
 
-    def stop(self) -> None:
-        """Stop claiming, let the runs finish for ``grace_period`` seconds, then hand the
-        rest back. Safe from any thread or a signal handler."""
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming, let the runs finish for ``grace_period`` seconds (``now``: not at
+        all), then hand the rest back to the queue. Safe from any thread or a signal
+        handler; :meth:`run_async` returns once every run is finished or handed back."""
         call = self._stop_call
         if call is not None:
-            call(self._begin_stop)
-        else:
-            self._stopping = True
+            try:
+                call(functools.partial(self._begin_stop, now))
+                return
+            except RuntimeError:  # its loop just closed: nothing runs any more
+                pass
+        self._stopping = True
+        self._hurry = self._hurry or now
 
     def serve(self) -> None:
-        """Run the worker until SIGTERM or SIGINT (the ``pocoflow worker`` command)."""
+        """Run the worker until SIGTERM or SIGINT (the ``pocoflow worker`` command); a
+        second signal hands the runs in flight back at once."""
         anyio.run(self.run_async, True)
 
     async def run_async(self, handle_signals: bool = False) -> None:
-        """Serve the queue until :meth:`stop` (or, with *handle_signals*, SIGTERM/SIGINT)."""
+        """Serve the queue until :meth:`stop` (or, with *handle_signals*, SIGTERM/SIGINT).
+
+        Cancelling the task that awaits this stops the worker at once: its runs are
+        handed back to the queue (not recorded as cancelled), then the cancel goes on."""
         from pocoflow.control import _loop_call_soon
-        from pocoflow.persistence.queue import QUEUE_CHANNEL, Listener
 
         await anyio.to_thread.run_sync(self._records.open)
         self._stop_call = _loop_call_soon()
-        listener = Listener(self._records.database.engine, QUEUE_CHANNEL, self.queue)
-        poll = self._poll or (POSTGRES_POLL_S if listener.listening else SQLITE_POLL_S)
-        _log.info("Worker serving queue '%s' of flow '%s' on %s (concurrency %d)",
-                  self.queue, self.flow.flow_name, self._records.safe_url, self.concurrency)
+        self._served = False
         try:
-            async with anyio.create_task_group() as runs:
-                async with anyio.create_task_group() as helpers:
-                    if handle_signals:
-                        helpers.start_soon(self._watch_signals)
-                    if listener.listening:
-                        helpers.start_soon(self._listen, listener, poll)
-                    await self._claim_forever(runs, poll)
-                    helpers.cancel_scope.cancel()
-                await self._drain()
+            async with anyio.create_task_group() as guard:
+                guard.start_soon(self._stop_when_cancelled)
+                with anyio.CancelScope(shield=True):  # an outer cancel goes through stop()
+                    await self._serve(handle_signals)
+                self._served = True
+                guard.cancel_scope.cancel()
         finally:
-            listener.close()
             self._stop_call = None
         _log.info("Worker stopped (queue '%s')", self.queue)
 
-    def _begin_stop(self) -> None:
+    async def _stop_when_cancelled(self) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            if not self._served:
+                self._begin_stop(True)
+
+    async def _serve(self, handle_signals: bool) -> None:
+        from pocoflow.persistence.queue import QUEUE_CHANNEL, Listener
+
+        listener = Listener(self._records.database.engine, QUEUE_CHANNEL, self.queue)
+        try:
+            if listener.listening:  # before the first claim: no NOTIFY falls in between
+                await anyio.to_thread.run_sync(listener.listen)
+            poll = self._poll or (POSTGRES_POLL_S if listener.listening else SQLITE_POLL_S)
+            _log.info("Worker serving queue '%s' of flow '%s' on %s (concurrency %d)",
+                      self.queue, self.flow.flow_name, self._records.safe_url,
+                      self.concurrency)
+            async with anyio.create_task_group() as helpers:
+                if handle_signals:
+                    helpers.start_soon(self._watch_signals)
+                if listener.listening:
+                    helpers.start_soon(self._listen, listener, poll)
+                async with anyio.create_task_group() as runs:
+                    await self._claim_forever(runs, poll)
+                    await self._drain()
+                helpers.cancel_scope.cancel()
+        finally:
+            listener.close()
+
+    def _begin_stop(self, now: bool = False) -> None:
         self._stopping = True
+        self._hurry = self._hurry or now
         self._nudge()
 
     def _nudge(self) -> None:
@@ -137,51 +200,97 @@ class Worker:
     async def _claim_forever(self, runs: anyio.abc.TaskGroup, poll: float) -> None:
         from dataclasses import replace
 
+        failures = 0
         while not self._stopping:
             self._wake = anyio.Event()
             free = self.concurrency - len(self._running)
             claimed: list[dict[str, Any]] = []
+            pause = poll
             if free > 0:
-                claimed = await anyio.to_thread.run_sync(functools.partial(
-                    self._records.claim_queued, self.queue, replace(self._limits, room=free),
-                    max_attempts=self.max_attempts))
+                try:
+                    claimed = await anyio.to_thread.run_sync(functools.partial(
+                        self._records.claim_queued, self.queue,
+                        replace(self._limits, room=free), max_attempts=self.max_attempts))
+                    failures = 0
+                except Exception as exc:  # the database is away: try again, later and later
+                    failures += 1
+                    pause = min(poll * 2 ** failures, MAX_BACKOFF_S)
+                    _log.warning("Worker could not claim runs of queue '%s' (%s); trying "
+                                 "again in %.1f s", self.queue, exc, pause)
+                database = self._records.database
                 for row in claimed:
-                    self._running[row["run_id"]] = self._records.database.token_of(
-                        row["run_id"]) or ""
+                    self._running[row["run_id"]] = database.token_of(row["run_id"]) or ""
                     runs.start_soon(self._run_one, row)
             if claimed and len(self._running) < self.concurrency:
                 continue  # there may be more waiting
-            with anyio.move_on_after(poll):
+            with anyio.move_on_after(pause):
                 await self._wake.wait()
 
     async def _run_one(self, row: dict[str, Any]) -> None:
         from pocoflow.persistence.resume import prepare_claimed
 
         run_id = row["run_id"]
+        token = self._running.get(run_id, "")
         try:
-            start, store = await anyio.to_thread.run_sync(prepare_claimed, self.flow,
-                                                          self._records, row)
+            try:
+                start, store = await anyio.to_thread.run_sync(prepare_claimed, self.flow,
+                                                              self._records, row)
+            except PocoFlowError as exc:  # it can never start (a node it names is gone...)
+                _log.error("Run '%s' cannot start: %s", run_id, exc)
+                await anyio.to_thread.run_sync(self._fail_unstarted, run_id, token, exc)
+                return
+            except Exception as exc:  # the database, most likely: another worker retries
+                _log.warning("Run '%s' could not be prepared (%s); it is taken up again "
+                             "once its lease runs out", run_id, exc)
+                self._records.database.disown(run_id)
+                return
+            if run_id in self._handed_back:  # the worker stopped before the run began
+                return
             await execute(self.flow, store, start=start, control=RunControl(run_id))
+        except RunTakenOverError as exc:
+            _log.warning("Run '%s' stopped here: %s", run_id, exc)
         except Exception as exc:  # recorded with the run; the worker goes on
             _log.warning("Run '%s' failed: %s", run_id, exc)
         finally:
-            token = self._running.pop(run_id, None)
-            if run_id in self._handed_back and token is not None:
+            self._running.pop(run_id, None)
+            if run_id in self._handed_back:
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._records.hand_back, run_id, token)
+                    await anyio.to_thread.run_sync(self._hand_back, run_id, token)
             self._nudge()
+
+    def _hand_back(self, run_id: str, token: str) -> None:
+        from pocoflow.persistence.queue import forget_hand_back
+
+        try:
+            if self._records.hand_back(run_id, token):
+                _log.info("Run '%s' handed back to queue '%s'", run_id, self.queue)
+        except Exception:
+            _log.warning("Handing run '%s' back failed; it is taken up again once its lease "
+                         "runs out", run_id, exc_info=True)
+        finally:
+            forget_hand_back(run_id)
+            self._handed_back.discard(run_id)
+
+    def _fail_unstarted(self, run_id: str, token: str, error: BaseException) -> None:
+        from pocoflow.persistence.queue import fail_claimed
+
+        self._records.database.disown(run_id)
+        fail_claimed(self._records.database.engine, run_id, token, error)
 
     async def _drain(self) -> None:
         """Let the runs finish for the grace period, then stop and hand back the rest."""
-        with anyio.move_on_after(self.grace_period if math.isfinite(self.grace_period)
-                                 else None):
-            while self._running:
+        from pocoflow.persistence.queue import hand_back_on_stop
+
+        grace = self.grace_period if math.isfinite(self.grace_period) else None
+        with anyio.move_on_after(grace):
+            while self._running and not self._hurry:
                 self._wake = anyio.Event()
                 await self._wake.wait()
         for run_id in list(self._running):
+            self._handed_back.add(run_id)
+            hand_back_on_stop(run_id)
             control = find(run_id)
             if control is not None:
-                self._handed_back.add(run_id)
                 control.stop()
         while self._running:
             self._wake = anyio.Event()
@@ -189,13 +298,113 @@ class Worker:
 
     async def _listen(self, listener: Any, poll: float) -> None:
         while True:
-            if await anyio.to_thread.run_sync(listener.wait, poll, abandon_on_cancel=True):
+            if await anyio.to_thread.run_sync(listener.wait, min(poll, LISTEN_SLICE_S),
+                                              abandon_on_cancel=True):
                 self._nudge()
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for received in signals:
-                _log.info("Worker got %s: finishing its runs (grace %s s)",
-                          signal.Signals(received).name, self.grace_period)
-                self._begin_stop()
-                return
+                name = signal.Signals(received).name
+                if not self._stopping:
+                    _log.info("Worker got %s: finishing its runs (grace %s s; send it again "
+                              "to hand them back now)", name, self.grace_period)
+                    self._begin_stop()
+                else:
+                    _log.info("Worker got %s again: handing its runs back now", name)
+                    self._begin_stop(True)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and not math.isnan(value)
+
+
+# ── the command ─────────────────────────────────────────────────────────────
+
+def load_flow(target: str) -> Flow:
+    """The flow named by ``module:attribute`` (a Flow, or a callable that returns one);
+    the current directory is searched first, as ``python -m`` does."""
+    import importlib
+    import os
+
+    from pocoflow.flow import Flow
+
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"Name the flow as module:attribute (e.g. myapp.flows:review_flow), "
+                         f"got {target!r}.")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    found: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    if not isinstance(found, Flow) and callable(found):
+        found = found()
+    if not isinstance(found, Flow):
+        raise TypeError(f"{target!r} is a {type(found).__name__}, not a Flow (or a function "
+                        "returning one).")
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pocoflow.worker module:flow --db URL [options]``."""
+    import argparse
+    import logging
+
+    parser = argparse.ArgumentParser(
+        prog="pocoflow worker",
+        description="Run the queued runs of a flow (flow.submit) until SIGTERM/SIGINT. "
+                    "Start as many as you like, on any machines sharing the database.")
+    parser.add_argument("flow", help="the flow, as module:attribute (a Flow, or a function "
+                                     "returning one)")
+    parser.add_argument("--db", help="database path or URL (default: the flow's own)")
+    parser.add_argument("--queue", default="default", help="queue to serve (default: default)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="runs at once in this worker (default: 4)")
+    parser.add_argument("--queue-concurrency", type=int,
+                        help="runs of the queue at once across all workers")
+    parser.add_argument("--rate", type=int, help="runs started per --rate-period across all "
+                                                "workers")
+    parser.add_argument("--rate-period", type=float, default=1.0, help="seconds (default: 1)")
+    parser.add_argument("--max-attempts", type=int, default=3,
+                        help="workers a run may kill before it is failed (default: 3)")
+    parser.add_argument("--poll-interval", type=float,
+                        help="seconds between looks at the queue when nothing wakes the worker")
+    parser.add_argument("--grace-period", type=float, default=30.0,
+                        help="seconds to let runs finish on SIGTERM before handing them back "
+                             "(default: 30)")
+    parser.add_argument("--lease", type=float,
+                        help="seconds without a heartbeat after which a run counts as "
+                             "interrupted (default: the database's, 30)")
+    parser.add_argument("--log-level", default="INFO", help="default: INFO")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    flow = load_flow(args.flow)
+    db: Any = None
+    if args.db is not None or args.lease is not None:
+        from pocoflow.db import WorkflowDB
+
+        target = args.db if args.db is not None else getattr(flow.db, "url", None)
+        if target is None:
+            parser.error(f"flow {args.flow!r} has no database: give --db URL")
+        db = WorkflowDB(target, **({"lease_seconds": args.lease} if args.lease else {}))
+    try:
+        worker = Worker(flow, db=db, queue=args.queue, concurrency=args.concurrency,
+                        queue_concurrency=args.queue_concurrency, rate=args.rate,
+                        rate_period=args.rate_period, max_attempts=args.max_attempts,
+                        poll_interval=args.poll_interval, grace_period=args.grace_period)
+    except ValueError as exc:
+        parser.error(str(exc))
+    worker.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
