@@ -208,9 +208,8 @@ class Worker:
             pause = poll
             if free > 0:
                 try:
-                    claimed = await anyio.to_thread.run_sync(functools.partial(
-                        self._records.claim_queued, self.queue,
-                        replace(self._limits, room=free), max_attempts=self.max_attempts))
+                    claimed = await anyio.to_thread.run_sync(self._claim,
+                                                             replace(self._limits, room=free))
                     failures = 0
                 except Exception as exc:  # the database is away: try again, later and later
                     failures += 1
@@ -225,6 +224,16 @@ class Worker:
                 continue  # there may be more waiting
             with anyio.move_on_after(pause):
                 await self._wake.wait()
+
+    def _claim(self, limits: Any) -> list[dict[str, Any]]:
+        from pocoflow.persistence.queue import claimable
+
+        records = self._records
+        if not claimable(records.database.engine, self.queue, limits.flow_name,
+                         records.lease_seconds):
+            return []
+        return records.claim_queued(self.queue, limits,  # type: ignore[no-any-return]
+                                    max_attempts=self.max_attempts)
 
     async def _run_one(self, row: dict[str, Any]) -> None:
         from pocoflow.persistence.resume import prepare_claimed

@@ -224,6 +224,25 @@ def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
     return taken, [*worn_out, *cancelled]
 
 
+def claimable(engine: Any, queue: str, flow_name: str | None, lease_seconds: float) -> bool:
+    """Whether a claim of *queue* could find anything (a read: an idle worker does not
+    take SQLite's write lock, nor the queue's lock, every time it looks)."""
+    from pocoflow.persistence.rows import iso_ago, now_iso
+
+    mine = [runs.c.queue == queue]
+    if flow_name is not None:
+        mine.append(runs.c.flow_name == flow_name)
+    ready = (runs.c.status == "queued") & (
+        runs.c.not_before.is_(None) | (runs.c.not_before <= now_iso()))
+    stale = (runs.c.status == "running") & (runs.c.heartbeat_at < iso_ago(lease_seconds))
+    with engine.connect() as conn:
+        try:
+            return conn.execute(select(runs.c.run_id).where(*mine, ready | stale)
+                                .limit(1)).first() is not None
+        finally:
+            conn.rollback()
+
+
 def hand_back(conn: Connection, run_id: str, owner: str, now: str) -> int:
     """A worker shutting down gives a run it stopped back to the queue (not counted as a
     failed attempt); only if it still owns the run, and the run did not end meanwhile
