@@ -482,6 +482,51 @@ def test_a_human_s_answer_survives_the_worker_dying_before_it_was_checkpointed(
     assert 1 == starts(tmp_path)[("j0", "1")]
 
 
+def test_dedup_holds_under_three_workers_and_racing_submitters(
+        jobs: ModuleType, workers: Workers, db_url: str, tmp_path: Path) -> None:
+    """Eight threads submit one dedup_key at once: one run is queued, all get its id; while
+    three workers run it, eight more racing submits get its id again; once it completed,
+    the key queues a new run. Each run's steps ran once."""
+    flow = jobs.build("steps", WorkflowDB(db_url))
+    marker = tmp_path / "inside"
+    store = {"job": "deduped", "log": str(tmp_path / "log"), "sleep": 0.3, "mark_at": 1,
+             "marker": str(marker)}
+
+    def race() -> set[str]:
+        got: list[str] = []
+        barrier = threading.Barrier(8)
+
+        def one() -> None:
+            barrier.wait(WAIT)
+            got.append(flow.submit(dict(store), dedup_key="the-key"))
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT)
+        assert 8 == len(got)
+        return set(got)
+
+    [first] = race()
+    db = WorkflowDB(db_url)
+    procs = [workers.start(concurrency=2) for _ in range(3)]
+    wait_until(marker.exists, None, workers, "the run never reached step 1")
+    assert "running" == db.get_run(first)["status"]  # type: ignore[index]
+    assert {first} == race()
+    wait_for_status(db, [first], ("completed", "failed"), workers)
+    store["job"] = "again"
+    [second] = race()
+    wait_for_status(db, [second], ("completed", "failed"), workers)
+    assert [0, 0, 0] == [workers.stop(p) for p in procs]
+
+    assert first != second
+    assert 2 == len([r for r in db.list_runs() if r["dedup_key"] == "the-key"])
+    assert {("deduped", str(i)) for i in range(5)} | {("again", str(i)) for i in range(5)} \
+        == set(starts(tmp_path))
+    assert {1} == set(starts(tmp_path).values())
+
+
 def test_priority_orders_the_runs_of_three_workers(jobs: ModuleType, workers: Workers,
                                                    db_url: str, tmp_path: Path) -> None:
     """Runs of three priorities, submitted interleaved, served by three workers one run at
