@@ -1,14 +1,18 @@
 """The queue: queued runs in ``pf_runs``, claimed by workers, PostgreSQL as the broker.
 
 A queued run is a ``pf_runs`` row with status ``queued`` and a ``queue``
-name. Workers claim the highest priority, oldest runs whose ``not_before``
-has come (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers never wait on
-each other's rows; SQLite's write lock makes its claims one at a time), and
-in the same transaction take up runs whose worker stopped heartbeating. A
-global per-queue concurrency limit and a rate limit are checked under a lock
-on the queue (a PostgreSQL advisory lock; SQLite's write lock), so they hold
-across every worker. On PostgreSQL each submit and each run's end sends a
-``NOTIFY``, so idle workers and waiting callers wake at once.
+name. Workers claim the highest priority, oldest runs of their own flow whose
+``not_before`` has come (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so workers
+never wait on each other's rows; SQLite's write lock makes its claims one at a
+time), and in the same transaction take up runs whose worker stopped
+heartbeating (or fail them, after ``max_attempts``). A global per-queue
+concurrency limit and a rate limit are checked under a lock on the queue (a
+PostgreSQL advisory lock; SQLite's write lock), so they hold across every
+worker. On PostgreSQL each submit, requeue and hand-back, and each run's end,
+sends a ``NOTIFY``, so idle workers and waiting callers wake at once. Here
+too: a human's updates kept until a checkpoint holds them (:func:`requeue`,
+:func:`pending_updates`), runs handed back by a stopping worker, and deleting
+old runs.
 """
 
 from __future__ import annotations
