@@ -1,7 +1,7 @@
 """Workers: run the queued runs of one flow, many at once, on any number of machines.
 
-``pocoflow worker module:flow --db URL`` (also ``python -m pocoflow.worker``, or
-:class:`Worker` inside a service) claims runs that ``flow.submit`` queued,
+``pocoflow worker module:flow --db URL`` (or :class:`Worker` inside a service)
+claims runs that ``flow.submit`` queued,
 highest priority first, at most ``concurrency`` at a time, and runs them with
 the engine like any other run: each step checkpointed and fenced, a heartbeat
 per run. The database is the broker: workers share nothing else, so any number
@@ -25,8 +25,6 @@ from __future__ import annotations
 import functools
 import math
 import signal
-import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -331,89 +329,3 @@ def _is_int(value: Any) -> bool:
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) \
         and not math.isnan(value)
-
-
-# ── the command ─────────────────────────────────────────────────────────────
-
-def load_flow(target: str) -> Flow:
-    """The flow named by ``module:attribute`` (a Flow, or a callable that returns one);
-    the current directory is searched first, as ``python -m`` does."""
-    import importlib
-    import os
-
-    from pocoflow.flow import Flow
-
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"Name the flow as module:attribute (e.g. myapp.flows:review_flow), "
-                         f"got {target!r}.")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    found: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        found = getattr(found, part)
-    if not isinstance(found, Flow) and callable(found):
-        found = found()
-    if not isinstance(found, Flow):
-        raise TypeError(f"{target!r} is a {type(found).__name__}, not a Flow (or a function "
-                        "returning one).")
-    return found
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pocoflow.worker module:flow --db URL [options]``."""
-    import argparse
-    import logging
-
-    parser = argparse.ArgumentParser(
-        prog="pocoflow worker",
-        description="Run the queued runs of a flow (flow.submit) until SIGTERM/SIGINT. "
-                    "Start as many as you like, on any machines sharing the database.")
-    parser.add_argument("flow", help="the flow, as module:attribute (a Flow, or a function "
-                                     "returning one)")
-    parser.add_argument("--db", help="database path or URL (default: the flow's own)")
-    parser.add_argument("--queue", default="default", help="queue to serve (default: default)")
-    parser.add_argument("--concurrency", type=int, default=4,
-                        help="runs at once in this worker (default: 4)")
-    parser.add_argument("--queue-concurrency", type=int,
-                        help="runs of the queue at once across all workers")
-    parser.add_argument("--rate", type=int, help="runs started per --rate-period across all "
-                                                "workers")
-    parser.add_argument("--rate-period", type=float, default=1.0, help="seconds (default: 1)")
-    parser.add_argument("--max-attempts", type=int, default=3,
-                        help="workers a run may kill before it is failed (default: 3)")
-    parser.add_argument("--poll-interval", type=float,
-                        help="seconds between looks at the queue when nothing wakes the worker")
-    parser.add_argument("--grace-period", type=float, default=30.0,
-                        help="seconds to let runs finish on SIGTERM before handing them back "
-                             "(default: 30)")
-    parser.add_argument("--lease", type=float,
-                        help="seconds without a heartbeat after which a run counts as "
-                             "interrupted (default: the database's, 30)")
-    parser.add_argument("--log-level", default="INFO", help="default: INFO")
-    args = parser.parse_args(argv)
-
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    flow = load_flow(args.flow)
-    db: Any = None
-    if args.db is not None or args.lease is not None:
-        from pocoflow.db import WorkflowDB
-
-        target = args.db if args.db is not None else getattr(flow.db, "url", None)
-        if target is None:
-            parser.error(f"flow {args.flow!r} has no database: give --db URL")
-        db = WorkflowDB(target, **({"lease_seconds": args.lease} if args.lease else {}))
-    try:
-        worker = Worker(flow, db=db, queue=args.queue, concurrency=args.concurrency,
-                        queue_concurrency=args.queue_concurrency, rate=args.rate,
-                        rate_period=args.rate_period, max_attempts=args.max_attempts,
-                        poll_interval=args.poll_interval, grace_period=args.grace_period)
-    except ValueError as exc:
-        parser.error(str(exc))
-    worker.serve()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -214,7 +214,8 @@ def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
                 "more.")))
     if cancelled:
         conn.execute(update(runs).where(runs.c.run_id.in_(cancelled)).values(
-            status="cancelled", completed_at=now, heartbeat_at=now, owner=None))
+            status="cancelled", completed_at=now, heartbeat_at=now, owner=None,
+            error_msg="cancelled"))
     for run_id in (*worn_out, *cancelled):
         notify(conn, DONE_CHANNEL, run_id)
     for row in taken:
