@@ -138,12 +138,57 @@ def use_wal(engine: Engine) -> None:
         raw.close()
 
 
-def wal_checkpoint(engine: Engine, mode: str = "PASSIVE") -> None:
-    """Copy the SQLite WAL into the database file (PASSIVE never waits for readers)."""
+#: The SQLite WAL's bound. Past it, the writer that notices stops this process's writes
+#: for one TRUNCATE checkpoint (it waits for readers, then empties the WAL). 8 MiB is
+#: twice SQLite's own auto-checkpoint point (1000 pages): about 380 steps of a 2 KB store
+#: (a step adds ~22 KB of WAL frames), so a burst of a few hundred steps is absorbed and
+#: folded in by the background checkpointer, while sustained writing pays ~30 ms per
+#: 8 MiB (copy + fsync, ~4 ms/MB here) instead of growing the WAL without end.
+WAL_LIMIT_BYTES = 8 * 1024 * 1024
+#: How long a TRUNCATE checkpoint waits for readers of an older snapshot to finish
+#: before giving up for now (the writers of this process wait as long).
+WAL_FOLD_BUSY_MS = 2_000
+
+
+def wal_checkpoint(dbapi_connection: Any, mode: str = "PASSIVE",
+                   busy_timeout_ms: int | None = None) -> bool:
+    """Copy the SQLite WAL into the database file on a driver connection outside any
+    transaction; True if every frame was copied (and, for TRUNCATE, the WAL emptied).
+
+    PASSIVE never waits. TRUNCATE takes the write lock, then waits for readers still on
+    older snapshots; it is tried again while another connection's checkpoint runs (SQLite
+    refuses a second one at once), all within *busy_timeout_ms*."""
     if mode not in ("PASSIVE", "TRUNCATE"):
         raise ValueError(f"Unknown WAL checkpoint mode {mode!r}.")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+    import time
+
+    sql = f"PRAGMA wal_checkpoint({mode})"
+    if busy_timeout_ms is None:
+        busy, log, copied = dbapi_connection.execute(sql).fetchone()
+        return not busy and (log == copied or mode == "TRUNCATE")
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = 0.002
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {max(0, int(left * 1000))}")
+            busy, log, copied = dbapi_connection.execute(sql).fetchone()
+            if not busy:
+                return log == copied or mode == "TRUNCATE"
+            if mode == "PASSIVE" or time.monotonic() + pause > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def wal_size(database_file: str) -> int:
+    """Bytes in the SQLite WAL beside *database_file* (0 if there is none)."""
+    try:
+        return os.stat(database_file + "-wal").st_size
+    except OSError:
+        return 0
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -8,6 +8,7 @@ to head first.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
@@ -28,6 +29,7 @@ from pocoflow.persistence.connect import (
     safe_url,
     use_wal,
     wal_checkpoint,
+    wal_size,
     write_connection,
 )
 from pocoflow.persistence.migrate import ensure_schema
@@ -40,6 +42,8 @@ _HOST = socket.gethostname()
 CHECKPOINT_EVERY_S = 0.25
 #: How often the owner of a running run looks for a cancel request from elsewhere.
 CANCEL_POLL_S = 0.5
+#: How long closing a database waits for its background threads to finish their round.
+CLOSE_WAIT_S = 5.0
 
 
 class Database:
@@ -67,9 +71,12 @@ class Database:
         self._owned_lock = threading.Lock()
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
-        if is_sqlite(self.engine):
-            threading.Thread(target=self._checkpoint_forever, daemon=True,
-                             name="pocoflow-wal-checkpoint").start()
+        self._checkpointer: threading.Thread | None = None
+        if self.writer.database_file is not None:
+            self._checkpointer = threading.Thread(target=self._checkpoint_forever, daemon=True,
+                                                  name="pocoflow-wal-checkpoint")
+            self._checkpointer.start()
+        _close_at_exit()
         _log.debug("Database ready  url=%s", self.safe_url)
 
     @classmethod
@@ -94,13 +101,34 @@ class Database:
         if database is not None:
             database.close()
 
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every database this process opened (at interpreter exit), so each
+        SQLite WAL is folded into its database file: the file alone holds every run."""
+        with cls._registry_lock:
+            mine = [key for key, database in cls._registry.items()
+                    if database.pid == os.getpid()]
+            closing = [cls._registry.pop(key) for key in mine]
+        for database in closing:
+            try:
+                database.close()
+            except Exception:
+                _log.debug("Closing %s failed", database.safe_url, exc_info=True)
+
     def close(self) -> None:
         """Stop the background threads, fold the WAL in, and close every connection."""
         self._beat.set()
+        for thread in (self._checkpointer, self._beater):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(CLOSE_WAIT_S)
         self.writer.close()
-        if is_sqlite(self.engine):
+        if self.writer.database_file is not None:
             try:
-                wal_checkpoint(self.engine, "TRUNCATE")
+                raw = self.engine.raw_connection()
+                try:
+                    wal_checkpoint(raw.driver_connection, "TRUNCATE", busy_timeout_ms=1000)
+                finally:
+                    raw.close()
             except Exception:
                 _log.debug("Final WAL checkpoint of %s failed", self.safe_url, exc_info=True)
         self.engine.dispose()
@@ -108,17 +136,32 @@ class Database:
     # ── SQLite WAL checkpoints, off the steps' path ─────────────────────────
 
     def _checkpoint_forever(self) -> None:
-        """Fold the WAL into the database file a few times a second while runs write."""
-        done = self.writer.commits
+        """Keep the WAL small, off the steps' path: a PASSIVE checkpoint a few times a
+        second while this process writes; past the bound, a TRUNCATE checkpoint in the
+        writers' turn (this process's writes wait for it); once the database is idle
+        (the WAL unchanged for a round), a TRUNCATE that leaves it empty."""
+        writer = self.writer
+        database_file: str = writer.database_file  # type: ignore[assignment]
+        seen = writer.commits
+        before = stuck = -1
         while not self._beat.wait(CHECKPOINT_EVERY_S):
-            if self.writer.commits == done:
-                continue
-            done = self.writer.commits
+            size = wal_size(database_file)
             try:
-                wal_checkpoint(self.engine)
+                if size > writer.wal_limit:
+                    writer.fold_wal()
+                elif writer.commits != seen:
+                    raw = self.engine.raw_connection()
+                    try:
+                        wal_checkpoint(raw.driver_connection)
+                    finally:
+                        raw.close()
+                elif size and size == before and size != stuck and not writer.fold_wal(limit=0):
+                    stuck = size  # readers kept it: not again before the WAL changes
             except Exception:
                 _log.debug("WAL checkpoint of %s failed; retrying later", self.safe_url,
                            exc_info=True)
+            seen = writer.commits
+            before = wal_size(database_file)
 
     # ── runs this process owns: claims, heartbeats, cancel requests ─────────
 
@@ -185,6 +228,19 @@ class Database:
             for run_id in asked:
                 if control.stop(run_id):
                     _log.info("Run '%s': cancel requested through the database", run_id)
+
+
+_exit_hook = threading.Lock()
+_exit_hooked = False
+
+
+def _close_at_exit() -> None:
+    """Close this process's databases at interpreter exit (once registered)."""
+    global _exit_hooked
+    with _exit_hook:
+        if not _exit_hooked:
+            atexit.register(Database.close_all)
+            _exit_hooked = True
 
 
 def owner_is_dead(owner: str | None) -> bool:

@@ -91,8 +91,11 @@ class RunRecords:
                 conn.rollback()
 
     def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with write_connection(self.database.engine) as conn, conn.begin():
-            return fn(conn, *args, **kwargs)
+        database = self.database
+        with write_connection(database.engine) as conn, conn.begin():
+            done = fn(conn, *args, **kwargs)
+        database.writer.committed()  # (the WAL's bound counts these writes too)
+        return done
 
     # ── runs ────────────────────────────────────────────────────────────────
 

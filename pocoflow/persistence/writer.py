@@ -24,9 +24,13 @@ from pocoflow.persistence.connect import (
     SQLITE_COMMIT,
     SQLITE_NO_WAIT,
     SQLITE_ROLLBACK,
+    WAL_FOLD_BUSY_MS,
+    WAL_LIMIT_BYTES,
     is_busy,
     is_sqlite,
     safe_url,
+    wal_checkpoint,
+    wal_size,
     write_connection,
 )
 from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
@@ -37,6 +41,8 @@ _log = get_logger("db")
 #: PostgreSQL connections writing at once (each group-commits its queue). More lanes
 #: measured slower where client and server share two CPUs; raise it for a remote server.
 POSTGRES_LANES = 1
+#: SQLite: the WAL's size is looked at after every this many commits (a stat call).
+WAL_CHECK_EVERY = 8
 
 
 class WriteStatements:
@@ -290,6 +296,8 @@ class _Lane:
                 with self._queue_lock:
                     batch, self.queue = self.queue, []
                 self._commit_batch(batch)
+            if self._writer.wal_due:  # this write's turn to fold the WAL in, writers held
+                self._writer.fold_wal_locked()
         if ticket.error is not None:
             raise ticket.error
 
@@ -335,7 +343,7 @@ class _Lane:
                 else:
                     connection.rollback()
                 raise
-        writer.commits += 1
+        writer.committed()
         return kept
 
     def _connection(self) -> Any:
@@ -366,9 +374,58 @@ class Writer:
         self._lanes = [_Lane(self) for _ in range(1 if self.sqlite else POSTGRES_LANES)]
         self._next = 0
         self._now: Any = None  # SQLite fast path: its own connection, busy_timeout 0
+        # SQLite's WAL bound: past wal_limit, the next write folds the WAL in (wal_due)
+        self.database_file = engine.url.database if self.sqlite else None
+        self.wal_limit = WAL_LIMIT_BYTES
+        self.wal_due = False
         if self.sqlite:
             self._now = engine.raw_connection()
             self._now.driver_connection.execute(SQLITE_NO_WAIT)
+
+    def committed(self) -> None:
+        """Count a commit; every WAL_CHECK_EVERY commits on SQLite, see whether the WAL
+        went past its bound (the next write then folds it in)."""
+        self.commits += 1
+        if self.database_file is not None and not self.commits % WAL_CHECK_EVERY \
+                and wal_size(self.database_file) > self.wal_limit:
+            self.wal_due = True
+
+    def fold_wal(self, *, limit: float | None = None) -> bool:
+        """Fold the WAL into the database file (TRUNCATE) if it holds more than *limit*
+        bytes (None: the bound), taking the writers' turn: this process writes nothing
+        meanwhile. True if the WAL is now empty."""
+        bound = self.wal_limit if limit is None else limit
+        with self._lanes[0].lock:
+            if self.database_file is None or wal_size(self.database_file) <= bound:
+                return True
+            return self.fold_wal_locked()
+
+    def fold_wal_locked(self) -> bool:
+        """:meth:`fold_wal` for a caller that holds the lane lock. If readers of an older
+        snapshot keep it from finishing, the next try waits until the WAL grew by
+        another bound (so writers are not held at every step)."""
+        self.wal_due = False
+        if self.database_file is None:
+            return True
+        size = wal_size(self.database_file)
+        folded = False
+        try:
+            raw = self.engine.raw_connection()
+            try:
+                folded = wal_checkpoint(raw.driver_connection, "TRUNCATE",
+                                        busy_timeout_ms=WAL_FOLD_BUSY_MS)
+            finally:
+                raw.close()
+        except Exception:
+            _log.debug("WAL checkpoint (TRUNCATE) of %s failed", self.safe_url, exc_info=True)
+        if folded:
+            self.wal_limit = WAL_LIMIT_BYTES
+        else:
+            self.wal_limit = size + WAL_LIMIT_BYTES
+            _log.info("The WAL of %s holds %d bytes and could not be folded in (readers of "
+                      "an older snapshot); trying again past %d", self.safe_url, size,
+                      self.wal_limit)
+        return folded
 
     def commit(self, write: StepWrite) -> None:
         """Commit *write*, maybe together with others; may wait for locks.
@@ -385,8 +442,8 @@ class Writer:
         lock; return False, having written nothing, if one does. RunTakenOverError if
         the write's run has another owner now (nothing of it was written)."""
         lane = self._lanes[0]
-        if self._now is None or not lane.lock.acquire(blocking=False):
-            return False
+        if self._now is None or self.wal_due or not lane.lock.acquire(blocking=False):
+            return False  # (a WAL to fold in: the write goes to a thread, which folds it)
         try:
             cursor = self._now.driver_connection.cursor()
             try:
@@ -404,18 +461,27 @@ class Writer:
                     raise
                 raise error from None
             cursor.execute(SQLITE_COMMIT)
-            self.commits += 1
+            self.committed()
             if not still_owned:
                 raise taken_over(write)
             return True
         finally:
             lane.lock.release()
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        """Close the writer's connections, waiting up to *wait* seconds for a write in
+        progress (at interpreter exit, one may be stuck in a daemon thread)."""
         for lane in self._lanes:
-            with lane.lock:
-                lane.close()
-        with self._lanes[0].lock:
-            if self._now is not None:
-                self._now.close()
-                self._now = None
+            if lane.lock.acquire(timeout=wait):
+                try:
+                    lane.close()
+                finally:
+                    lane.lock.release()
+        lane = self._lanes[0]
+        if lane.lock.acquire(timeout=wait):
+            try:
+                if self._now is not None:
+                    self._now.close()
+                    self._now = None
+            finally:
+                lane.lock.release()
