@@ -66,8 +66,8 @@ class Database:
             self.engine.dispose()
             raise
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # run_id -> (owner token, lease seconds, top-level?)
-        self._owned: dict[str, tuple[str, float, bool]] = {}
+        # run_id (as stored) -> (owner token, lease seconds, top-level?, id of its RunControl)
+        self._owned: dict[str, tuple[str, float, bool, str]] = {}
         self._owned_lock = threading.Lock()
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
@@ -171,11 +171,13 @@ class Database:
         return f"{self.owner}:{uuid.uuid4().hex[:8]}"
 
     def own(self, run_id: str, token: str, lease_seconds: float, *,
-            top_level: bool = True) -> None:
+            top_level: bool = True, control_id: str | None = None) -> None:
         """Keep *run_id*'s heartbeat fresh while this process runs it under *token*;
-        a top-level run is also watched for cancel requests and for a takeover."""
+        a top-level run is also watched for cancel requests and for a takeover, which
+        stop it through its RunControl (*control_id*: the run id as the engine knows it,
+        when the stored one differs)."""
         with self._owned_lock:
-            self._owned[run_id] = (token, lease_seconds, top_level)
+            self._owned[run_id] = (token, lease_seconds, top_level, control_id or run_id)
             if self._beater is None or not self._beater.is_alive():
                 self._beater = threading.Thread(target=self._watch_forever, daemon=True,
                                                 name="pocoflow-heartbeat")
@@ -201,7 +203,7 @@ class Database:
             if not owned:
                 pause = CANCEL_POLL_S
                 continue
-            interval = min(lease for _, lease, _ in owned.values()) / 3
+            interval = min(owning[1] for owning in owned.values()) / 3
             pause = min(CANCEL_POLL_S, interval)
             now = time.monotonic()
             lost: list[str] = []
@@ -209,10 +211,10 @@ class Database:
                 if now >= next_beat:
                     next_beat = now + interval
                     with write_connection(self.engine) as conn, conn.begin():
-                        lost = queries.heartbeat(conn, {r: t for r, (t, _, _) in owned.items()})
+                        lost = queries.heartbeat(conn, {r: o[0] for r, o in owned.items()})
                 with self.engine.connect() as conn:  # a read: no write lock every poll
                     asked = queries.cancel_requested(
-                        conn, [r for r, (_, _, top) in owned.items() if top])
+                        conn, [r for r, owning in owned.items() if owning[2]])
                     conn.rollback()
             except Exception:
                 _log.warning("Heartbeat for %d run(s) failed on %s", len(owned), self.safe_url,
@@ -221,12 +223,12 @@ class Database:
             for run_id in lost:
                 if owned[run_id][2] and run_id in self._owned:
                     self.disown(run_id)
-                    control.stop(run_id, RunTakenOverError(
+                    control.stop(owned[run_id][3], RunTakenOverError(
                         f"Run '{run_id}' was taken over by another process (this one went "
                         "longer than its lease without a heartbeat); it stops here and "
                         "writes nothing more."))
             for run_id in asked:
-                if control.stop(run_id):
+                if control.stop(owned[run_id][3]):
                     _log.info("Run '%s': cancel requested through the database", run_id)
 
 

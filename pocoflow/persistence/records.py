@@ -102,7 +102,8 @@ class RunRecords:
     def create_run(self, run_id: str, flow_name: str = "") -> None:
         """Insert a run with status ``running`` (ignored if the run_id exists)."""
         _check_id(run_id)
-        self._write(queries.insert_run, rows.created_run(run_id, flow_name, rows.now_iso()))
+        self._write(queries.insert_run, rows.created_run(_key(run_id), flow_name,
+                                                         rows.now_iso()))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run: status, completed_at, total_steps, current_node, error_msg..."""
@@ -117,11 +118,12 @@ class RunRecords:
                 f"update_run: status {fields['status']!r} is not one of {list(RUN_STATUSES)}."
             )
         if fields:
-            self._write(queries.update_run, run_id, fields)
+            self._write(queries.update_run, _key(run_id),
+                        {name: rows.storable(value) for name, value in fields.items()})
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run as a dict, or None."""
-        row = self._read(queries.get_run, run_id)
+        row = self._read(queries.get_run, _key(run_id))
         return self._present(row) if row is not None else None
 
     def list_runs(self, limit: int = 100, *, offset: int = 0, status: str | None = None,
@@ -175,7 +177,7 @@ class RunRecords:
 
     def get_run_input(self, run_id: str) -> dict[str, Any] | None:
         """The graph (``graph_json``) and input store (``input_json``) a run started with."""
-        return self._read(queries.get_run_input, run_id)
+        return self._read(queries.get_run_input, _key(run_id))
 
     def _present(self, row: dict[str, Any]) -> dict[str, Any]:
         """A run row as callers see it: ``interrupted`` if its process is gone."""
@@ -190,7 +192,8 @@ class RunRecords:
     def save_event(self, run_id: str, event: str, **kw: Any) -> None:
         """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
         ts = kw.pop("ts", None) or rows.now_iso()
-        self._write(queries.insert_event, rows.event_row(run_id, event, ts, **kw))
+        self._write(queries.insert_event,
+                    rows.event_row(_key(run_id), rows.storable(event), ts, **kw))
 
     def get_events(self, run_id: str | None, *, after_id: int = 0,
                    limit: int | None = None) -> list[dict[str, Any]]:
@@ -198,11 +201,11 @@ class RunRecords:
         ``after_id`` keeps only those newer than that event id, to follow a log."""
         if not isinstance(after_id, int) or after_id < 0:
             raise ValueError(f"get_events: after_id must be an event id >= 0, got {after_id!r}.")
-        return self._read(queries.get_events, run_id, after_id=after_id, limit=limit)
+        return self._read(queries.get_events, _key(run_id), after_id=after_id, limit=limit)
 
     def last_action(self, run_id: str) -> str | None:
         """The action of the run's last finished node (None: no node finished)."""
-        return self._read(queries.last_action, run_id)
+        return self._read(queries.last_action, _key(run_id))
 
     # ── checkpoints ─────────────────────────────────────────────────────────
 
@@ -213,12 +216,12 @@ class RunRecords:
         transient = store.transient if isinstance(store, Store) else ()
         encoded = self.tracker().full(store, transient)
         self._write(queries.upsert_checkpoint, rows.checkpoint_row(
-            run_id, step, node_name, "full", encoded.store_json, encoded.excluded,
+            _key(run_id), step, node_name, "full", encoded.store_json, encoded.excluded,
             rows.now_iso()))
 
     def get_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
         """A run's checkpoints by step, each ``store_json`` the full store."""
-        found = self._read(queries.get_checkpoint_rows, run_id)
+        found = self._read(queries.get_checkpoint_rows, _key(run_id))
         out: list[dict[str, Any]] = []
         state: dict[str, Any] = {}
         for row in found:
@@ -229,7 +232,7 @@ class RunRecords:
     def checkpoint_steps(self, run_id: str) -> list[dict[str, Any]]:
         """A run's checkpoints without their stores: step, node_name, kind, created_at,
         next_node (cheap, for a step slider)."""
-        return self._read(queries.checkpoint_steps, run_id)
+        return self._read(queries.checkpoint_steps, _key(run_id))
 
     def get_checkpoint_json(self, run_id: str, step: int) -> dict[str, Any]:
         """The store after *step* as stored: JSON values, with the codec's tagged objects
@@ -245,9 +248,11 @@ class RunRecords:
 
     def checkpoint_rows(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         """The rows that rebuild *step* (default: the last step), from a full snapshot on."""
+        key = _key(run_id)
+
         def read(conn: Any) -> list[dict[str, Any]]:
-            at = step if step is not None else queries.last_checkpoint_step(conn, run_id)
-            return [] if at is None else queries.get_checkpoint_rows(conn, run_id, at)
+            at = step if step is not None else queries.last_checkpoint_step(conn, key)
+            return [] if at is None else queries.get_checkpoint_rows(conn, key, at)
 
         found = self._read(read)
         if not found or (step is not None and found[-1]["step"] != step):
@@ -271,7 +276,7 @@ class RunRecords:
                                    "db.list_runs() shows the runs there.")
         status = run["status"]
         stamp = rows.now_iso()
-        if status == "running" and self._write(queries.request_cancel, run_id, stamp):
+        if status == "running" and self._write(queries.request_cancel, run["run_id"], stamp):
             control.stop(run_id)  # at once, if it runs in this very process
             return "requested"
         if status in ("queued", "paused", "interrupted"):
@@ -310,8 +315,9 @@ def _filter(status: str | None, flow_name: str | None, parent_run_id: str | None
             include_nested: bool, search: str | None, since: datetime | str | None,
             until: datetime | str | None) -> queries.RunFilter:
     stored = "running" if status == "interrupted" else status
-    return queries.RunFilter(stored, flow_name, parent_run_id, not include_nested,
-                             search or None, _moment(since, "since"), _moment(until, "until"))
+    return queries.RunFilter(stored, rows.storable(flow_name), _key(parent_run_id),
+                             not include_nested, rows.storable(search) or None,
+                             _moment(since, "since"), _moment(until, "until"))
 
 
 def _moment(value: datetime | str | None, name: str) -> str | None:
@@ -330,6 +336,12 @@ def _moment(value: datetime | str | None, name: str) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return rows.iso(value.timestamp())
+
+
+def _key(run_id: Any) -> Any:
+    """A run id as stored: :func:`rows.storable` (an id with a lone surrogate or a NUL
+    is written escaped, and looked up the same way)."""
+    return rows.storable(run_id)
 
 
 def _check_id(run_id: Any) -> None:
