@@ -91,13 +91,33 @@ def create_db_engine(url: URL) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    from pocoflow.persistence import timeouts
+
     try:
-        return create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True,
+                               connect_args=timeouts.connect_args(url))
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"The database driver for {safe_url(url)!r} is not installed ({exc.name}). "
             "Install it with: pip install 'pocoflow[postgres]'."
         ) from None
+    event.listen(engine, "do_connect", timeouts.timed_connect(url))
+    return engine
+
+
+def explain(error: BaseException, url: URL) -> BaseException:
+    """The error to show for a failed database call: a PocoFlow error that names the
+    database and the fix where PocoFlow knows one (a timeout), its cause *error*; else
+    *error* itself."""
+    found: BaseException | None = None
+    if url.get_backend_name() != "sqlite":
+        from pocoflow.persistence import timeouts
+
+        found = timeouts.explain(error, url)
+    if found is None:
+        return error
+    found.__cause__ = error
+    return found
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -25,6 +25,7 @@ from pocoflow.logging import get_logger
 from pocoflow.persistence import queries
 from pocoflow.persistence.connect import (
     create_db_engine,
+    explain,
     is_sqlite,
     safe_url,
     use_wal,
@@ -62,9 +63,12 @@ class Database:
             if is_sqlite(self.engine):
                 use_wal(self.engine)
             self.writer = Writer(self.engine)
-        except BaseException:
+        except BaseException as exc:
             self.engine.dispose()
-            raise
+            explained = explain(exc, url)
+            if explained is exc:
+                raise
+            raise explained from exc
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # run_id (as stored) -> (owner token, lease seconds, top-level?, id of its RunControl)
         self._owned: dict[str, tuple[str, float, bool, str]] = {}

@@ -22,11 +22,13 @@ from pocoflow.errors import DatabaseVersionError
 from pocoflow.logging import get_logger
 from pocoflow.persistence.connect import (
     create_db_engine,
+    explain,
     is_sqlite,
     safe_url,
     to_url,
     write_connection,
 )
+from pocoflow.persistence.timeouts import restore_deadline, without_deadline
 
 _log = get_logger("db")
 
@@ -85,13 +87,20 @@ def ensure_schema(engine: Engine) -> str:
         return head
     _check_known(engine, current, head)
     with write_connection(engine) as conn, conn.begin():
-        if not is_sqlite(engine):
-            conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-        current = current_revision(conn)  # another process may have migrated meanwhile
-        if current == head:
-            return head
-        _check_known(engine, current, head)
-        _upgrade(conn, current)
+        lifted = None
+        try:
+            if not is_sqlite(engine):  # a migration (or waiting for another's) may run long
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                lifted = without_deadline(conn.connection.driver_connection)
+                conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            current = current_revision(conn)  # another process may have migrated meanwhile
+            if current == head:
+                return head
+            _check_known(engine, current, head)
+            _upgrade(conn, current)
+        finally:
+            if lifted is not None:
+                restore_deadline(conn.connection.driver_connection, lifted)
     return head
 
 
@@ -158,6 +167,11 @@ def schema_status(target: str | os.PathLike[str], *, upgrade_it: bool = False,
             status["before"], status["after"] = upgrade(engine)
         else:
             status["before"] = status["after"] = revision_of(engine)
+    except Exception as exc:
+        explained = explain(exc, url)
+        if explained is exc:
+            raise
+        raise explained from exc
     finally:
         engine.dispose()
     return status

@@ -22,7 +22,7 @@ from pocoflow.errors import RunNotFoundError
 from pocoflow.events import RUN_STATUSES
 from pocoflow.persistence import queries, rows
 from pocoflow.persistence.codec import dumps
-from pocoflow.persistence.connect import safe_url, to_url, write_connection
+from pocoflow.persistence.connect import explain, safe_url, to_url, write_connection
 from pocoflow.persistence.database import Database, owner_is_dead
 from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild, rebuild_json
 from pocoflow.store import Store
@@ -84,16 +84,29 @@ class RunRecords:
         return DeltaTracker(full_every=self.full_every, allow_pickle=self.allow_pickle)
 
     def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with self.database.engine.connect() as conn:
-            try:
-                return fn(conn, *args, **kwargs)
-            finally:
-                conn.rollback()
+        database = self.database
+        try:
+            with database.engine.connect() as conn:
+                try:
+                    return fn(conn, *args, **kwargs)
+                finally:
+                    conn.rollback()
+        except Exception as exc:
+            explained = explain(exc, self.url)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         database = self.database
-        with write_connection(database.engine) as conn, conn.begin():
-            done = fn(conn, *args, **kwargs)
+        try:
+            with write_connection(database.engine) as conn, conn.begin():
+                done = fn(conn, *args, **kwargs)
+        except Exception as exc:
+            explained = explain(exc, self.url)
+            if explained is exc:
+                raise
+            raise explained from exc
         database.writer.committed()  # (the WAL's bound counts these writes too)
         return done
 

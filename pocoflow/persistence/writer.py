@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, exists, select, update
+from sqlalchemy.engine import URL
 
 from pocoflow.errors import RunExistsError, RunTakenOverError
 from pocoflow.logging import get_logger
@@ -26,6 +27,7 @@ from pocoflow.persistence.connect import (
     SQLITE_ROLLBACK,
     WAL_FOLD_BUSY_MS,
     WAL_LIMIT_BYTES,
+    explain,
     is_busy,
     is_sqlite,
     safe_url,
@@ -247,16 +249,17 @@ def _execute(cursor: Any, statement: str, rows: list[dict[str, Any]]) -> None:
         cursor.executemany(statement, rows)
 
 
-def refused(write: StepWrite, error: BaseException, url: str) -> BaseException:
+def refused(write: StepWrite, error: BaseException, url: URL) -> BaseException:
     """The error to raise for a failed write: a new run on a run_id that exists is a
-    RunExistsError (the transaction wrote nothing), anything else stays as it is."""
+    RunExistsError (the transaction wrote nothing), a known failure of the database is
+    explained (:func:`connect.explain`), anything else stays as it is."""
     if write.new_run and type(error).__name__ in ("IntegrityError", "UniqueViolation"):
         return RunExistsError(
-            f"Run '{write.run_id}' already exists in {url}; a new run needs a new run_id "
-            "(leave Flow(run_id=...) unset for a fresh one each run), and a stopped run "
-            "goes on with flow.resume(run_id). Nothing was written."
+            f"Run '{write.run_id}' already exists in {safe_url(url)}; a new run needs a new "
+            "run_id (leave Flow(run_id=...) unset for a fresh one each run), and a stopped "
+            "run goes on with flow.resume(run_id). Nothing was written."
         )
-    return error
+    return explain(error, url)
 
 
 def taken_over(write: StepWrite) -> RunTakenOverError:
@@ -308,7 +311,7 @@ class _Lane:
                 if not still_owned:
                     ticket.error = taken_over(ticket.write)
         except Exception as exc:
-            url = self._writer.safe_url
+            url = self._writer.engine.url
             if len(batch) == 1:
                 batch[0].error = refused(batch[0].write, exc, url)
             else:  # one bad write must not sink the others: retry them one by one
@@ -456,7 +459,7 @@ class Writer:
                 [still_owned] = apply_locked(cursor, self.statements, [write])
             except BaseException as exc:
                 cursor.execute(SQLITE_ROLLBACK)
-                error = refused(write, exc, self.safe_url)
+                error = refused(write, exc, self.engine.url)
                 if error is exc:
                     raise
                 raise error from None
