@@ -59,10 +59,10 @@ class Database:
         self.safe_url = safe_url(url)
         self.engine: Engine = create_db_engine(url)
         try:
-            ensure_schema(self.engine)
+            self.revision = ensure_schema(self.engine)
             if is_sqlite(self.engine):
                 use_wal(self.engine)
-            self.writer = Writer(self.engine)
+            self.writer = Writer(self.engine, self.revision)
         except BaseException as exc:
             self.engine.dispose()
             explained = explain(exc, url)
@@ -85,16 +85,32 @@ class Database:
 
     @classmethod
     def open(cls, url: URL) -> Database:
+        """This process's handle of *url*: made (and the schema brought to head) on first
+        use; after that, the schema revision is read again (one indexed read), so a
+        database another process migrated since is refused as a new process refuses it."""
         key = (url.render_as_string(hide_password=False), os.getpid())
         database = cls._registry.get(key)
-        if database is not None:
-            return database
-        with cls._registry_lock:
-            database = cls._registry.get(key)
-            if database is None:
-                database = cls(url)
-                cls._registry[key] = database
-            return database
+        if database is None:
+            with cls._registry_lock:
+                database = cls._registry.get(key)
+                if database is None:
+                    database = cls(url)
+                    cls._registry[key] = database
+                    return database
+        database.recheck()
+        return database
+
+    def recheck(self) -> None:
+        """Read the schema revision again; bring it to head as on first open (an older
+        one is upgraded, a newer one refused with DatabaseVersionError, untouched)."""
+        try:
+            revision = ensure_schema(self.engine)
+        except Exception as exc:
+            explained = explain(exc, self.url)
+            if explained is exc:
+                raise
+            raise explained from exc
+        self.revision = self.writer.statements.revision = revision
 
     @classmethod
     def forget(cls, url: URL) -> None:

@@ -78,8 +78,11 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def ensure_schema(engine: Engine) -> str:
-    """Bring the database to head (or refuse it); return the revision it is at."""
+    """Bring the database to head (or refuse it); return the revision it is at. A
+    database at head costs one read of alembic_version."""
     head = head_revision()
+    if _stored_revisions(engine) == [head]:
+        return head
     with engine.connect() as conn:
         current = current_revision(conn)
         conn.rollback()
@@ -102,6 +105,26 @@ def ensure_schema(engine: Engine) -> str:
             if lifted is not None:
                 restore_deadline(conn.connection.driver_connection, lifted)
     return head
+
+
+def _stored_revisions(engine: Engine) -> list[str] | None:
+    """The rows of alembic_version (None if it cannot be read, e.g. no such table)."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute("SELECT version_num FROM alembic_version")
+            return [row[0] for row in cursor.fetchall()]
+        except Exception as exc:
+            if type(exc).__name__ not in ("OperationalError", "ProgrammingError",
+                                          "UndefinedTable"):
+                raise
+            return None
+        finally:
+            cursor.close()
+    finally:
+        raw.rollback()
+        raw.close()
 
 
 def _upgrade(conn: Connection, current: str | None) -> None:

@@ -25,6 +25,7 @@ from pocoflow.persistence.codec import dumps
 from pocoflow.persistence.connect import explain, safe_url, to_url, write_connection
 from pocoflow.persistence.database import Database, owner_is_dead
 from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild, rebuild_json
+from pocoflow.persistence.writer import SchemaMoved
 from pocoflow.store import Store
 
 T = TypeVar("T")
@@ -302,12 +303,22 @@ class RunRecords:
     # ── what the recorder and resume use ────────────────────────────────────
 
     def commit(self, write: rows.StepWrite) -> None:
-        """Commit a step's write (may wait for locks: call it from a worker thread)."""
-        self.database.writer.commit(write)
+        """Commit a step's write (may wait for locks: call it from a worker thread).
+        A new run is refused (DatabaseVersionError, nothing written) if another process
+        moved the schema to a revision this PocoFlow does not know."""
+        database = self.database
+        try:
+            database.writer.commit(write)
+        except SchemaMoved:
+            database.recheck()  # refuses a newer schema; brings an older one to head
+            database.writer.commit(write)
 
     def commit_now(self, write: rows.StepWrite) -> bool:
         """Commit on this thread if that cannot block (SQLite); False: nothing written."""
-        return self.database.writer.commit_now(write)
+        try:
+            return self.database.writer.commit_now(write)
+        except SchemaMoved:
+            return False  # commit() (in a worker thread) looks at the schema again
 
     def claim(self, run: Mapping[str, Any]) -> bool:
         """Take a stopped run over for this process if its row is still as *run* was
@@ -316,6 +327,7 @@ class RunRecords:
         observed = {**run, "status": "running" if run["status"] == "interrupted"
                     else run["status"]}
         database = self.database
+        database.recheck()  # a schema another process moved since is refused, untouched
         token = database.claim_token()
         if 1 != self._write(queries.claim_run, run["run_id"], observed,
                             rows.claimed_run(token, rows.now_iso())):

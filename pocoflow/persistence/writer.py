@@ -86,6 +86,7 @@ class WriteStatements:
         self.insert_input = self._compile(
             dialect_insert(run_inputs).values({c: bindparam(c) for c in columns})
             .on_conflict_do_nothing(index_elements=["run_id"]))
+        self.revision: str | None = None  # the schema revision new runs expect
         self._new_runs: dict[tuple[str, ...], str] = {}
         self._child_runs: dict[tuple[str, ...], str] = {}
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
@@ -127,6 +128,25 @@ class WriteStatements:
                          .values({c: bindparam(c) for c in columns}))
             sql_text = self._updates[(columns, top_level)] = self._compile(statement)
         return sql_text
+
+
+class SchemaMoved(Exception):
+    """A new run's transaction found the schema at another revision than the one this
+    process opened the database at (another process migrated it); nothing was written."""
+
+    def __init__(self, found: str | None) -> None:
+        super().__init__(found)
+        self.found = found
+
+
+#: Read in the transaction of every new run: the schema must still be the one opened.
+REVISION_SQL = "SELECT version_num FROM alembic_version"
+
+
+def _check_revision(found: list[Any], statements: WriteStatements) -> None:
+    revisions = [row[0] for row in found]
+    if revisions != [statements.revision]:
+        raise SchemaMoved(revisions[0] if revisions else None)
 
 
 def _fence_of(write: StepWrite) -> dict[str, Any]:
@@ -177,8 +197,12 @@ def apply_locked(cursor: Any, statements: WriteStatements, writes: Sequence[Step
     checked at once); a fenced-out write's other rows are not sent at all."""
     kept = [True] * len(writes)
     updates: dict[tuple[tuple[str, ...], bool], list[int]] = {}
+    checked = False
     for index, write in enumerate(writes):
         if write.run_insert is not None:
+            if write.new_run and not checked and statements.revision is not None:
+                _check_revision(cursor.execute(REVISION_SQL).fetchall(), statements)
+                checked = True
             _run_row(cursor, statements, write)
             kept[index] = cursor.rowcount != 0
         elif write.run_update:
@@ -215,11 +239,17 @@ def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[St
     inputs: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     checkpoint_rows: list[dict[str, Any]] = []
+    revision = None
     for write in writes:
-        proof = None
+        proof: Any = None
+        if write.new_run and revision is None and statements.revision is not None:
+            revision = conn.cursor()
+            revision.execute(REVISION_SQL)
         if write.run_insert is not None or write.run_update:
             proof = conn.cursor()
             _run_row(proof, statements, write)
+            if write.new_run and revision is not None:
+                proof = (proof, revision, statements)
         proofs.append(proof)
         if write.run_input is not None:
             inputs.append({"run_id": write.run_id, **write.run_input})
@@ -236,9 +266,13 @@ def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[St
 
 def owned(proof: Any) -> bool:
     """Whether a write's run row was written (its run still belonged to the writer):
-    *proof* is None (no run row), a bool (SQLite) or the row's cursor (PostgreSQL)."""
+    *proof* is None (no run row), a bool (SQLite) or the row's cursor (PostgreSQL; for
+    a new run, with the cursor that read the schema revision: SchemaMoved if it moved)."""
     if proof is None or proof is True or proof is False:
         return proof is not False
+    if proof.__class__ is tuple:
+        proof, revision, statements = proof
+        _check_revision(revision.fetchall(), statements)
     return bool(proof.rowcount != 0)
 
 
@@ -368,11 +402,12 @@ class _Lane:
 class Writer:
     """Commits the step writes of every run of one database in this process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, revision: str | None = None) -> None:
         self.engine = engine
         self.safe_url = safe_url(engine.url)
         self.sqlite = is_sqlite(engine)
         self.statements = WriteStatements(engine)
+        self.statements.revision = revision
         self.commits = 0  # transactions so far (the WAL checkpointer watches it)
         self._lanes = [_Lane(self) for _ in range(1 if self.sqlite else POSTGRES_LANES)]
         self._next = 0
