@@ -10,6 +10,7 @@ their sync twins.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,26 @@ SQLITE_ROLLBACK = "ROLLBACK"
 SQLITE_NO_WAIT = "PRAGMA busy_timeout = 0"
 
 
+#: A path that is really a URL with a slash missing (``postgresql:/bob@host/db``,
+#: ``Path("sqlite:///x.db")``) or a driver name (``postgresql+asyncpg:...``). A single
+#: letter before the colon is a Windows drive, never a scheme.
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9]+(\+[A-Za-z0-9_]+:|:(/|$))"
+                       r"|(sqlite|postgres|postgresql|mysql|mariadb|oracle|mssql)(\+\w+)?:",
+                       re.IGNORECASE)
+#: Query parameters that carry a secret (libpq's password and sslpassword, and the like);
+#: ``passfile`` is a path and stays visible.
+_SECRET_PARAM = re.compile(r"pass(word|wd)|secret|token", re.IGNORECASE)
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:/*[^:/@?#]*:)[^@/?#]*@")
+_QUERY_SECRET = re.compile(r"([?&][^=&#]*(?:pass(?:word|wd)|secret|token)[^=&#]*=)[^&#]*",
+                           re.IGNORECASE)
+
+
 def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) -> URL:
     """A SQLAlchemy URL for a file path or URL, with the sync driver PocoFlow runs on.
 
     ``sqlite+aiosqlite`` and ``postgresql+asyncpg`` URLs are accepted and run
-    on the stdlib sqlite3 and psycopg 3 drivers.
+    on the stdlib sqlite3 and psycopg 3 drivers. A path that looks like a URL with
+    a slash missing is refused rather than made into a file of that name.
     """
     if isinstance(target, URL):
         url = target
@@ -46,9 +62,24 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
         try:
             url = make_url(target)
         except ArgumentError as exc:
-            raise ValueError(f"Database URL {target!r} is not a valid SQLAlchemy URL: {exc}") \
-                from None
+            raise ValueError(f"Database URL {redact(target)!r} is not a valid SQLAlchemy URL: "
+                             f"{redact(str(exc))}") from None
     elif isinstance(target, (str, os.PathLike)):
+        text = os.fspath(target)
+        if isinstance(text, str) and _URL_LIKE.match(text):
+            scheme, _, rest = text.partition(":")
+            if scheme.lower().startswith("sqlite"):
+                fix = (f"a SQLite database is given by its file path alone, e.g. "
+                       f"db_path={rest.lstrip('/') or 'pocoflow.db'!r}, or as a URL with "
+                       "three slashes (sqlite:///relative/file.db, sqlite:////absolute/file.db)")
+            else:
+                fixed = f"{scheme}://{rest.lstrip('/')}"
+                fix = f"a URL needs '://' after its scheme, e.g. db_url={redact(fixed)!r}"
+            raise ValueError(
+                f"Database {redact(text)!r} looks like a URL, not a file path: {fix}. A file "
+                f"whose name really starts that way is written with a directory first: "
+                f"'./{redact(text)}'."
+            )
         path = Path(target).expanduser()
         if str(target) != ":memory:":
             path = path.absolute()
@@ -62,7 +93,7 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
     driver = _SYNC_DRIVERS.get(url.drivername)
     if driver is None:
         raise ValueError(
-            f"Database URL {url.render_as_string(hide_password=True)!r}: PocoFlow supports "
+            f"Database URL {safe_url(url)!r}: PocoFlow supports "
             "SQLite (a path, sqlite:///file.db) and PostgreSQL (postgresql+asyncpg://... or "
             f"postgresql+psycopg://...), not {url.drivername!r}."
         )
@@ -73,8 +104,20 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
 
 
 def safe_url(url: URL) -> str:
-    """The URL for messages and logs: never the password."""
-    return url.render_as_string(hide_password=True)
+    """The URL for messages and logs: never a password, whether in the user part or in
+    the query (``?password=``, ``sslpassword``, any ``*password*``/``*secret*``/
+    ``*token*`` parameter)."""
+    hidden = {key: "***" for key in url.query if _SECRET_PARAM.search(key)}
+    if not hidden:
+        return url.render_as_string(hide_password=True)
+    shown = url.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")
+
+
+def redact(text: str) -> str:
+    """*text* holding a URL that may not parse, with its secrets replaced by ``***``."""
+    text = _USERINFO.sub(r"\1***@", text)
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 def is_sqlite(engine: Engine) -> bool:
