@@ -93,6 +93,9 @@ class DatabaseFileError(PersistenceError, OSError):
     """A database file that cannot be opened, read or written: not a database, a full
     disk, an I/O error. ``filename`` is the file; the message says how to fix it."""
 
+    def __str__(self) -> str:  # OSError would show "[Errno None] None: <filename>"
+        return str(self.args[0]) if self.args else ""
+
 
 class DatabaseTimeoutError(PersistenceError, TimeoutError):
     """A database server did not answer in time (connect, statement or a silent

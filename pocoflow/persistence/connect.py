@@ -150,16 +150,77 @@ def create_db_engine(url: URL) -> Engine:
 
 def explain(error: BaseException, url: URL) -> BaseException:
     """The error to show for a failed database call: a PocoFlow error that names the
-    database and the fix where PocoFlow knows one (a timeout), its cause *error*; else
-    *error* itself."""
-    found: BaseException | None = None
-    if url.get_backend_name() != "sqlite":
+    database and the fix where PocoFlow knows one (a timeout, a full disk, a file that
+    is not a database), its cause *error*; else *error* itself."""
+    found: BaseException | None
+    if url.get_backend_name() == "sqlite":
+        found = _explain_sqlite(error, url)
+    else:
         from pocoflow.persistence import timeouts
 
         found = timeouts.explain(error, url)
     if found is None:
         return error
     found.__cause__ = error
+    return found
+
+
+#: SQLite's primary result codes PocoFlow explains, and the words of their messages
+#: (Python 3.10's sqlite3 has no error codes).
+_SQLITE_FAILURES = {13: "database or disk is full", 10: "disk I/O error",
+                    26: "file is not a database", 11: "database disk image is malformed",
+                    14: "unable to open database file", 8: "attempt to write a readonly"}
+_FIX = "once it can be written, the run goes on from its last checkpoint: flow.resume(run_id)"
+
+
+def sqlite_failure(error: BaseException) -> int | None:
+    """The primary SQLite result code of *error* (raw or wrapped by SQLAlchemy) if it is
+    one PocoFlow explains: full (13), I/O error (10), not a database (26), corrupt (11),
+    cannot open (14), read-only (8)."""
+    import sqlite3
+
+    cause = getattr(error, "orig", None) or error
+    if not isinstance(cause, sqlite3.Error):
+        return None
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF if code & 0xFF in _SQLITE_FAILURES else None
+    text = str(cause)
+    return next((known for known, words in _SQLITE_FAILURES.items() if words in text), None)
+
+
+def out_of_space(error: BaseException) -> bool:
+    """True for a SQLite write that failed for want of room (disk full, a file size
+    limit, an I/O error): folding the WAL in may make room for it."""
+    return sqlite_failure(error) in (13, 10)
+
+
+def _explain_sqlite(error: BaseException, url: URL) -> BaseException | None:
+    from pocoflow.errors import DatabaseFileError
+
+    code = sqlite_failure(error)
+    if code is None:
+        return None
+    path = url.database or ":memory:"
+    cause = str(getattr(error, "orig", None) or error)
+    message = {
+        13: f"Could not write to the database file {path}: its disk is full ({cause}). "
+            f"Free space on that disk; {_FIX}.",
+        10: f"Could not read or write the database file {path}: {cause} (a full disk, a file "
+            "size limit such as ulimit -f, or failing storage). Free space or raise the "
+            f"limit; {_FIX}.",
+        26: f"The file {path} is not a SQLite database (or it is encrypted), so PocoFlow "
+            "cannot open it. Give db_path a PocoFlow database or a new file name, and move "
+            "this file away if it is in the way.",
+        11: f"The database file {path} is damaged ({cause}). Restore it from a backup, or "
+            "recover what it holds with the sqlite3 shell's .recover command.",
+        14: f"Could not open the database file {path} ({cause}). Check that its directory "
+            "exists and that this process may write there.",
+        8: f"The database file {path} is read-only for this process ({cause}). Give it "
+           "write permission, or choose a path this process may write.",
+    }[code]
+    found = DatabaseFileError(message)
+    found.filename = path
     return found
 
 

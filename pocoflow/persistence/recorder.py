@@ -146,6 +146,11 @@ class Recorder:
         key = rows.storable(run_id)
         stamp = iso(event.ts)
         parent = self._runs.get(event.parent_run_id) if event.parent_run_id else None
+        store_json = None
+        if parent is None and not event.resumed:  # a nested flow's input is its parent's
+            # encoded before anything is kept of the run: a store checkpoints cannot hold
+            # (a key that is not a str) fails the run with nothing written
+            store_json = records.tracker().full(*_contents(event.store)).store_json
         if parent is not None:  # a nested flow's run: fenced by the top-level run's owner
             fence = parent.fence
         elif event.resumed:  # the resume claimed the run for this process already
@@ -174,9 +179,6 @@ class Recorder:
                       detail=rows.detail(from_step=event.step - 1,
                                          updated_keys=sorted(event.written)))
         else:
-            store_json = None
-            if parent is None:  # a nested flow's input is its parent's store
-                store_json = records.tracker().full(*_contents(event.store)).store_json
             write.run_input = rows.run_input(
                 json.dumps(event.graph) if event.graph is not None else None, store_json)
             self._add(state, event, "flow_start", node_name=event.start_node)

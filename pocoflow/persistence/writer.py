@@ -30,6 +30,7 @@ from pocoflow.persistence.connect import (
     explain,
     is_busy,
     is_sqlite,
+    out_of_space,
     safe_url,
     wal_checkpoint,
     wal_size,
@@ -305,6 +306,15 @@ def taken_over(write: StepWrite) -> RunTakenOverError:
     )
 
 
+def _rollback(cursor: Any) -> None:
+    """End a failed fast-path transaction (a failed COMMIT may have ended it already)."""
+    try:
+        if cursor.connection.in_transaction:
+            cursor.execute(SQLITE_ROLLBACK)
+    except Exception:
+        _log.debug("Rolling back a failed write failed", exc_info=True)
+
+
 class _Ticket:
     __slots__ = ("done", "error", "write")
 
@@ -364,9 +374,17 @@ class _Lane:
         writer = self._writer
         statements = writer.statements
         if writer.sqlite:  # a pooled connection whose BEGIN IMMEDIATE waits for the lock
-            with write_connection(writer.engine) as conn, conn.begin():
-                proofs = apply_all(conn.connection.driver_connection, statements, writes)
-                kept = [owned(proof) for proof in proofs]
+            try:
+                kept = self._sqlite_transaction(writes)
+            except Exception as exc:
+                if not out_of_space(exc):
+                    raise
+                # no room: folding the WAL into the database file may make some (a WAL
+                # holds every version of a page written since it was last emptied)
+                _log.warning("No room to write to %s; folding the WAL in and trying again",
+                             writer.safe_url)
+                writer.fold_wal_locked()
+                kept = self._sqlite_transaction(writes)
         else:
             connection = self._connection()
             try:
@@ -382,6 +400,12 @@ class _Lane:
                 raise
         writer.committed()
         return kept
+
+    def _sqlite_transaction(self, writes: Sequence[StepWrite]) -> list[bool]:
+        writer = self._writer
+        with write_connection(writer.engine) as conn, conn.begin():
+            proofs = apply_all(conn.connection.driver_connection, writer.statements, writes)
+            return [owned(proof) for proof in proofs]
 
     def _connection(self) -> Any:
         raw = self._raw
@@ -487,18 +511,23 @@ class Writer:
             try:
                 cursor.execute(SQLITE_BEGIN_WRITE)
             except Exception as exc:  # another process holds the write lock: don't wait here
-                if is_busy(exc):
+                if is_busy(exc) or out_of_space(exc):
                     return False
-                raise
+                error = explain(exc, self.engine.url)
+                if error is exc:
+                    raise
+                raise error from exc
             try:
                 [still_owned] = apply_locked(cursor, self.statements, [write])
+                cursor.execute(SQLITE_COMMIT)
             except BaseException as exc:
-                cursor.execute(SQLITE_ROLLBACK)
+                _rollback(cursor)
+                if out_of_space(exc):  # a worker thread folds the WAL in and tries again
+                    return False
                 error = refused(write, exc, self.engine.url)
                 if error is exc:
                     raise
-                raise error from None
-            cursor.execute(SQLITE_COMMIT)
+                raise error from exc
             self.committed()
             if not still_owned:
                 raise taken_over(write)
