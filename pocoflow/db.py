@@ -223,7 +223,7 @@ class WorkflowDB:
         """The SQLite file (0.2 attribute); None for other databases."""
         url = self.records.url
         return Path(url.database) if url.get_backend_name() == "sqlite" and url.database \
-            else None
+            and not url.query.get("uri") else None
 
     def __repr__(self) -> str:
         return f"<WorkflowDB {self.url}>"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,13 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
         except ArgumentError as exc:
             raise ValueError(f"Database URL {redact(target)!r} is not a valid SQLAlchemy URL: "
                              f"{redact(str(exc))}") from None
+        except ValueError:  # SQLAlchemy's int() of a port that is not a number
+            port = re.search(r"@[^/?#]*:([^/?#]*)", target)
+            raise ValueError(
+                f"Database URL {redact(target)!r}: the port "
+                f"{port.group(1) if port else '(unreadable)'!r} is not a number. Write "
+                "host:5432 (PostgreSQL's usual port), or leave ':port' out for the default."
+            ) from None
     elif isinstance(target, (str, os.PathLike)):
         text = os.fspath(target)
         if isinstance(text, str) and _URL_LIKE.match(text):
@@ -80,11 +88,11 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
                 f"whose name really starts that way is written with a directory first: "
                 f"'./{redact(text)}'."
             )
-        path = Path(target).expanduser()
-        if str(target) != ":memory:":
-            path = path.absolute()
-            if create_dirs:
-                path.parent.mkdir(parents=True, exist_ok=True)
+        if text == ":memory:":
+            return memory_url()
+        path = Path(target).expanduser().absolute()
+        if create_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
         return URL.create("sqlite", database=str(path))
     else:
         raise TypeError(
@@ -98,9 +106,34 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
             f"postgresql+psycopg://...), not {url.drivername!r}."
         )
     url = url.set(drivername=driver)
-    if create_dirs and driver == "sqlite" and url.database and url.database != ":memory:":
+    if driver == "sqlite" and url.database in (None, "", ":memory:"):
+        return memory_url()
+    if create_dirs and driver == "sqlite" and not is_memory(url) \
+            and not url.query.get("uri"):
         Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
     return url
+
+
+def memory_url() -> URL:
+    """A new SQLite database in this process's memory (``":memory:"``): SQLite's memdb
+    VFS under a name of its own, so every connection of this process's pool sees it
+    (a plain ``:memory:`` database is private to one connection). Each ``":memory:"``
+    is a database of its own, as with sqlite3; it lives until its WorkflowDB (or Flow)
+    is gone or the process ends. No WAL: readers and the writer take turns."""
+    import sqlite3
+
+    if sqlite3.sqlite_version_info < (3, 36):
+        raise ValueError(
+            f"An in-memory database (':memory:') needs SQLite 3.36 or newer; this Python's "
+            f"sqlite3 has {sqlite3.sqlite_version}. Use a file in a temporary directory "
+            "instead (tempfile.mkdtemp()), or leave the database out."
+        )
+    return URL.create("sqlite", database=f"file:/pocoflow-memory-{uuid.uuid4().hex}",
+                      query={"vfs": "memdb", "uri": "true"})
+
+
+def is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.query.get("vfs") == "memdb"
 
 
 def safe_url(url: URL) -> str:

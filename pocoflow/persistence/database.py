@@ -26,6 +26,7 @@ from pocoflow.persistence import queries
 from pocoflow.persistence.connect import (
     create_db_engine,
     explain,
+    is_memory,
     is_sqlite,
     safe_url,
     use_wal,
@@ -60,7 +61,7 @@ class Database:
         self.engine: Engine = create_db_engine(url)
         try:
             self.revision = ensure_schema(self.engine)
-            if is_sqlite(self.engine):
+            if is_sqlite(self.engine) and not is_memory(url):
                 use_wal(self.engine)
             self.writer = Writer(self.engine, self.revision)
         except BaseException as exc:

@@ -23,6 +23,7 @@ from pocoflow.logging import get_logger
 from pocoflow.persistence.connect import (
     create_db_engine,
     explain,
+    is_memory,
     is_sqlite,
     safe_url,
     to_url,
@@ -178,7 +179,8 @@ def schema_status(target: str | os.PathLike[str], *, upgrade_it: bool = False,
     url = to_url(target, create_dirs=upgrade_it)
     head = head_revision()
     status: dict[str, str | None] = {"url": safe_url(url), "head": head, "exists": "yes",
-                                     "file": url.database if is_sqlite_url(url) else None}
+                                     "file": url.database if is_sqlite_url(url)
+                                     and not is_memory(url) else None}
     if status["file"] and status["file"] != ":memory:" and not Path(status["file"]).exists():
         status["exists"] = None
         if not upgrade_it:

@@ -10,6 +10,7 @@ the new columns).
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ from pocoflow.errors import RunNotFoundError
 from pocoflow.events import RUN_STATUSES
 from pocoflow.persistence import queries, rows
 from pocoflow.persistence.codec import dumps
-from pocoflow.persistence.connect import explain, safe_url, to_url, write_connection
+from pocoflow.persistence.connect import explain, is_memory, safe_url, to_url, write_connection
 from pocoflow.persistence.database import Database, owner_is_dead
 from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild, rebuild_json
 from pocoflow.persistence.writer import SchemaMoved
@@ -57,6 +58,8 @@ class RunRecords:
         if not (isinstance(full_every, int) and full_every >= 1):
             raise ValueError(f"full_every must be an int >= 1, got {full_every!r}.")
         self.url = to_url(target)
+        if is_memory(self.url):  # its own database: gone with this object
+            weakref.finalize(self, Database.forget, self.url)
         self.lease_seconds = float(lease_seconds)
         self.allow_pickle = allow_pickle
         self.full_every = full_every

@@ -29,6 +29,7 @@ from pocoflow.persistence.connect import (
     WAL_LIMIT_BYTES,
     explain,
     is_busy,
+    is_memory,
     is_sqlite,
     out_of_space,
     safe_url,
@@ -437,7 +438,8 @@ class Writer:
         self._next = 0
         self._now: Any = None  # SQLite fast path: its own connection, busy_timeout 0
         # SQLite's WAL bound: past wal_limit, the next write folds the WAL in (wal_due)
-        self.database_file = engine.url.database if self.sqlite else None
+        self.database_file = engine.url.database if self.sqlite and not is_memory(engine.url) \
+            else None
         self.wal_limit = WAL_LIMIT_BYTES
         self.wal_due = False
         if self.sqlite:
@@ -522,7 +524,9 @@ class Writer:
                 cursor.execute(SQLITE_COMMIT)
             except BaseException as exc:
                 _rollback(cursor)
-                if out_of_space(exc):  # a worker thread folds the WAL in and tries again
+                # no room: a worker thread folds the WAL in and tries again; busy (a
+                # COMMIT waiting for readers, in-memory databases have no WAL): it waits
+                if out_of_space(exc) or is_busy(exc):
                     return False
                 error = refused(write, exc, self.engine.url)
                 if error is exc:
