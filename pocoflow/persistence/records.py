@@ -209,6 +209,7 @@ class RunRecords:
     def save_event(self, run_id: str, event: str, **kw: Any) -> None:
         """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
         ts = kw.pop("ts", None) or rows.now_iso()
+        rows.check_event_fields(kw)
         self._write(queries.insert_event,
                     rows.event_row(_key(run_id), rows.storable(event), ts, **kw))
 

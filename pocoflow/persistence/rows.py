@@ -104,20 +104,27 @@ class StepWrite:
 
 # ── pf_events ───────────────────────────────────────────────────────────────
 
-def event_row(run_id: str, event: str, ts: str, **fields: Any) -> dict[str, Any]:
+def event_row(run_id: str, event: str, ts: str, *, step: int | None = None,
+              node_name: str | None = None, action: str | None = None,
+              elapsed_ms: float | None = None, error_msg: str | None = None,
+              detail: str | None = None) -> dict[str, Any]:
     """A pf_events row with every column present (unset fields are NULL), its text made
-    :func:`storable` (*run_id* and *event* are given that way already)."""
+    :func:`storable` (*run_id* and *event* are given that way already). Runs several
+    times a step, so it builds the row in one expression."""
+    return {"run_id": run_id, "event": event, "ts": ts, "step": step,
+            "node_name": None if node_name is None else storable(node_name),
+            "action": None if action is None else storable(action),
+            "elapsed_ms": elapsed_ms,
+            "error_msg": None if error_msg is None else storable(error_msg),
+            "detail": None if detail is None else storable(detail)}
+
+
+def check_event_fields(fields: Any) -> None:
+    """TypeError naming the fields of *fields* that are no pf_events column."""
     unknown = fields.keys() - EVENT_FIELDS
     if unknown:
         raise TypeError(f"Unknown event field(s) {sorted(unknown)}; the fields are "
                         f"{sorted({*EVENT_FIELDS, 'ts'})}.")
-    row = dict.fromkeys(EVENT_FIELDS)
-    for name, value in fields.items():
-        row[name] = storable(value) if value.__class__ is not float else value
-    row["run_id"] = run_id
-    row["event"] = event
-    row["ts"] = ts
-    return row
 
 
 def detail(**fields: Any) -> str:
@@ -132,7 +139,7 @@ def checkpoint_row(run_id: str, step: int, node_name: str, kind: str, store_json
                    next_node: str | None = None) -> dict[str, Any]:
     return {"run_id": run_id, "step": step, "node_name": storable(node_name),
             "store_json": store_json, "created_at": created_at, "kind": kind,
-            "next_node": storable(next_node),
+            "next_node": None if next_node is None else storable(next_node),
             "excluded": json.dumps(excluded) if excluded else None}
 
 
@@ -173,7 +180,7 @@ def claimed_run(owner: str, at: str) -> dict[str, Any]:
 def step_done(steps: int, at: str, current_node: str, next_node: str | None) -> dict[str, Any]:
     """The run row after a step: steps so far, where it stands, a fresh heartbeat."""
     return {"total_steps": steps, "heartbeat_at": at, "current_node": storable(current_node),
-            "next_node": storable(next_node)}
+            "next_node": None if next_node is None else storable(next_node)}
 
 
 def run_ended(status: str, steps: int, at: str, error_msg: str | None) -> dict[str, Any]:

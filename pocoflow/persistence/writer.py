@@ -450,8 +450,12 @@ class Writer:
         """Count a commit; every WAL_CHECK_EVERY commits on SQLite, see whether the WAL
         went past its bound (the next write then folds it in)."""
         self.commits += 1
-        if self.database_file is not None and not self.commits % WAL_CHECK_EVERY \
-                and wal_size(self.database_file) > self.wal_limit:
+        if not self.commits % WAL_CHECK_EVERY:
+            self.look_at_wal()
+
+    def look_at_wal(self) -> None:
+        """SQLite: if the WAL went past its bound, the next write folds it in."""
+        if self.database_file is not None and wal_size(self.database_file) > self.wal_limit:
             self.wal_due = True
 
     def fold_wal(self, *, limit: float | None = None) -> bool:
@@ -532,7 +536,9 @@ class Writer:
                 if error is exc:
                     raise
                 raise error from exc
-            self.committed()
+            self.commits += 1  # (committed(), inlined: this is the steps' fast path)
+            if not self.commits % WAL_CHECK_EVERY:
+                self.look_at_wal()
             if not still_owned:
                 raise taken_over(write)
             return True
