@@ -264,6 +264,8 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous = NORMAL")
     # WAL checkpoints run in PocoFlow's background checkpointer, not inside a step's commit
     cursor.execute("PRAGMA wal_autocheckpoint = 0")
+    # a WAL restarted by a checkpoint is cut back to the bound at its next commit
+    cursor.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
     cursor.close()
 
 
@@ -295,27 +297,29 @@ def use_wal(engine: Engine) -> None:
         raw.close()
 
 
-#: The SQLite WAL's bound. Past it, the writer that notices stops this process's writes
-#: for one TRUNCATE checkpoint (it waits for readers, then empties the WAL). 8 MiB is
-#: twice SQLite's own auto-checkpoint point (1000 pages): about 380 steps of a 2 KB store
-#: (a step adds ~22 KB of WAL frames), so a burst of a few hundred steps is absorbed and
-#: folded in by the background checkpointer, while sustained writing pays ~30 ms per
-#: 8 MiB (copy + fsync, ~4 ms/MB here) instead of growing the WAL without end.
+#: The SQLite WAL's bound. Past it, the writer that notices holds this process's writes
+#: for one RESTART checkpoint (it waits for readers, then the next commit starts the WAL
+#: over, cut back to this size by journal_size_limit). 8 MiB is twice SQLite's own
+#: auto-checkpoint point (1000 pages): about 380 steps of a 2 KB store (a step adds ~22
+#: KB of WAL frames), so a burst of a few hundred steps is absorbed and folded in by the
+#: background checkpointer, while sustained writing pays ~20 ms per 8 MiB (copy + fsync)
+#: instead of growing the WAL without end.
 WAL_LIMIT_BYTES = 8 * 1024 * 1024
-#: How long a TRUNCATE checkpoint waits for readers of an older snapshot to finish
-#: before giving up for now (the writers of this process wait as long).
+#: How long a RESTART or TRUNCATE checkpoint waits for readers of an older snapshot to
+#: finish before giving up for now (the writers of this process wait as long).
 WAL_FOLD_BUSY_MS = 2_000
 
 
 def wal_checkpoint(dbapi_connection: Any, mode: str = "PASSIVE",
                    busy_timeout_ms: int | None = None) -> bool:
     """Copy the SQLite WAL into the database file on a driver connection outside any
-    transaction; True if every frame was copied (and, for TRUNCATE, the WAL emptied).
+    transaction; True if every frame was copied (RESTART: and the next writer starts the
+    WAL over; TRUNCATE: and the WAL file is emptied).
 
-    PASSIVE never waits. TRUNCATE takes the write lock, then waits for readers still on
-    older snapshots; it is tried again while another connection's checkpoint runs (SQLite
-    refuses a second one at once), all within *busy_timeout_ms*."""
-    if mode not in ("PASSIVE", "TRUNCATE"):
+    PASSIVE never waits. RESTART and TRUNCATE take the write lock, then wait for readers
+    still on older snapshots; they are tried again while another connection's checkpoint
+    runs (SQLite refuses a second one at once), all within *busy_timeout_ms*."""
+    if mode not in ("PASSIVE", "RESTART", "TRUNCATE"):
         raise ValueError(f"Unknown WAL checkpoint mode {mode!r}.")
     import time
 

@@ -158,7 +158,7 @@ class Database:
 
     def _checkpoint_forever(self) -> None:
         """Keep the WAL small, off the steps' path: a PASSIVE checkpoint a few times a
-        second while this process writes; past the bound, a TRUNCATE checkpoint in the
+        second while this process writes; past the bound, a RESTART checkpoint in the
         writers' turn (this process's writes wait for it); once the database is idle
         (the WAL unchanged for a round), a TRUNCATE that leaves it empty."""
         writer = self.writer
@@ -176,7 +176,8 @@ class Database:
                         wal_checkpoint(raw.driver_connection)
                     finally:
                         raw.close()
-                elif size and size == before and size != stuck and not writer.fold_wal(limit=0):
+                elif size and size == before and size != stuck \
+                        and not writer.fold_wal(limit=0, mode="TRUNCATE"):
                     stuck = size  # readers kept it: not again before the WAL changes
             except Exception:
                 _log.debug("WAL checkpoint of %s failed; retrying later", self.safe_url,

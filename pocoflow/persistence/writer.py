@@ -384,7 +384,7 @@ class _Lane:
                 # holds every version of a page written since it was last emptied)
                 _log.warning("No room to write to %s; folding the WAL in and trying again",
                              writer.safe_url)
-                writer.fold_wal_locked()
+                writer.fold_wal_locked("TRUNCATE")  # (frees the WAL's room on disk)
                 kept = self._sqlite_transaction(writes)
         else:
             connection = self._connection()
@@ -458,17 +458,33 @@ class Writer:
         if self.database_file is not None and wal_size(self.database_file) > self.wal_limit:
             self.wal_due = True
 
-    def fold_wal(self, *, limit: float | None = None) -> bool:
-        """Fold the WAL into the database file (TRUNCATE) if it holds more than *limit*
-        bytes (None: the bound), taking the writers' turn: this process writes nothing
-        meanwhile. True if the WAL is now empty."""
+    def fold_wal(self, *, limit: float | None = None, mode: str = "RESTART") -> bool:
+        """Fold the WAL into the database file if it holds more than *limit* bytes (None:
+        the bound), taking the writers' turn: this process writes nothing meanwhile.
+        RESTART (the next commit starts the WAL over; cheaper for writers that go on) or
+        TRUNCATE (the WAL file emptied). True if it was folded."""
         bound = self.wal_limit if limit is None else limit
         with self._lanes[0].lock:
             if self.database_file is None or wal_size(self.database_file) <= bound:
                 return True
-            return self.fold_wal_locked()
+            return self.fold_wal_locked(mode)
 
-    def fold_wal_locked(self) -> bool:
+    def _fold_now(self) -> bool:
+        """Fold the WAL in on this thread (the lane lock held) if that needs no waiting:
+        one RESTART attempt on the fast path's connection (busy timeout 0). Steps of
+        every run of this loop pause for it (a few ms per 8 MiB) instead of moving to
+        worker threads, where a crowd of concurrent runs would stay for a while."""
+        try:
+            folded = wal_checkpoint(self._now.driver_connection, "RESTART")
+        except Exception:
+            _log.debug("WAL checkpoint (RESTART) of %s failed", self.safe_url, exc_info=True)
+            return False
+        if folded:
+            self.wal_due = False
+            self.wal_limit = WAL_LIMIT_BYTES
+        return folded
+
+    def fold_wal_locked(self, mode: str = "RESTART") -> bool:
         """:meth:`fold_wal` for a caller that holds the lane lock. If readers of an older
         snapshot keep it from finishing, the next try waits until the WAL grew by
         another bound (so writers are not held at every step)."""
@@ -480,12 +496,12 @@ class Writer:
         try:
             raw = self.engine.raw_connection()
             try:
-                folded = wal_checkpoint(raw.driver_connection, "TRUNCATE",
+                folded = wal_checkpoint(raw.driver_connection, mode,
                                         busy_timeout_ms=WAL_FOLD_BUSY_MS)
             finally:
                 raw.close()
         except Exception:
-            _log.debug("WAL checkpoint (TRUNCATE) of %s failed", self.safe_url, exc_info=True)
+            _log.debug("WAL checkpoint (%s) of %s failed", mode, self.safe_url, exc_info=True)
         if folded:
             self.wal_limit = WAL_LIMIT_BYTES
         else:
@@ -510,9 +526,11 @@ class Writer:
         lock; return False, having written nothing, if one does. RunTakenOverError if
         the write's run has another owner now (nothing of it was written)."""
         lane = self._lanes[0]
-        if self._now is None or self.wal_due or not lane.lock.acquire(blocking=False):
-            return False  # (a WAL to fold in: the write goes to a thread, which folds it)
+        if self._now is None or not lane.lock.acquire(blocking=False):
+            return False
         try:
+            if self.wal_due and not self._fold_now():
+                return False  # readers in the way: a worker thread folds it, waiting
             cursor = self._now.driver_connection.cursor()
             try:
                 cursor.execute(SQLITE_BEGIN_WRITE)
