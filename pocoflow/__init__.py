@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from pocoflow.errors import (
     CheckpointDecodeError,
     CheckpointEncodeError,
+    DatabaseFileError,
+    DatabaseTimeoutError,
     DatabaseVersionError,
     FlowConfigError,
     MaxStepsExceeded,
@@ -57,6 +59,8 @@ __all__ = [
     "BatchNode",
     "CheckpointDecodeError",
     "CheckpointEncodeError",
+    "DatabaseFileError",
+    "DatabaseTimeoutError",
     "DatabaseVersionError",
     "Flow",
     "FlowConfigError",

@@ -15,6 +15,9 @@ Every error subclasses the built-in type a caller would naturally catch, so
             ├── CheckpointEncodeError (TypeError)   a store value checkpoints cannot hold
             ├── CheckpointDecodeError (ValueError)  a checkpoint that cannot be loaded
             ├── DatabaseVersionError (RuntimeError) a database newer than this PocoFlow
+            ├── DatabaseFileError (OSError)         a database file that cannot be opened
+            │                                       or written (not a database, disk full)
+            ├── DatabaseTimeoutError (TimeoutError) a database server that did not answer
             ├── RunNotFoundError (KeyError)         no run or checkpoint by that id
             ├── RunExistsError (ValueError)         a new run on a run_id already recorded
             ├── RunTakenOverError (RuntimeError)    another process took the run over
@@ -85,6 +88,19 @@ class CheckpointDecodeError(PersistenceError, ValueError):
 
 class DatabaseVersionError(PersistenceError, RuntimeError):
     """The database was migrated by a newer PocoFlow; it is left untouched."""
+
+
+class DatabaseFileError(PersistenceError, OSError):
+    """A database file that cannot be opened, read or written: not a database, a full
+    disk, an I/O error. ``filename`` is the file; the message says how to fix it."""
+
+    def __str__(self) -> str:  # OSError would show "[Errno None] None: <filename>"
+        return str(self.args[0]) if self.args else ""
+
+
+class DatabaseTimeoutError(PersistenceError, TimeoutError):
+    """A database server did not answer in time (connect, statement or a silent
+    connection); the message names the server and the setting that ran out."""
 
 
 class RunNotFoundError(PersistenceError, KeyError):

@@ -162,10 +162,16 @@ def explain(exc: BaseException, target: Target | None) -> str:
 
 
 def _driver_error(exc: BaseException) -> BaseException | None:
-    """The database driver's own error inside a SQLAlchemy DBAPIError, if *exc* is one."""
+    """The database driver's own error inside a SQLAlchemy DBAPIError, or behind the
+    library's DatabaseFileError (the CLI says what to do in its own words)."""
+    from pocoflow.errors import DatabaseFileError
+
     module = sys.modules.get("sqlalchemy.exc")
-    if module is not None and isinstance(exc, module.DBAPIError):
-        return exc.orig or exc
+    found = exc.__cause__ if isinstance(exc, DatabaseFileError) else exc
+    if module is not None and isinstance(found, module.DBAPIError):
+        return found.orig or found
+    if found is not exc and found is not None and type(found).__module__.startswith("sqlite3"):
+        return found
     return None
 
 

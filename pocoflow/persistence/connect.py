@@ -10,6 +10,8 @@ their sync twins.
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,26 @@ SQLITE_ROLLBACK = "ROLLBACK"
 SQLITE_NO_WAIT = "PRAGMA busy_timeout = 0"
 
 
+#: A path that is really a URL with a slash missing (``postgresql:/bob@host/db``,
+#: ``Path("sqlite:///x.db")``) or a driver name (``postgresql+asyncpg:...``). A single
+#: letter before the colon is a Windows drive, never a scheme.
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9]+(\+[A-Za-z0-9_]+:|:(/|$))"
+                       r"|(sqlite|postgres|postgresql|mysql|mariadb|oracle|mssql)(\+\w+)?:",
+                       re.IGNORECASE)
+#: Query parameters that carry a secret (libpq's password and sslpassword, and the like);
+#: ``passfile`` is a path and stays visible.
+_SECRET_PARAM = re.compile(r"pass(word|wd)|secret|token", re.IGNORECASE)
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:/*[^:/@?#]*:)[^@/?#]*@")
+_QUERY_SECRET = re.compile(r"([?&][^=&#]*(?:pass(?:word|wd)|secret|token)[^=&#]*=)[^&#]*",
+                           re.IGNORECASE)
+
+
 def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) -> URL:
     """A SQLAlchemy URL for a file path or URL, with the sync driver PocoFlow runs on.
 
     ``sqlite+aiosqlite`` and ``postgresql+asyncpg`` URLs are accepted and run
-    on the stdlib sqlite3 and psycopg 3 drivers.
+    on the stdlib sqlite3 and psycopg 3 drivers. A path that looks like a URL with
+    a slash missing is refused rather than made into a file of that name.
     """
     if isinstance(target, URL):
         url = target
@@ -46,14 +63,36 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
         try:
             url = make_url(target)
         except ArgumentError as exc:
-            raise ValueError(f"Database URL {target!r} is not a valid SQLAlchemy URL: {exc}") \
-                from None
+            raise ValueError(f"Database URL {redact(target)!r} is not a valid SQLAlchemy URL: "
+                             f"{redact(str(exc))}") from None
+        except ValueError:  # SQLAlchemy's int() of a port that is not a number
+            port = re.search(r"@[^/?#]*:([^/?#]*)", target)
+            raise ValueError(
+                f"Database URL {redact(target)!r}: the port "
+                f"{port.group(1) if port else '(unreadable)'!r} is not a number. Write "
+                "host:5432 (PostgreSQL's usual port), or leave ':port' out for the default."
+            ) from None
     elif isinstance(target, (str, os.PathLike)):
-        path = Path(target).expanduser()
-        if str(target) != ":memory:":
-            path = path.absolute()
-            if create_dirs:
-                path.parent.mkdir(parents=True, exist_ok=True)
+        text = os.fspath(target)
+        if isinstance(text, str) and _URL_LIKE.match(text):
+            scheme, _, rest = text.partition(":")
+            if scheme.lower().startswith("sqlite"):
+                fix = (f"a SQLite database is given by its file path alone, e.g. "
+                       f"db_path={rest.lstrip('/') or 'pocoflow.db'!r}, or as a URL with "
+                       "three slashes (sqlite:///relative/file.db, sqlite:////absolute/file.db)")
+            else:
+                fixed = f"{scheme}://{rest.lstrip('/')}"
+                fix = f"a URL needs '://' after its scheme, e.g. db_url={redact(fixed)!r}"
+            raise ValueError(
+                f"Database {redact(text)!r} looks like a URL, not a file path: {fix}. A file "
+                f"whose name really starts that way is written with a directory first: "
+                f"'./{redact(text)}'."
+            )
+        if text == ":memory:":
+            return memory_url()
+        path = Path(target).expanduser().absolute()
+        if create_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
         return URL.create("sqlite", database=str(path))
     else:
         raise TypeError(
@@ -62,19 +101,56 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
     driver = _SYNC_DRIVERS.get(url.drivername)
     if driver is None:
         raise ValueError(
-            f"Database URL {url.render_as_string(hide_password=True)!r}: PocoFlow supports "
+            f"Database URL {safe_url(url)!r}: PocoFlow supports "
             "SQLite (a path, sqlite:///file.db) and PostgreSQL (postgresql+asyncpg://... or "
             f"postgresql+psycopg://...), not {url.drivername!r}."
         )
     url = url.set(drivername=driver)
-    if create_dirs and driver == "sqlite" and url.database and url.database != ":memory:":
+    if driver == "sqlite" and url.database in (None, "", ":memory:"):
+        return memory_url()
+    if create_dirs and driver == "sqlite" and not is_memory(url) \
+            and not url.query.get("uri"):
         Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
     return url
 
 
+def memory_url() -> URL:
+    """A new SQLite database in this process's memory (``":memory:"``): SQLite's memdb
+    VFS under a name of its own, so every connection of this process's pool sees it
+    (a plain ``:memory:`` database is private to one connection). Each ``":memory:"``
+    is a database of its own, as with sqlite3; it lives until its WorkflowDB (or Flow)
+    is gone or the process ends. No WAL: readers and the writer take turns."""
+    import sqlite3
+
+    if sqlite3.sqlite_version_info < (3, 36):
+        raise ValueError(
+            f"An in-memory database (':memory:') needs SQLite 3.36 or newer; this Python's "
+            f"sqlite3 has {sqlite3.sqlite_version}. Use a file in a temporary directory "
+            "instead (tempfile.mkdtemp()), or leave the database out."
+        )
+    return URL.create("sqlite", database=f"file:/pocoflow-memory-{uuid.uuid4().hex}",
+                      query={"vfs": "memdb", "uri": "true"})
+
+
+def is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.query.get("vfs") == "memdb"
+
+
 def safe_url(url: URL) -> str:
-    """The URL for messages and logs: never the password."""
-    return url.render_as_string(hide_password=True)
+    """The URL for messages and logs: never a password, whether in the user part or in
+    the query (``?password=``, ``sslpassword``, any ``*password*``/``*secret*``/
+    ``*token*`` parameter)."""
+    hidden = {key: "***" for key in url.query if _SECRET_PARAM.search(key)}
+    if not hidden:
+        return url.render_as_string(hide_password=True)
+    shown = url.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace("=%2A%2A%2A", "=***")
+
+
+def redact(text: str) -> str:
+    """*text* holding a URL that may not parse, with its secrets replaced by ``***``."""
+    text = _USERINFO.sub(r"\1***@", text)
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -91,13 +167,94 @@ def create_db_engine(url: URL) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
+    from pocoflow.persistence import timeouts
+
     try:
-        return create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True,
+                               connect_args=timeouts.connect_args(url))
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"The database driver for {safe_url(url)!r} is not installed ({exc.name}). "
             "Install it with: pip install 'pocoflow[postgres]'."
         ) from None
+    event.listen(engine, "do_connect", timeouts.timed_connect(url))
+    return engine
+
+
+def explain(error: BaseException, url: URL) -> BaseException:
+    """The error to show for a failed database call: a PocoFlow error that names the
+    database and the fix where PocoFlow knows one (a timeout, a full disk, a file that
+    is not a database), its cause *error*; else *error* itself."""
+    found: BaseException | None
+    if url.get_backend_name() == "sqlite":
+        found = _explain_sqlite(error, url)
+    else:
+        from pocoflow.persistence import timeouts
+
+        found = timeouts.explain(error, url)
+    if found is None:
+        return error
+    found.__cause__ = error
+    return found
+
+
+#: SQLite's primary result codes PocoFlow explains, and the words of their messages
+#: (Python 3.10's sqlite3 has no error codes).
+_SQLITE_FAILURES = {13: "database or disk is full", 10: "disk I/O error",
+                    26: "file is not a database", 11: "database disk image is malformed",
+                    14: "unable to open database file", 8: "attempt to write a readonly"}
+_FIX = "once it can be written, the run goes on from its last checkpoint: flow.resume(run_id)"
+
+
+def sqlite_failure(error: BaseException) -> int | None:
+    """The primary SQLite result code of *error* (raw or wrapped by SQLAlchemy) if it is
+    one PocoFlow explains: full (13), I/O error (10), not a database (26), corrupt (11),
+    cannot open (14), read-only (8)."""
+    import sqlite3
+
+    cause = getattr(error, "orig", None) or error
+    if not isinstance(cause, sqlite3.Error):
+        return None
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF if code & 0xFF in _SQLITE_FAILURES else None
+    text = str(cause)
+    return next((known for known, words in _SQLITE_FAILURES.items() if words in text), None)
+
+
+def out_of_space(error: BaseException) -> bool:
+    """True for a SQLite write that failed for want of room (disk full, a file size
+    limit, an I/O error): folding the WAL in may make room for it."""
+    return sqlite_failure(error) in (13, 10)
+
+
+def _explain_sqlite(error: BaseException, url: URL) -> BaseException | None:
+    from pocoflow.errors import DatabaseFileError
+
+    code = sqlite_failure(error)
+    if code is None:
+        return None
+    path = url.database or ":memory:"
+    cause = str(getattr(error, "orig", None) or error)
+    message = {
+        13: f"Could not write to the database file {path}: its disk is full ({cause}). "
+            f"Free space on that disk; {_FIX}.",
+        10: f"Could not read or write the database file {path}: {cause} (a full disk, a file "
+            "size limit such as ulimit -f, or failing storage). Free space or raise the "
+            f"limit; {_FIX}.",
+        26: f"The file {path} is not a SQLite database (or it is encrypted), so PocoFlow "
+            "cannot open it. Give db_path a PocoFlow database or a new file name, and move "
+            "this file away if it is in the way.",
+        11: f"The database file {path} is damaged ({cause}). Restore it from a backup, or "
+            "recover what it holds with the sqlite3 shell's .recover command.",
+        14: f"Could not open the database file {path} ({cause}). Check that its directory "
+            "exists and that this process may write there.",
+        8: f"The database file {path} is read-only for this process ({cause}). Give it "
+           "write permission, or choose a path this process may write.",
+    }[code]
+    found = DatabaseFileError(message)
+    found.filename = path
+    return found
 
 
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -107,6 +264,8 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous = NORMAL")
     # WAL checkpoints run in PocoFlow's background checkpointer, not inside a step's commit
     cursor.execute("PRAGMA wal_autocheckpoint = 0")
+    # a WAL restarted by a checkpoint is cut back to the bound at its next commit
+    cursor.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
     cursor.close()
 
 
@@ -138,12 +297,59 @@ def use_wal(engine: Engine) -> None:
         raw.close()
 
 
-def wal_checkpoint(engine: Engine, mode: str = "PASSIVE") -> None:
-    """Copy the SQLite WAL into the database file (PASSIVE never waits for readers)."""
-    if mode not in ("PASSIVE", "TRUNCATE"):
+#: The SQLite WAL's bound. Past it, the writer that notices holds this process's writes
+#: for one RESTART checkpoint (it waits for readers, then the next commit starts the WAL
+#: over, cut back to this size by journal_size_limit). 8 MiB is twice SQLite's own
+#: auto-checkpoint point (1000 pages): about 380 steps of a 2 KB store (a step adds ~22
+#: KB of WAL frames), so a burst of a few hundred steps is absorbed and folded in by the
+#: background checkpointer, while sustained writing pays ~20 ms per 8 MiB (copy + fsync)
+#: instead of growing the WAL without end.
+WAL_LIMIT_BYTES = 8 * 1024 * 1024
+#: How long a RESTART or TRUNCATE checkpoint waits for readers of an older snapshot to
+#: finish before giving up for now (the writers of this process wait as long).
+WAL_FOLD_BUSY_MS = 2_000
+
+
+def wal_checkpoint(dbapi_connection: Any, mode: str = "PASSIVE",
+                   busy_timeout_ms: int | None = None) -> bool:
+    """Copy the SQLite WAL into the database file on a driver connection outside any
+    transaction; True if every frame was copied (RESTART: and the next writer starts the
+    WAL over; TRUNCATE: and the WAL file is emptied).
+
+    PASSIVE never waits. RESTART and TRUNCATE take the write lock, then wait for readers
+    still on older snapshots; they are tried again while another connection's checkpoint
+    runs (SQLite refuses a second one at once), all within *busy_timeout_ms*."""
+    if mode not in ("PASSIVE", "RESTART", "TRUNCATE"):
         raise ValueError(f"Unknown WAL checkpoint mode {mode!r}.")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})")
+    import time
+
+    sql = f"PRAGMA wal_checkpoint({mode})"
+    if busy_timeout_ms is None:
+        busy, log, copied = dbapi_connection.execute(sql).fetchone()
+        return not busy and (log == copied or mode == "TRUNCATE")
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = 0.002
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {max(0, int(left * 1000))}")
+            busy, log, copied = dbapi_connection.execute(sql).fetchone()
+            if not busy:
+                return log == copied or mode == "TRUNCATE"
+            if mode == "PASSIVE" or time.monotonic() + pause > deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    finally:
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+def wal_size(database_file: str) -> int:
+    """Bytes in the SQLite WAL beside *database_file* (0 if there is none)."""
+    try:
+        return os.stat(database_file + "-wal").st_size
+    except OSError:
+        return 0
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -8,6 +8,7 @@ to head first.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
@@ -24,10 +25,13 @@ from pocoflow.logging import get_logger
 from pocoflow.persistence import queries
 from pocoflow.persistence.connect import (
     create_db_engine,
+    explain,
+    is_memory,
     is_sqlite,
     safe_url,
     use_wal,
     wal_checkpoint,
+    wal_size,
     write_connection,
 )
 from pocoflow.persistence.migrate import ensure_schema
@@ -40,6 +44,8 @@ _HOST = socket.gethostname()
 CHECKPOINT_EVERY_S = 0.25
 #: How often the owner of a running run looks for a cancel request from elsewhere.
 CANCEL_POLL_S = 0.5
+#: How long closing a database waits for its background threads to finish their round.
+CLOSE_WAIT_S = 5.0
 
 
 class Database:
@@ -54,36 +60,58 @@ class Database:
         self.safe_url = safe_url(url)
         self.engine: Engine = create_db_engine(url)
         try:
-            ensure_schema(self.engine)
-            if is_sqlite(self.engine):
+            self.revision = ensure_schema(self.engine)
+            if is_sqlite(self.engine) and not is_memory(url):
                 use_wal(self.engine)
-            self.writer = Writer(self.engine)
-        except BaseException:
+            self.writer = Writer(self.engine, self.revision)
+        except BaseException as exc:
             self.engine.dispose()
-            raise
+            explained = explain(exc, url)
+            if explained is exc:
+                raise
+            raise explained from exc
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # run_id -> (owner token, lease seconds, top-level?)
-        self._owned: dict[str, tuple[str, float, bool]] = {}
+        # run_id (as stored) -> (owner token, lease seconds, top-level?, id of its RunControl)
+        self._owned: dict[str, tuple[str, float, bool, str]] = {}
         self._owned_lock = threading.Lock()
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
-        if is_sqlite(self.engine):
-            threading.Thread(target=self._checkpoint_forever, daemon=True,
-                             name="pocoflow-wal-checkpoint").start()
+        self._checkpointer: threading.Thread | None = None
+        if self.writer.database_file is not None:
+            self._checkpointer = threading.Thread(target=self._checkpoint_forever, daemon=True,
+                                                  name="pocoflow-wal-checkpoint")
+            self._checkpointer.start()
+        _close_at_exit()
         _log.debug("Database ready  url=%s", self.safe_url)
 
     @classmethod
     def open(cls, url: URL) -> Database:
+        """This process's handle of *url*: made (and the schema brought to head) on first
+        use; after that, the schema revision is read again (one indexed read), so a
+        database another process migrated since is refused as a new process refuses it."""
         key = (url.render_as_string(hide_password=False), os.getpid())
         database = cls._registry.get(key)
-        if database is not None:
-            return database
-        with cls._registry_lock:
-            database = cls._registry.get(key)
-            if database is None:
-                database = cls(url)
-                cls._registry[key] = database
-            return database
+        if database is None:
+            with cls._registry_lock:
+                database = cls._registry.get(key)
+                if database is None:
+                    database = cls(url)
+                    cls._registry[key] = database
+                    return database
+        database.recheck()
+        return database
+
+    def recheck(self) -> None:
+        """Read the schema revision again; bring it to head as on first open (an older
+        one is upgraded, a newer one refused with DatabaseVersionError, untouched)."""
+        try:
+            revision = ensure_schema(self.engine)
+        except Exception as exc:
+            explained = explain(exc, self.url)
+            if explained is exc:
+                raise
+            raise explained from exc
+        self.revision = self.writer.statements.revision = revision
 
     @classmethod
     def forget(cls, url: URL) -> None:
@@ -94,13 +122,34 @@ class Database:
         if database is not None:
             database.close()
 
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every database this process opened (at interpreter exit), so each
+        SQLite WAL is folded into its database file: the file alone holds every run."""
+        with cls._registry_lock:
+            mine = [key for key, database in cls._registry.items()
+                    if database.pid == os.getpid()]
+            closing = [cls._registry.pop(key) for key in mine]
+        for database in closing:
+            try:
+                database.close()
+            except Exception:
+                _log.debug("Closing %s failed", database.safe_url, exc_info=True)
+
     def close(self) -> None:
         """Stop the background threads, fold the WAL in, and close every connection."""
         self._beat.set()
+        for thread in (self._checkpointer, self._beater):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(CLOSE_WAIT_S)
         self.writer.close()
-        if is_sqlite(self.engine):
+        if self.writer.database_file is not None:
             try:
-                wal_checkpoint(self.engine, "TRUNCATE")
+                raw = self.engine.raw_connection()
+                try:
+                    wal_checkpoint(raw.driver_connection, "TRUNCATE", busy_timeout_ms=1000)
+                finally:
+                    raw.close()
             except Exception:
                 _log.debug("Final WAL checkpoint of %s failed", self.safe_url, exc_info=True)
         self.engine.dispose()
@@ -108,17 +157,33 @@ class Database:
     # ── SQLite WAL checkpoints, off the steps' path ─────────────────────────
 
     def _checkpoint_forever(self) -> None:
-        """Fold the WAL into the database file a few times a second while runs write."""
-        done = self.writer.commits
+        """Keep the WAL small, off the steps' path: a PASSIVE checkpoint a few times a
+        second while this process writes; past the bound, a RESTART checkpoint in the
+        writers' turn (this process's writes wait for it); once the database is idle
+        (the WAL unchanged for a round), a TRUNCATE that leaves it empty."""
+        writer = self.writer
+        database_file: str = writer.database_file  # type: ignore[assignment]
+        seen = writer.commits
+        before = stuck = -1
         while not self._beat.wait(CHECKPOINT_EVERY_S):
-            if self.writer.commits == done:
-                continue
-            done = self.writer.commits
+            size = wal_size(database_file)
             try:
-                wal_checkpoint(self.engine)
+                if size > writer.wal_limit:
+                    writer.fold_wal()
+                elif writer.commits != seen:
+                    raw = self.engine.raw_connection()
+                    try:
+                        wal_checkpoint(raw.driver_connection)
+                    finally:
+                        raw.close()
+                elif size and size == before and size != stuck \
+                        and not writer.fold_wal(limit=0, mode="TRUNCATE"):
+                    stuck = size  # readers kept it: not again before the WAL changes
             except Exception:
                 _log.debug("WAL checkpoint of %s failed; retrying later", self.safe_url,
                            exc_info=True)
+            seen = writer.commits
+            before = wal_size(database_file)
 
     # ── runs this process owns: claims, heartbeats, cancel requests ─────────
 
@@ -128,11 +193,13 @@ class Database:
         return f"{self.owner}:{uuid.uuid4().hex[:8]}"
 
     def own(self, run_id: str, token: str, lease_seconds: float, *,
-            top_level: bool = True) -> None:
+            top_level: bool = True, control_id: str | None = None) -> None:
         """Keep *run_id*'s heartbeat fresh while this process runs it under *token*;
-        a top-level run is also watched for cancel requests and for a takeover."""
+        a top-level run is also watched for cancel requests and for a takeover, which
+        stop it through its RunControl (*control_id*: the run id as the engine knows it,
+        when the stored one differs)."""
         with self._owned_lock:
-            self._owned[run_id] = (token, lease_seconds, top_level)
+            self._owned[run_id] = (token, lease_seconds, top_level, control_id or run_id)
             if self._beater is None or not self._beater.is_alive():
                 self._beater = threading.Thread(target=self._watch_forever, daemon=True,
                                                 name="pocoflow-heartbeat")
@@ -158,7 +225,7 @@ class Database:
             if not owned:
                 pause = CANCEL_POLL_S
                 continue
-            interval = min(lease for _, lease, _ in owned.values()) / 3
+            interval = min(owning[1] for owning in owned.values()) / 3
             pause = min(CANCEL_POLL_S, interval)
             now = time.monotonic()
             lost: list[str] = []
@@ -166,10 +233,10 @@ class Database:
                 if now >= next_beat:
                     next_beat = now + interval
                     with write_connection(self.engine) as conn, conn.begin():
-                        lost = queries.heartbeat(conn, {r: t for r, (t, _, _) in owned.items()})
+                        lost = queries.heartbeat(conn, {r: o[0] for r, o in owned.items()})
                 with self.engine.connect() as conn:  # a read: no write lock every poll
                     asked = queries.cancel_requested(
-                        conn, [r for r, (_, _, top) in owned.items() if top])
+                        conn, [r for r, owning in owned.items() if owning[2]])
                     conn.rollback()
             except Exception:
                 _log.warning("Heartbeat for %d run(s) failed on %s", len(owned), self.safe_url,
@@ -178,13 +245,26 @@ class Database:
             for run_id in lost:
                 if owned[run_id][2] and run_id in self._owned:
                     self.disown(run_id)
-                    control.stop(run_id, RunTakenOverError(
+                    control.stop(owned[run_id][3], RunTakenOverError(
                         f"Run '{run_id}' was taken over by another process (this one went "
                         "longer than its lease without a heartbeat); it stops here and "
                         "writes nothing more."))
             for run_id in asked:
-                if control.stop(run_id):
+                if control.stop(owned[run_id][3]):
                     _log.info("Run '%s': cancel requested through the database", run_id)
+
+
+_exit_hook = threading.Lock()
+_exit_hooked = False
+
+
+def _close_at_exit() -> None:
+    """Close this process's databases at interpreter exit (once registered)."""
+    global _exit_hooked
+    with _exit_hook:
+        if not _exit_hooked:
+            atexit.register(Database.close_all)
+            _exit_hooked = True
 
 
 def owner_is_dead(owner: str | None) -> bool:

@@ -279,6 +279,8 @@ class DeltaTracker:
         unencodable = self._unencodable
         for key in self._candidates(data):
             old = texts.get(key)
+            if old is None and key in data:
+                _check_key(key)  # a key that is not a str is an error, never left out
             if key not in data or (policy and key in policy):
                 unencodable.discard(key)
                 if old is not None:
@@ -301,7 +303,6 @@ class DeltaTracker:
                             appended[key] = self._append(key, value[len(shadow):])
                             continue
                 else:
-                    _check_key(key)
                     self._hold(key, value)
                 text = self._encode_key(key, value)
             except CheckpointEncodeError as error:

@@ -22,11 +22,14 @@ from pocoflow.errors import DatabaseVersionError
 from pocoflow.logging import get_logger
 from pocoflow.persistence.connect import (
     create_db_engine,
+    explain,
+    is_memory,
     is_sqlite,
     safe_url,
     to_url,
     write_connection,
 )
+from pocoflow.persistence.timeouts import restore_deadline, without_deadline
 
 _log = get_logger("db")
 
@@ -76,8 +79,11 @@ def current_revision(conn: Connection) -> str | None:
 
 
 def ensure_schema(engine: Engine) -> str:
-    """Bring the database to head (or refuse it); return the revision it is at."""
+    """Bring the database to head (or refuse it); return the revision it is at. A
+    database at head costs one read of alembic_version."""
     head = head_revision()
+    if _stored_revisions(engine) == [head]:
+        return head
     with engine.connect() as conn:
         current = current_revision(conn)
         conn.rollback()
@@ -85,14 +91,41 @@ def ensure_schema(engine: Engine) -> str:
         return head
     _check_known(engine, current, head)
     with write_connection(engine) as conn, conn.begin():
-        if not is_sqlite(engine):
-            conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-        current = current_revision(conn)  # another process may have migrated meanwhile
-        if current == head:
-            return head
-        _check_known(engine, current, head)
-        _upgrade(conn, current)
+        lifted = None
+        try:
+            if not is_sqlite(engine):  # a migration (or waiting for another's) may run long
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+                lifted = without_deadline(conn.connection.driver_connection)
+                conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            current = current_revision(conn)  # another process may have migrated meanwhile
+            if current == head:
+                return head
+            _check_known(engine, current, head)
+            _upgrade(conn, current)
+        finally:
+            if lifted is not None:
+                restore_deadline(conn.connection.driver_connection, lifted)
     return head
+
+
+def _stored_revisions(engine: Engine) -> list[str] | None:
+    """The rows of alembic_version (None if it cannot be read, e.g. no such table)."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute("SELECT version_num FROM alembic_version")
+            return [row[0] for row in cursor.fetchall()]
+        except Exception as exc:
+            if type(exc).__name__ not in ("OperationalError", "ProgrammingError",
+                                          "UndefinedTable"):
+                raise
+            return None
+        finally:
+            cursor.close()
+    finally:
+        raw.rollback()
+        raw.close()
 
 
 def _upgrade(conn: Connection, current: str | None) -> None:
@@ -146,7 +179,8 @@ def schema_status(target: str | os.PathLike[str], *, upgrade_it: bool = False,
     url = to_url(target, create_dirs=upgrade_it)
     head = head_revision()
     status: dict[str, str | None] = {"url": safe_url(url), "head": head, "exists": "yes",
-                                     "file": url.database if is_sqlite_url(url) else None}
+                                     "file": url.database if is_sqlite_url(url)
+                                     and not is_memory(url) else None}
     if status["file"] and status["file"] != ":memory:" and not Path(status["file"]).exists():
         status["exists"] = None
         if not upgrade_it:
@@ -158,6 +192,11 @@ def schema_status(target: str | os.PathLike[str], *, upgrade_it: bool = False,
             status["before"], status["after"] = upgrade(engine)
         else:
             status["before"] = status["after"] = revision_of(engine)
+    except Exception as exc:
+        explained = explain(exc, url)
+        if explained is exc:
+            raise
+        raise explained from exc
     finally:
         engine.dispose()
     return status

@@ -41,10 +41,11 @@ if TYPE_CHECKING:
 class _RunState:
     """What the recorder keeps about one run between its events."""
 
-    __slots__ = ("fence", "full_next", "parent", "pending", "tracker")
+    __slots__ = ("fence", "full_next", "key", "parent", "pending", "tracker")
 
-    def __init__(self, tracker: DeltaTracker, parent: str | None,
+    def __init__(self, key: str, tracker: DeltaTracker, parent: str | None,
                  fence: tuple[str, str]) -> None:
+        self.key = key  # the run id as stored (rows.storable): what every row names
         self.tracker = tracker
         self.parent = parent
         self.fence = fence  # (top-level run_id, owner token): every write is fenced by it
@@ -60,7 +61,8 @@ class Recorder:
 
     def __init__(self, records: RunRecords) -> None:
         self._records = records
-        self._runs: dict[str, _RunState] = {}
+        self._runs: dict[str, _RunState] = {}  # by the engine's run id
+        self._engine_ids: dict[str, str] = {}  # stored run id -> engine's, where they differ
 
     def handle(self, event: Event) -> Awaitable[None] | None:
         if isinstance(event, FlowStarted):
@@ -94,7 +96,7 @@ class Recorder:
 
     @staticmethod
     def _add(state: _RunState, event: Event, kind: str, **fields: Any) -> None:
-        state.pending.append(event_row(event.run_id, kind, iso(event.ts), **fields))
+        state.pending.append(event_row(state.key, kind, iso(event.ts), **fields))
 
     @staticmethod
     def _take(state: _RunState) -> list[dict[str, Any]]:
@@ -109,7 +111,7 @@ class Recorder:
             if self._records.commit_now(write):
                 return None
         except RunTakenOverError:
-            self._forget(write.fence[0] if write.fence else write.run_id)
+            self._forget_stored(write.fence[0] if write.fence else write.run_id)
             raise
         return self._commit_in_thread(write)
 
@@ -119,7 +121,7 @@ class Recorder:
         try:
             await anyio.to_thread.run_sync(functools.partial(self._records.commit, write))
         except RunTakenOverError:
-            self._forget(write.fence[0] if write.fence else write.run_id)
+            self._forget_stored(write.fence[0] if write.fence else write.run_id)
             raise
 
     # ── run start and end ───────────────────────────────────────────────────
@@ -142,31 +144,40 @@ class Recorder:
         records = self._records
         database = records.database
         run_id = event.run_id
+        key = rows.storable(run_id)
         stamp = iso(event.ts)
         parent = self._runs.get(event.parent_run_id) if event.parent_run_id else None
-        claimed = database.token_of(run_id) if parent is None else None
+        claimed = database.token_of(key) if parent is None else None
+        store_json = None
+        if parent is None and claimed is None:  # a nested flow's input is its parent's,
+            # a queued run's was written when it was submitted; encoded before anything is
+            # kept of the run: a store checkpoints cannot hold fails it with nothing written
+            store_json = records.tracker().full(*_contents(event.store)).store_json
         if parent is not None:  # a nested flow's run: fenced by the top-level run's owner
             fence = parent.fence
         elif claimed is not None:  # a resume or a worker claimed the existing row for us
-            fence = (run_id, claimed)
+            fence = (key, claimed)
         elif event.resumed:
-            raise ResumeError(f"Run '{run_id}' was not claimed by this process; resume it "
+            raise ResumeError(f"Run '{key}' was not claimed by this process; resume it "
                               "with flow.resume(run_id).")
         else:
-            fence = (run_id, database.claim_token())
-        state = _RunState(records.tracker(), event.parent_run_id, fence)
+            fence = (key, database.claim_token())
+        state = _RunState(key, records.tracker(), event.parent_run_id, fence)
         self._runs[run_id] = state
-        write = StepWrite(run_id, fence=fence)
+        if key is not run_id:
+            self._engine_ids[key] = run_id
+        write = StepWrite(key, fence=fence)
         if claimed is not None:
             write.run_update = rows.resumed_run(stamp, fence[1], event.start_node,
                                                 event.start_node_id)
         else:
             write.run_insert = rows.started_run(
-                run_id, event.flow_name, stamp, fence[1], event.start_node,
-                event.start_node_id, event.parent_run_id)
+                key, event.flow_name, stamp, fence[1], event.start_node,
+                event.start_node_id, parent.key if parent is not None else None)
             if event.forked_from is not None:
-                write.run_insert["forked_from"], write.run_insert["forked_at_step"] = \
-                    event.forked_from
+                origin, step = event.forked_from
+                write.run_insert["forked_from"] = rows.storable(origin)
+                write.run_insert["forked_at_step"] = step
             write.new_run = parent is None
         if event.resumed:
             self._add(state, event, "flow_resume", step=event.step, node_name=event.start_node,
@@ -174,9 +185,6 @@ class Recorder:
                                          updated_keys=sorted(event.written)))
         else:
             if claimed is None:  # a queued run's input was written when it was submitted
-                store_json = None
-                if parent is None:  # a nested flow's input is its parent's store
-                    store_json = records.tracker().full(*_contents(event.store)).store_json
                 write.run_input = rows.run_input(
                     json.dumps(event.graph) if event.graph is not None else None, store_json)
             self._add(state, event, "flow_start", node_name=event.start_node)
@@ -195,7 +203,10 @@ class Recorder:
     def _own(self, run_id: str, token: str, lease: float, top_level: bool) -> None:
         """Heartbeat the run from now on (once its row exists, so the watcher never
         mistakes a row not yet written for a run taken over)."""
-        self._records.database.own(run_id, token, lease, top_level=top_level)
+        state = self._runs.get(run_id)
+        if state is not None:
+            self._records.database.own(state.key, token, lease, top_level=top_level,
+                                       control_id=run_id)
 
     async def _own_when_done(self, pending: Awaitable[None], run_id: str, token: str,
                              lease: float, top_level: bool) -> None:
@@ -222,11 +233,11 @@ class Recorder:
                   error_msg=error_msg, detail=detail)
         update, ended = rows.run_ended(event.status, event.steps, iso(event.ts), error_msg), \
             state.parent is None
-        back = handed_back_row(event.run_id, event.steps, iso(event.ts)) \
+        back = handed_back_row(state.key, event.steps, iso(event.ts)) \
             if ended and event.status == "cancelled" else None
         if back is not None:  # a stopping worker hands the run back: queued, not ended
             update, ended = back, False
-        write = StepWrite(event.run_id, event_rows=self._take(state), run_update=update,
+        write = StepWrite(state.key, event_rows=self._take(state), run_update=update,
                           fence=state.fence, ended=ended)
         try:
             pending = self._commit(write)
@@ -245,13 +256,20 @@ class Recorder:
             self._forget(run_id)
 
     def _forget(self, run_id: str) -> None:
-        self._runs.pop(run_id, None)
-        self._records.database.disown(run_id)
+        """Stop recording (and heartbeating) a run, by the engine's run id."""
+        state = self._runs.pop(run_id, None)
+        key = state.key if state is not None else rows.storable(run_id)
+        self._engine_ids.pop(key, None)
+        self._records.database.disown(key)
+
+    def _forget_stored(self, key: str) -> None:
+        """:meth:`_forget` by the run id as stored."""
+        self._forget(self._engine_ids.get(key, key))
 
     # ── steps ───────────────────────────────────────────────────────────────
 
     def _node_finished(self, state: _RunState, event: NodeFinished) -> Awaitable[None] | None:
-        run_id = event.run_id
+        run_id = state.key
         changes = event.changes
         ancestor: _RunState | None = state
         while ancestor is not None:  # a nested step's changes are its parents' changes too

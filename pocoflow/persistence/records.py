@@ -10,6 +10,7 @@ the new columns).
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -23,9 +24,10 @@ from pocoflow.events import RUN_STATUSES
 from pocoflow.logging import get_logger
 from pocoflow.persistence import queries, rows
 from pocoflow.persistence.codec import dumps
-from pocoflow.persistence.connect import safe_url, to_url, write_connection
+from pocoflow.persistence.connect import explain, is_memory, safe_url, to_url, write_connection
 from pocoflow.persistence.database import Database, owner_is_dead
 from pocoflow.persistence.delta import FULL_EVERY, DeltaTracker, apply_row, rebuild, rebuild_json
+from pocoflow.persistence.writer import SchemaMoved
 from pocoflow.store import Store
 
 T = TypeVar("T")
@@ -59,6 +61,8 @@ class RunRecords:
         if not (isinstance(full_every, int) and full_every >= 1):
             raise ValueError(f"full_every must be an int >= 1, got {full_every!r}.")
         self.url = to_url(target)
+        if is_memory(self.url):  # its own database: gone with this object
+            weakref.finalize(self, Database.forget, self.url)
         self.lease_seconds = float(lease_seconds)
         self.allow_pickle = allow_pickle
         self.full_every = full_every
@@ -87,22 +91,39 @@ class RunRecords:
         return DeltaTracker(full_every=self.full_every, allow_pickle=self.allow_pickle)
 
     def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with self.database.engine.connect() as conn:
-            try:
-                return fn(conn, *args, **kwargs)
-            finally:
-                conn.rollback()
+        database = self.database
+        try:
+            with database.engine.connect() as conn:
+                try:
+                    return fn(conn, *args, **kwargs)
+                finally:
+                    conn.rollback()
+        except Exception as exc:
+            explained = explain(exc, self.url)
+            if explained is exc:
+                raise
+            raise explained from exc
 
     def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with write_connection(self.database.engine) as conn, conn.begin():
-            return fn(conn, *args, **kwargs)
+        database = self.database
+        try:
+            with write_connection(database.engine) as conn, conn.begin():
+                done = fn(conn, *args, **kwargs)
+        except Exception as exc:
+            explained = explain(exc, self.url)
+            if explained is exc:
+                raise
+            raise explained from exc
+        database.writer.committed()  # (the WAL's bound counts these writes too)
+        return done
 
     # ── runs ────────────────────────────────────────────────────────────────
 
     def create_run(self, run_id: str, flow_name: str = "") -> None:
         """Insert a run with status ``running`` (ignored if the run_id exists)."""
         _check_id(run_id)
-        self._write(queries.insert_run, rows.created_run(run_id, flow_name, rows.now_iso()))
+        self._write(queries.insert_run, rows.created_run(_key(run_id), flow_name,
+                                                         rows.now_iso()))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run: status, completed_at, total_steps, current_node, error_msg..."""
@@ -116,11 +137,12 @@ class RunRecords:
                 f"update_run: status {fields['status']!r} is not one of {list(RUN_STATUSES)}."
             )
         if fields:
-            self._write(queries.update_run, run_id, fields)
+            self._write(queries.update_run, _key(run_id),
+                        {name: rows.storable(value) for name, value in fields.items()})
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run as a dict, or None."""
-        row = self._read(queries.get_run, run_id)
+        row = self._read(queries.get_run, _key(run_id))
         return self._present(row) if row is not None else None
 
     def list_runs(self, limit: int = 100, *, offset: int = 0, status: str | None = None,
@@ -174,7 +196,7 @@ class RunRecords:
 
     def get_run_input(self, run_id: str) -> dict[str, Any] | None:
         """The graph (``graph_json``) and input store (``input_json``) a run started with."""
-        return self._read(queries.get_run_input, run_id)
+        return self._read(queries.get_run_input, _key(run_id))
 
     def _present(self, row: dict[str, Any]) -> dict[str, Any]:
         """A run row as callers see it: ``interrupted`` if its process is gone."""
@@ -189,7 +211,9 @@ class RunRecords:
     def save_event(self, run_id: str, event: str, **kw: Any) -> None:
         """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
         ts = kw.pop("ts", None) or rows.now_iso()
-        self._write(queries.insert_event, rows.event_row(run_id, event, ts, **kw))
+        rows.check_event_fields(kw)
+        self._write(queries.insert_event,
+                    rows.event_row(_key(run_id), rows.storable(event), ts, **kw))
 
     def get_events(self, run_id: str | None, *, after_id: int = 0,
                    limit: int | None = None) -> list[dict[str, Any]]:
@@ -197,11 +221,11 @@ class RunRecords:
         ``after_id`` keeps only those newer than that event id, to follow a log."""
         if not isinstance(after_id, int) or after_id < 0:
             raise ValueError(f"get_events: after_id must be an event id >= 0, got {after_id!r}.")
-        return self._read(queries.get_events, run_id, after_id=after_id, limit=limit)
+        return self._read(queries.get_events, _key(run_id), after_id=after_id, limit=limit)
 
     def last_action(self, run_id: str) -> str | None:
         """The action of the run's last finished node (None: no node finished)."""
-        return self._read(queries.last_action, run_id)
+        return self._read(queries.last_action, _key(run_id))
 
     # ── checkpoints ─────────────────────────────────────────────────────────
 
@@ -212,12 +236,12 @@ class RunRecords:
         transient = store.transient if isinstance(store, Store) else ()
         encoded = self.tracker().full(store, transient)
         self._write(queries.upsert_checkpoint, rows.checkpoint_row(
-            run_id, step, node_name, "full", encoded.store_json, encoded.excluded,
+            _key(run_id), step, node_name, "full", encoded.store_json, encoded.excluded,
             rows.now_iso()))
 
     def get_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
         """A run's checkpoints by step, each ``store_json`` the full store."""
-        found = self._read(queries.get_checkpoint_rows, run_id)
+        found = self._read(queries.get_checkpoint_rows, _key(run_id))
         out: list[dict[str, Any]] = []
         state: dict[str, Any] = {}
         for row in found:
@@ -228,7 +252,7 @@ class RunRecords:
     def checkpoint_steps(self, run_id: str) -> list[dict[str, Any]]:
         """A run's checkpoints without their stores: step, node_name, kind, created_at,
         next_node (cheap, for a step slider)."""
-        return self._read(queries.checkpoint_steps, run_id)
+        return self._read(queries.checkpoint_steps, _key(run_id))
 
     def get_checkpoint_json(self, run_id: str, step: int) -> dict[str, Any]:
         """The store after *step* as stored: JSON values, with the codec's tagged objects
@@ -244,9 +268,11 @@ class RunRecords:
 
     def checkpoint_rows(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         """The rows that rebuild *step* (default: the last step), from a full snapshot on."""
+        key = _key(run_id)
+
         def read(conn: Any) -> list[dict[str, Any]]:
-            at = step if step is not None else queries.last_checkpoint_step(conn, run_id)
-            return [] if at is None else queries.get_checkpoint_rows(conn, run_id, at)
+            at = step if step is not None else queries.last_checkpoint_step(conn, key)
+            return [] if at is None else queries.get_checkpoint_rows(conn, key, at)
 
         found = self._read(read)
         if not found or (step is not None and found[-1]["step"] != step):
@@ -272,7 +298,7 @@ class RunRecords:
         status = run["status"]
         stamp = rows.now_iso()
         if status == "running" and run.get("owner") \
-                and self._write(queries.request_cancel, run_id, stamp):
+                and self._write(queries.request_cancel, run["run_id"], stamp):
             control.stop(run_id)  # at once, if it runs in this very process
             return "requested"
         if status in ("queued", "paused", "interrupted", "running"):  # running: no owner
@@ -379,12 +405,22 @@ class RunRecords:
     # ── what the recorder and resume use ────────────────────────────────────
 
     def commit(self, write: rows.StepWrite) -> None:
-        """Commit a step's write (may wait for locks: call it from a worker thread)."""
-        self.database.writer.commit(write)
+        """Commit a step's write (may wait for locks: call it from a worker thread).
+        A new run is refused (DatabaseVersionError, nothing written) if another process
+        moved the schema to a revision this PocoFlow does not know."""
+        database = self.database
+        try:
+            database.writer.commit(write)
+        except SchemaMoved:
+            database.recheck()  # refuses a newer schema; brings an older one to head
+            database.writer.commit(write)
 
     def commit_now(self, write: rows.StepWrite) -> bool:
         """Commit on this thread if that cannot block (SQLite); False: nothing written."""
-        return self.database.writer.commit_now(write)
+        try:
+            return self.database.writer.commit_now(write)
+        except SchemaMoved:
+            return False  # commit() (in a worker thread) looks at the schema again
 
     def claim(self, run: Mapping[str, Any]) -> bool:
         """Take a stopped run over for this process if its row is still as *run* was
@@ -393,6 +429,7 @@ class RunRecords:
         observed = {**run, "status": "running" if run["status"] == "interrupted"
                     else run["status"]}
         database = self.database
+        database.recheck()  # a schema another process moved since is refused, untouched
         token = database.claim_token()
         if 1 != self._write(queries.claim_run, run["run_id"], observed,
                             rows.claimed_run(token, rows.now_iso())):
@@ -405,8 +442,9 @@ def _filter(status: str | None, flow_name: str | None, parent_run_id: str | None
             include_nested: bool, search: str | None, since: datetime | str | None,
             until: datetime | str | None) -> queries.RunFilter:
     stored = "running" if status == "interrupted" else status
-    return queries.RunFilter(stored, flow_name, parent_run_id, not include_nested,
-                             search or None, _moment(since, "since"), _moment(until, "until"))
+    return queries.RunFilter(stored, rows.storable(flow_name), _key(parent_run_id),
+                             not include_nested, rows.storable(search) or None,
+                             _moment(since, "since"), _moment(until, "until"))
 
 
 def _moment(value: datetime | str | None, name: str) -> str | None:
@@ -425,6 +463,12 @@ def _moment(value: datetime | str | None, name: str) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return rows.iso(value.timestamp())
+
+
+def _key(run_id: Any) -> Any:
+    """A run id as stored: :func:`rows.storable` (an id with a lone surrogate or a NUL
+    is written escaped, and looked up the same way)."""
+    return rows.storable(run_id)
 
 
 def _check_id(run_id: Any) -> None:

@@ -8,6 +8,7 @@ with microseconds, as pocoflow 0.2 wrote them, so they sort as text.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +27,34 @@ CHECKPOINT_COLUMNS = ("run_id", "step", "node_name", "store_json", "created_at",
                       "next_node", "excluded")
 
 _second: tuple[int, str] = (-1, "")
+
+# ── text every database can store ──────────────────────────────────────────
+
+#: What no database column takes: NUL (PostgreSQL text) and lone surrogates (not UTF-8;
+#: os.fsdecode makes them from undecodable file names).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def storable(text: Any) -> Any:
+    """*text* as every database can store it: NUL and lone surrogates written as the
+    escapes Python's repr shows (``\\x00``, ``\\udcff``); anything else, and non-str
+    values, unchanged. Applied to every text column PocoFlow writes (names, actions,
+    error messages, run ids), so a message about a badly named file cannot fail the
+    write that records it. The same text always maps to the same stored text, so a
+    run id is looked up the way it was written."""
+    if not isinstance(text, str):
+        return text
+    if text.isascii():
+        if "\x00" not in text:
+            return text
+    elif _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(_escaped, text)
 
 
 def iso(ts: float) -> str:
@@ -72,17 +101,31 @@ class StepWrite:
     ended: bool = False  # a top-level run's end: waiters elsewhere are told (PostgreSQL)
 
 
+# Row builders take run ids already made storable (callers look runs up by them too).
+
 # ── pf_events ───────────────────────────────────────────────────────────────
 
-def event_row(run_id: str, event: str, ts: str, **fields: Any) -> dict[str, Any]:
-    """A pf_events row with every column present (unset fields are NULL)."""
+def event_row(run_id: str, event: str, ts: str, *, step: int | None = None,
+              node_name: str | None = None, action: str | None = None,
+              elapsed_ms: float | None = None, error_msg: str | None = None,
+              detail: str | None = None) -> dict[str, Any]:
+    """A pf_events row with every column present (unset fields are NULL), its text made
+    :func:`storable` (*run_id* and *event* are given that way already). Runs several
+    times a step, so it builds the row in one expression."""
+    return {"run_id": run_id, "event": event, "ts": ts, "step": step,
+            "node_name": None if node_name is None else storable(node_name),
+            "action": None if action is None else storable(action),
+            "elapsed_ms": elapsed_ms,
+            "error_msg": None if error_msg is None else storable(error_msg),
+            "detail": None if detail is None else storable(detail)}
+
+
+def check_event_fields(fields: Any) -> None:
+    """TypeError naming the fields of *fields* that are no pf_events column."""
     unknown = fields.keys() - EVENT_FIELDS
     if unknown:
         raise TypeError(f"Unknown event field(s) {sorted(unknown)}; the fields are "
                         f"{sorted({*EVENT_FIELDS, 'ts'})}.")
-    row = dict.fromkeys(EVENT_FIELDS)
-    row.update(fields, run_id=run_id, event=event, ts=ts)
-    return row
 
 
 def detail(**fields: Any) -> str:
@@ -95,8 +138,9 @@ def detail(**fields: Any) -> str:
 def checkpoint_row(run_id: str, step: int, node_name: str, kind: str, store_json: str,
                    excluded: list[str], created_at: str,
                    next_node: str | None = None) -> dict[str, Any]:
-    return {"run_id": run_id, "step": step, "node_name": node_name, "store_json": store_json,
-            "created_at": created_at, "kind": kind, "next_node": next_node,
+    return {"run_id": run_id, "step": step, "node_name": storable(node_name),
+            "store_json": store_json, "created_at": created_at, "kind": kind,
+            "next_node": None if next_node is None else storable(next_node),
             "excluded": json.dumps(excluded) if excluded else None}
 
 
@@ -110,20 +154,22 @@ def excluded_keys(row: dict[str, Any]) -> list[str]:
 
 def created_run(run_id: str, flow_name: str, started_at: str) -> dict[str, Any]:
     """A run as 0.2's ``create_run`` made it (status ``running``, no owner)."""
-    return {"run_id": run_id, "flow_name": flow_name, "started_at": started_at}
+    return {"run_id": run_id, "flow_name": storable(flow_name), "started_at": started_at}
 
 
 def started_run(run_id: str, flow_name: str, at: str, owner: str, node_name: str,
                 next_node: str | None, parent_run_id: str | None) -> dict[str, Any]:
     """A run this process starts and owns."""
-    return {"run_id": run_id, "flow_name": flow_name, "started_at": at,
-            "parent_run_id": parent_run_id, **resumed_run(at, owner, node_name, next_node)}
+    return {"run_id": run_id, "flow_name": storable(flow_name), "started_at": at,
+            "parent_run_id": parent_run_id,
+            **resumed_run(at, owner, node_name, next_node)}
 
 
 def resumed_run(at: str, owner: str, node_name: str, next_node: str | None) -> dict[str, Any]:
     """A run this process takes up again (a resume): running, owned, its end unset."""
     return {"status": "running", "owner": owner, "heartbeat_at": at, "completed_at": None,
-            "error_msg": None, "current_node": node_name, "next_node": next_node}
+            "error_msg": None, "current_node": storable(node_name),
+            "next_node": storable(next_node)}
 
 
 def claimed_run(owner: str, at: str) -> dict[str, Any]:
@@ -134,8 +180,8 @@ def claimed_run(owner: str, at: str) -> dict[str, Any]:
 
 def step_done(steps: int, at: str, current_node: str, next_node: str | None) -> dict[str, Any]:
     """The run row after a step: steps so far, where it stands, a fresh heartbeat."""
-    return {"total_steps": steps, "heartbeat_at": at, "current_node": current_node,
-            "next_node": next_node}
+    return {"total_steps": steps, "heartbeat_at": at, "current_node": storable(current_node),
+            "next_node": None if next_node is None else storable(next_node)}
 
 
 def run_ended(status: str, steps: int, at: str, error_msg: str | None) -> dict[str, Any]:
@@ -143,7 +189,7 @@ def run_ended(status: str, steps: int, at: str, error_msg: str | None) -> dict[s
     has error_msg "cancelled", 0.2's documented way to tell a cancel from a failure)."""
     return {"status": status, "total_steps": steps,
             "completed_at": None if status == "paused" else at,
-            "error_msg": "cancelled" if status == "cancelled" else error_msg,
+            "error_msg": "cancelled" if status == "cancelled" else storable(error_msg),
             "heartbeat_at": at}
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, exists, func, select, update
+from sqlalchemy.engine import URL
 
 from pocoflow.errors import RunExistsError, RunTakenOverError
 from pocoflow.logging import get_logger
@@ -24,9 +25,16 @@ from pocoflow.persistence.connect import (
     SQLITE_COMMIT,
     SQLITE_NO_WAIT,
     SQLITE_ROLLBACK,
+    WAL_FOLD_BUSY_MS,
+    WAL_LIMIT_BYTES,
+    explain,
     is_busy,
+    is_memory,
     is_sqlite,
+    out_of_space,
     safe_url,
+    wal_checkpoint,
+    wal_size,
     write_connection,
 )
 from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
@@ -38,6 +46,8 @@ _log = get_logger("db")
 #: PostgreSQL connections writing at once (each group-commits its queue). More lanes
 #: measured slower where client and server share two CPUs; raise it for a remote server.
 POSTGRES_LANES = 1
+#: SQLite: the WAL's size is looked at after every this many commits (a stat call).
+WAL_CHECK_EVERY = 8
 
 
 class WriteStatements:
@@ -81,6 +91,7 @@ class WriteStatements:
             .on_conflict_do_nothing(index_elements=["run_id"]))
         self.notify_done = None if self.sqlite else self._compile(
             select(func.pg_notify(bindparam("channel"), bindparam("run_id"))))
+        self.revision: str | None = None  # the schema revision new runs expect
         self._new_runs: dict[tuple[str, ...], str] = {}
         self._child_runs: dict[tuple[str, ...], str] = {}
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
@@ -122,6 +133,25 @@ class WriteStatements:
                          .values({c: bindparam(c) for c in columns}))
             sql_text = self._updates[(columns, top_level)] = self._compile(statement)
         return sql_text
+
+
+class SchemaMoved(Exception):
+    """A new run's transaction found the schema at another revision than the one this
+    process opened the database at (another process migrated it); nothing was written."""
+
+    def __init__(self, found: str | None) -> None:
+        super().__init__(found)
+        self.found = found
+
+
+#: Read in the transaction of every new run: the schema must still be the one opened.
+REVISION_SQL = "SELECT version_num FROM alembic_version"
+
+
+def _check_revision(found: list[Any], statements: WriteStatements) -> None:
+    revisions = [row[0] for row in found]
+    if revisions != [statements.revision]:
+        raise SchemaMoved(revisions[0] if revisions else None)
 
 
 def _fence_of(write: StepWrite) -> dict[str, Any]:
@@ -172,8 +202,12 @@ def apply_locked(cursor: Any, statements: WriteStatements, writes: Sequence[Step
     checked at once); a fenced-out write's other rows are not sent at all."""
     kept = [True] * len(writes)
     updates: dict[tuple[tuple[str, ...], bool], list[int]] = {}
+    checked = False
     for index, write in enumerate(writes):
         if write.run_insert is not None:
+            if write.new_run and not checked and statements.revision is not None:
+                _check_revision(cursor.execute(REVISION_SQL).fetchall(), statements)
+                checked = True
             _run_row(cursor, statements, write)
             kept[index] = cursor.rowcount != 0
         elif write.run_update:
@@ -210,11 +244,17 @@ def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[St
     inputs: list[dict[str, Any]] = []
     event_rows: list[dict[str, Any]] = []
     checkpoint_rows: list[dict[str, Any]] = []
+    revision = None
     for write in writes:
-        proof = None
+        proof: Any = None
+        if write.new_run and revision is None and statements.revision is not None:
+            revision = conn.cursor()
+            revision.execute(REVISION_SQL)
         if write.run_insert is not None or write.run_update:
             proof = conn.cursor()
             _run_row(proof, statements, write)
+            if write.new_run and revision is not None:
+                proof = (proof, revision, statements)
         proofs.append(proof)
         if write.run_input is not None:
             inputs.append({"run_id": write.run_id, **write.run_input})
@@ -233,9 +273,13 @@ def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[St
 
 def owned(proof: Any) -> bool:
     """Whether a write's run row was written (its run still belonged to the writer):
-    *proof* is None (no run row), a bool (SQLite) or the row's cursor (PostgreSQL)."""
+    *proof* is None (no run row), a bool (SQLite) or the row's cursor (PostgreSQL; for
+    a new run, with the cursor that read the schema revision: SchemaMoved if it moved)."""
     if proof is None or proof is True or proof is False:
         return proof is not False
+    if proof.__class__ is tuple:
+        proof, revision, statements = proof
+        _check_revision(revision.fetchall(), statements)
     return bool(proof.rowcount != 0)
 
 
@@ -246,16 +290,17 @@ def _execute(cursor: Any, statement: str, rows: list[dict[str, Any]]) -> None:
         cursor.executemany(statement, rows)
 
 
-def refused(write: StepWrite, error: BaseException, url: str) -> BaseException:
+def refused(write: StepWrite, error: BaseException, url: URL) -> BaseException:
     """The error to raise for a failed write: a new run on a run_id that exists is a
-    RunExistsError (the transaction wrote nothing), anything else stays as it is."""
+    RunExistsError (the transaction wrote nothing), a known failure of the database is
+    explained (:func:`connect.explain`), anything else stays as it is."""
     if write.new_run and type(error).__name__ in ("IntegrityError", "UniqueViolation"):
         return RunExistsError(
-            f"Run '{write.run_id}' already exists in {url}; a new run needs a new run_id "
-            "(leave Flow(run_id=...) unset for a fresh one each run), and a stopped run "
-            "goes on with flow.resume(run_id). Nothing was written."
+            f"Run '{write.run_id}' already exists in {safe_url(url)}; a new run needs a new "
+            "run_id (leave Flow(run_id=...) unset for a fresh one each run), and a stopped "
+            "run goes on with flow.resume(run_id). Nothing was written."
         )
-    return error
+    return explain(error, url)
 
 
 def taken_over(write: StepWrite) -> RunTakenOverError:
@@ -265,6 +310,15 @@ def taken_over(write: StepWrite) -> RunTakenOverError:
         "its lease, and a resume claimed the run); this process wrote nothing more. See "
         "db.get_run(run_id) for where the run stands now."
     )
+
+
+def _rollback(cursor: Any) -> None:
+    """End a failed fast-path transaction (a failed COMMIT may have ended it already)."""
+    try:
+        if cursor.connection.in_transaction:
+            cursor.execute(SQLITE_ROLLBACK)
+    except Exception:
+        _log.debug("Rolling back a failed write failed", exc_info=True)
 
 
 class _Ticket:
@@ -295,6 +349,8 @@ class _Lane:
                 with self._queue_lock:
                     batch, self.queue = self.queue, []
                 self._commit_batch(batch)
+            if self._writer.wal_due:  # this write's turn to fold the WAL in, writers held
+                self._writer.fold_wal_locked()
         if ticket.error is not None:
             raise ticket.error
 
@@ -305,7 +361,7 @@ class _Lane:
                 if not still_owned:
                     ticket.error = taken_over(ticket.write)
         except Exception as exc:
-            url = self._writer.safe_url
+            url = self._writer.engine.url
             if len(batch) == 1:
                 batch[0].error = refused(batch[0].write, exc, url)
             else:  # one bad write must not sink the others: retry them one by one
@@ -324,9 +380,17 @@ class _Lane:
         writer = self._writer
         statements = writer.statements
         if writer.sqlite:  # a pooled connection whose BEGIN IMMEDIATE waits for the lock
-            with write_connection(writer.engine) as conn, conn.begin():
-                proofs = apply_all(conn.connection.driver_connection, statements, writes)
-                kept = [owned(proof) for proof in proofs]
+            try:
+                kept = self._sqlite_transaction(writes)
+            except Exception as exc:
+                if not out_of_space(exc):
+                    raise
+                # no room: folding the WAL into the database file may make some (a WAL
+                # holds every version of a page written since it was last emptied)
+                _log.warning("No room to write to %s; folding the WAL in and trying again",
+                             writer.safe_url)
+                writer.fold_wal_locked("TRUNCATE")  # (frees the WAL's room on disk)
+                kept = self._sqlite_transaction(writes)
         else:
             connection = self._connection()
             try:
@@ -340,8 +404,14 @@ class _Lane:
                 else:
                     connection.rollback()
                 raise
-        writer.commits += 1
+        writer.committed()
         return kept
+
+    def _sqlite_transaction(self, writes: Sequence[StepWrite]) -> list[bool]:
+        writer = self._writer
+        with write_connection(writer.engine) as conn, conn.begin():
+            proofs = apply_all(conn.connection.driver_connection, writer.statements, writes)
+            return [owned(proof) for proof in proofs]
 
     def _connection(self) -> Any:
         raw = self._raw
@@ -362,18 +432,89 @@ class _Lane:
 class Writer:
     """Commits the step writes of every run of one database in this process."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, revision: str | None = None) -> None:
         self.engine = engine
         self.safe_url = safe_url(engine.url)
         self.sqlite = is_sqlite(engine)
         self.statements = WriteStatements(engine)
+        self.statements.revision = revision
         self.commits = 0  # transactions so far (the WAL checkpointer watches it)
         self._lanes = [_Lane(self) for _ in range(1 if self.sqlite else POSTGRES_LANES)]
         self._next = 0
         self._now: Any = None  # SQLite fast path: its own connection, busy_timeout 0
+        # SQLite's WAL bound: past wal_limit, the next write folds the WAL in (wal_due)
+        self.database_file = engine.url.database if self.sqlite and not is_memory(engine.url) \
+            else None
+        self.wal_limit = WAL_LIMIT_BYTES
+        self.wal_due = False
         if self.sqlite:
             self._now = engine.raw_connection()
             self._now.driver_connection.execute(SQLITE_NO_WAIT)
+
+    def committed(self) -> None:
+        """Count a commit; every WAL_CHECK_EVERY commits on SQLite, see whether the WAL
+        went past its bound (the next write then folds it in)."""
+        self.commits += 1
+        if not self.commits % WAL_CHECK_EVERY:
+            self.look_at_wal()
+
+    def look_at_wal(self) -> None:
+        """SQLite: if the WAL went past its bound, the next write folds it in."""
+        if self.database_file is not None and wal_size(self.database_file) > self.wal_limit:
+            self.wal_due = True
+
+    def fold_wal(self, *, limit: float | None = None, mode: str = "RESTART") -> bool:
+        """Fold the WAL into the database file if it holds more than *limit* bytes (None:
+        the bound), taking the writers' turn: this process writes nothing meanwhile.
+        RESTART (the next commit starts the WAL over; cheaper for writers that go on) or
+        TRUNCATE (the WAL file emptied). True if it was folded."""
+        bound = self.wal_limit if limit is None else limit
+        with self._lanes[0].lock:
+            if self.database_file is None or wal_size(self.database_file) <= bound:
+                return True
+            return self.fold_wal_locked(mode)
+
+    def _fold_now(self) -> bool:
+        """Fold the WAL in on this thread (the lane lock held) if that needs no waiting:
+        one RESTART attempt on the fast path's connection (busy timeout 0). Steps of
+        every run of this loop pause for it (a few ms per 8 MiB) instead of moving to
+        worker threads, where a crowd of concurrent runs would stay for a while."""
+        try:
+            folded = wal_checkpoint(self._now.driver_connection, "RESTART")
+        except Exception:
+            _log.debug("WAL checkpoint (RESTART) of %s failed", self.safe_url, exc_info=True)
+            return False
+        if folded:
+            self.wal_due = False
+            self.wal_limit = WAL_LIMIT_BYTES
+        return folded
+
+    def fold_wal_locked(self, mode: str = "RESTART") -> bool:
+        """:meth:`fold_wal` for a caller that holds the lane lock. If readers of an older
+        snapshot keep it from finishing, the next try waits until the WAL grew by
+        another bound (so writers are not held at every step)."""
+        self.wal_due = False
+        if self.database_file is None:
+            return True
+        size = wal_size(self.database_file)
+        folded = False
+        try:
+            raw = self.engine.raw_connection()
+            try:
+                folded = wal_checkpoint(raw.driver_connection, mode,
+                                        busy_timeout_ms=WAL_FOLD_BUSY_MS)
+            finally:
+                raw.close()
+        except Exception:
+            _log.debug("WAL checkpoint (%s) of %s failed", mode, self.safe_url, exc_info=True)
+        if folded:
+            self.wal_limit = WAL_LIMIT_BYTES
+        else:
+            self.wal_limit = size + WAL_LIMIT_BYTES
+            _log.info("The WAL of %s holds %d bytes and could not be folded in (readers of "
+                      "an older snapshot); trying again past %d", self.safe_url, size,
+                      self.wal_limit)
+        return folded
 
     def commit(self, write: StepWrite) -> None:
         """Commit *write*, maybe together with others; may wait for locks.
@@ -393,34 +534,54 @@ class Writer:
         if self._now is None or not lane.lock.acquire(blocking=False):
             return False
         try:
+            if self.wal_due and not self._fold_now():
+                return False  # readers in the way: a worker thread folds it, waiting
             cursor = self._now.driver_connection.cursor()
             try:
                 cursor.execute(SQLITE_BEGIN_WRITE)
             except Exception as exc:  # another process holds the write lock: don't wait here
-                if is_busy(exc):
+                if is_busy(exc) or out_of_space(exc):
                     return False
-                raise
-            try:
-                [still_owned] = apply_locked(cursor, self.statements, [write])
-            except BaseException as exc:
-                cursor.execute(SQLITE_ROLLBACK)
-                error = refused(write, exc, self.safe_url)
+                error = explain(exc, self.engine.url)
                 if error is exc:
                     raise
-                raise error from None
-            cursor.execute(SQLITE_COMMIT)
-            self.commits += 1
+                raise error from exc
+            try:
+                [still_owned] = apply_locked(cursor, self.statements, [write])
+                cursor.execute(SQLITE_COMMIT)
+            except BaseException as exc:
+                _rollback(cursor)
+                # no room: a worker thread folds the WAL in and tries again; busy (a
+                # COMMIT waiting for readers, in-memory databases have no WAL): it waits
+                if out_of_space(exc) or is_busy(exc):
+                    return False
+                error = refused(write, exc, self.engine.url)
+                if error is exc:
+                    raise
+                raise error from exc
+            self.commits += 1  # (committed(), inlined: this is the steps' fast path)
+            if not self.commits % WAL_CHECK_EVERY:
+                self.look_at_wal()
             if not still_owned:
                 raise taken_over(write)
             return True
         finally:
             lane.lock.release()
 
-    def close(self) -> None:
+    def close(self, wait: float = 5.0) -> None:
+        """Close the writer's connections, waiting up to *wait* seconds for a write in
+        progress (at interpreter exit, one may be stuck in a daemon thread)."""
         for lane in self._lanes:
-            with lane.lock:
-                lane.close()
-        with self._lanes[0].lock:
-            if self._now is not None:
-                self._now.close()
-                self._now = None
+            if lane.lock.acquire(timeout=wait):
+                try:
+                    lane.close()
+                finally:
+                    lane.lock.release()
+        lane = self._lanes[0]
+        if lane.lock.acquire(timeout=wait):
+            try:
+                if self._now is not None:
+                    self._now.close()
+                    self._now = None
+            finally:
+                lane.lock.release()
