@@ -6,8 +6,9 @@ It runs a flow whose writer node fails once (a flaky "model"), then resumes
 that run by its run_id: the steps already recorded are not run again. Every
 step's events and checkpoint land in the database; look at them with
 
-    pocoflow runs pocoflow.db            # the runs
-    pocoflow runs pocoflow.db RUN_ID     # one run's events
+    pocoflow runs ls pocoflow.db              # the runs
+    pocoflow runs show pocoflow.db RUN_ID     # one run's events
+    pocoflow monitor pocoflow.db              # in a browser
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def main(db_path: str = "pocoflow.db") -> Store:
     run = db.get_run(failed["run_id"])
     print(f"resumed: {run['status']} in {run['total_steps']} steps; report: {result['report']}")
     print(f"\nrecorded in {db_path}. Look at it with:\n"
-          f"  pocoflow runs {db_path}\n  pocoflow runs {db_path} {failed['run_id']}")
+          f"  pocoflow runs ls {db_path}\n  pocoflow runs show {db_path} {failed['run_id']}\n"
+          f"  pocoflow monitor {db_path}      (then open http://127.0.0.1:8501)")
     return result
 
 
