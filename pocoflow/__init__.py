@@ -106,9 +106,19 @@ _LAZY = {
     "visualize_flow": "pocoflow.visualize",
     "register_type": "pocoflow.persistence.codec",
     "register_types": "pocoflow.persistence.codec",
-    **dict.fromkeys(("LLMCallError", "LLMConfigurationError", "LLMError", "LLMResponse",
-                     "UniversalLLMProvider", "acall_llm", "call_llm", "get_llm_stats"),
-                    "pocoflow.llm"),
+    **dict.fromkeys(
+        (
+            "LLMCallError",
+            "LLMConfigurationError",
+            "LLMError",
+            "LLMResponse",
+            "UniversalLLMProvider",
+            "acall_llm",
+            "call_llm",
+            "get_llm_stats",
+        ),
+        "pocoflow.llm",
+    ),
 }
 
 

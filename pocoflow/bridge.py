@@ -108,8 +108,9 @@ class _BackgroundLoop:
                 ready.set()
                 await portal.sleep_until_stopped()
 
-        self._thread = threading.Thread(target=anyio.run, args=(serve,), daemon=True,
-                                        name="pocoflow-background")
+        self._thread = threading.Thread(
+            target=anyio.run, args=(serve,), daemon=True, name="pocoflow-background"
+        )
         self._thread.start()
         ready.wait()
         self._pid = os.getpid()
@@ -118,8 +119,9 @@ class _BackgroundLoop:
 _background = _BackgroundLoop()
 
 
-def start_background(flow: Flow, store: Store | dict[str, Any] | None,
-                     start: Start | None) -> RunHandle:
+def start_background(
+    flow: Flow, store: Store | dict[str, Any] | None, start: Start | None
+) -> RunHandle:
     """Schedule a run on the background loop; the handle knows its run_id at once."""
     store = as_store(store)
     control = RunControl(new_run_id(flow))
@@ -149,8 +151,9 @@ class RunHandle:
         woken by a NOTIFY), ``cancel`` asks its process to stop it."""
         watch = getattr(db, "watch", None)
         if watch is None:
-            raise TypeError(f"RunHandle.for_run needs a WorkflowDB or AsyncWorkflowDB, got "
-                            f"{type(db).__name__}.")
+            raise TypeError(
+                f"RunHandle.for_run needs a WorkflowDB or AsyncWorkflowDB, got {type(db).__name__}."
+            )
         handle = cls.__new__(cls)
         handle._control = None
         handle._future = None

@@ -38,13 +38,22 @@ class AsyncWorkflowDB:
     snapshots at most. Each method runs in a worker thread, on asyncio or trio.
     """
 
-    def __init__(self, db_path: Target, *, lease_seconds: float = LEASE_SECONDS,
-                 allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
+    def __init__(
+        self,
+        db_path: Target,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        allow_pickle: bool = False,
+        full_every: int = FULL_EVERY,
+    ) -> None:
         if isinstance(db_path, (WorkflowDB, AsyncWorkflowDB)):
-            raise TypeError(f"Pass a path or URL, not a {type(db_path).__name__}; use it "
-                            "directly (Flow(db=...) takes either).")
-        self.records = RunRecords(db_path, lease_seconds=lease_seconds,
-                                  allow_pickle=allow_pickle, full_every=full_every)
+            raise TypeError(
+                f"Pass a path or URL, not a {type(db_path).__name__}; use it "
+                "directly (Flow(db=...) takes either)."
+            )
+        self.records = RunRecords(
+            db_path, lease_seconds=lease_seconds, allow_pickle=allow_pickle, full_every=full_every
+        )
         self._given = db_path
 
     @property
@@ -60,8 +69,7 @@ class AsyncWorkflowDB:
         if isinstance(given, os.PathLike) or (isinstance(given, str) and "://" not in given):
             return Path(given)
         url = self.records.url
-        return Path(url.database) if url.get_backend_name() == "sqlite" and url.database \
-            else None
+        return Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
 
     def __repr__(self) -> str:
         return f"<AsyncWorkflowDB {self.url}>"
@@ -238,6 +246,7 @@ class AsyncWorkflowDB:
         rows deleted per table. Runs queued, running or paused are never deleted.
         """
         return await self._call(self.records.delete_runs, older_than, status=status, batch=batch)
+
     # ── end of generated methods ──
 
 
@@ -248,10 +257,17 @@ class WorkflowDB:
     ``WorkflowDB(...).aio`` is the async twin on the same database.
     """
 
-    def __init__(self, db_path: Target, *, lease_seconds: float = LEASE_SECONDS,
-                 allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
-        self.aio = AsyncWorkflowDB(db_path, lease_seconds=lease_seconds,
-                                   allow_pickle=allow_pickle, full_every=full_every)
+    def __init__(
+        self,
+        db_path: Target,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        allow_pickle: bool = False,
+        full_every: int = FULL_EVERY,
+    ) -> None:
+        self.aio = AsyncWorkflowDB(
+            db_path, lease_seconds=lease_seconds, allow_pickle=allow_pickle, full_every=full_every
+        )
         self.records = self.aio.records
         self.records.open()
 
@@ -426,6 +442,7 @@ class WorkflowDB:
         rows deleted per table. Runs queued, running or paused are never deleted.
         """
         return self.records.delete_runs(older_than, status=status, batch=batch)
+
     # ── end of generated methods ──
 
 
@@ -459,4 +476,3 @@ def as_async_db(db: Any) -> AsyncWorkflowDB:
         f"Flow(db=...) takes a WorkflowDB, an AsyncWorkflowDB, a path or a URL, got "
         f"{type(db).__name__}."
     )
-

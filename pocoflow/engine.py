@@ -42,7 +42,7 @@ from pocoflow.events import (
     NodeRetried,
     NodeStarted,
 )
-from pocoflow.graph import Start, describe, node_ids, validate_graph
+from pocoflow.graph import Start, graph_data, validate_graph
 from pocoflow.logging import get_logger
 from pocoflow.node import DEFAULT_ACTION, Node, Wired
 from pocoflow.sinks import sinks_for
@@ -68,11 +68,30 @@ _FRESH = Start()
 class Run:
     """The state of one execution of one flow (nested flows get a child Run)."""
 
-    __slots__ = ("control", "flow", "ids", "last_action", "nested_sinks", "parent", "paused_at",
-                 "run_id", "sinks", "steps", "store", "unmatched")
+    __slots__ = (
+        "control",
+        "flow",
+        "ids",
+        "last_action",
+        "nested_sinks",
+        "parent",
+        "paused_at",
+        "run_id",
+        "sinks",
+        "steps",
+        "store",
+        "unmatched",
+    )
 
-    def __init__(self, flow: Flow | None, run_id: str, store: Store, sinks: list[Any],
-                 control: RunControl, parent: Run | None = None) -> None:
+    def __init__(
+        self,
+        flow: Flow | None,
+        run_id: str,
+        store: Store,
+        sinks: list[Any],
+        control: RunControl,
+        parent: Run | None = None,
+    ) -> None:
         self.flow = flow
         self.run_id = run_id
         self.store = store
@@ -117,9 +136,14 @@ def new_run_id(flow: Flow) -> str:
     return f"{flow.flow_name}-{''.join(reversed(chars))}"
 
 
-async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
-                  start: Start | None = None, control: RunControl | None = None,
-                  sinks: Sequence[Any] = ()) -> Store:
+async def execute(
+    flow: Flow,
+    store: Store | dict[str, Any] | None,
+    *,
+    start: Start | None = None,
+    control: RunControl | None = None,
+    sinks: Sequence[Any] = (),
+) -> Store:
     """Run *flow* on *store* to the end and return the store.
 
     *start* says where the run begins (default: the flow's start node, step
@@ -154,8 +178,9 @@ async def execute(flow: Flow, store: Store | dict[str, Any] | None, *,
     if control.stop_error is not None:
         raise control.stop_error
     if scope.cancelled_caught:
-        _log.info("Flow '%s' run '%s' cancelled after %d steps",
-                  flow.flow_name, run.run_id, run.steps)
+        _log.info(
+            "Flow '%s' run '%s' cancelled after %d steps", flow.flow_name, run.run_id, run.steps
+        )
     return store
 
 
@@ -171,13 +196,24 @@ async def drive(run: Run, start: Start, written: frozenset[str] = frozenset()) -
     error: BaseException | None = None
     try:
         if run.sinks:
-            run.ids = node_ids(flow.start)
+            run.ids, graph = graph_data(flow)
             shown = first if first is not None else flow.start
-            await run.emit(FlowStarted(
-                run.run_id, flow.flow_name, _now(), shown.name, run.store, run.steps,
-                run.parent.run_id if run.parent is not None else None,
-                run.node_id(shown) if first is not None else None, start.resumed,
-                describe(flow), written, start.forked_from))
+            await run.emit(
+                FlowStarted(
+                    run.run_id,
+                    flow.flow_name,
+                    _now(),
+                    shown.name,
+                    run.store,
+                    run.steps,
+                    run.parent.run_id if run.parent is not None else None,
+                    run.node_id(shown) if first is not None else None,
+                    start.resumed,
+                    graph,
+                    written,
+                    start.forked_from,
+                )
+            )
         await walk(run, first, start.inner)
         status = "completed"
     except Pause as pause:
@@ -194,10 +230,23 @@ async def drive(run: Run, start: Start, written: frozenset[str] = frozenset()) -
         if run.parent is None:
             run.control.status = status
         if run.sinks:
-            await _emit_end(run, FlowFinished(
-                run.run_id, flow.flow_name, _now(), run.steps, status, run.store,
-                _clock() - began, run.last_action, error, run.paused_at, run.unmatched),
-                failing=error is not None or status == "cancelled")
+            await _emit_end(
+                run,
+                FlowFinished(
+                    run.run_id,
+                    flow.flow_name,
+                    _now(),
+                    run.steps,
+                    status,
+                    run.store,
+                    _clock() - began,
+                    run.last_action,
+                    error,
+                    run.paused_at,
+                    run.unmatched,
+                ),
+                failing=error is not None or status == "cancelled",
+            )
 
 
 async def _emit_end(run: Run, event: FlowFinished, *, failing: bool) -> None:
@@ -238,13 +287,17 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
         name = node.name
         node_id = (ids.get(id(node)) or name) if sinks else name
         if sinks:
-            await run.emit(NodeStarted(run.run_id, flow.flow_name, _now(), step, name, store,
-                                       node_id))
+            await run.emit(
+                NodeStarted(run.run_id, flow.flow_name, _now(), step, name, store, node_id)
+            )
         began = _clock()
         try:
             if isinstance(node, Node):
-                action = await (_run_override(node, run, step) if node._plan.custom_run
-                                else phases(node, run, step))
+                action = await (
+                    _run_override(node, run, step)
+                    if node._plan.custom_run
+                    else phases(node, run, step)
+                )
             else:
                 action = await run_nested(node, run, step, inner)
                 inner = None
@@ -256,13 +309,24 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
             if sinks:
                 try:  # the node is done: reporting it is not cut short by a cancel
                     with anyio.CancelScope(shield=True):
-                        await run.emit(NodeFinished(
-                            run.run_id, flow.flow_name, _now(), step, name, action,
-                            _clock() - began, store,
-                            following.name if following is not None else None,
-                            store.take_changes(), node_id,
-                            (ids.get(id(following)) or following.name)
-                            if following is not None else None))
+                        await run.emit(
+                            NodeFinished(
+                                run.run_id,
+                                flow.flow_name,
+                                _now(),
+                                step,
+                                name,
+                                action,
+                                _clock() - began,
+                                store,
+                                following.name if following is not None else None,
+                                store.take_changes(),
+                                node_id,
+                                (ids.get(id(following)) or following.name)
+                                if following is not None
+                                else None,
+                            )
+                        )
                 except BaseException:
                     run.steps = step  # a step is done only once every sink (the DB) has it
                     raise
@@ -272,14 +336,34 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
         except Exception as exc:
             _log.error("Flow '%s' aborted at node '%s': %s", flow.flow_name, name, exc)
             if sinks:
-                await run.emit(NodeFailed(run.run_id, flow.flow_name, _now(), step, name, exc,
-                                          store, node_id, _clock() - began))
+                await run.emit(
+                    NodeFailed(
+                        run.run_id,
+                        flow.flow_name,
+                        _now(),
+                        step,
+                        name,
+                        exc,
+                        store,
+                        node_id,
+                        _clock() - began,
+                    )
+                )
             raise
         except anyio.get_cancelled_exc_class():
             if sinks and run.steps == step:  # cancelled inside the node: say so
                 with anyio.CancelScope(shield=True):
-                    await run.emit(NodeCancelled(run.run_id, flow.flow_name, _now(), step,
-                                                 name, node_id, _clock() - began))
+                    await run.emit(
+                        NodeCancelled(
+                            run.run_id,
+                            flow.flow_name,
+                            _now(),
+                            step,
+                            name,
+                            node_id,
+                            _clock() - began,
+                        )
+                    )
             raise
         node = following
         if control.cancel_requested or run.steps % YIELD_EVERY == 0:
@@ -344,7 +428,8 @@ def _checked_action(node: Node, action: Any) -> str:
 # ── pocoflow 0.2's Node._run overrides ──────────────────────────────────────
 
 _in_run: contextvars.ContextVar[tuple[Run, int] | None] = contextvars.ContextVar(
-    "pocoflow_node_run", default=None)
+    "pocoflow_node_run", default=None
+)
 
 
 async def _run_override(node: Node, run: Run, step: int) -> str:
@@ -402,12 +487,29 @@ async def exec_with_retries(node: Node, arg: Any, run: Run, step: int) -> Any:
     attempt, attempts = 1, node.max_retries
     delay = float(node.retry_delay)
     while attempt < attempts and isinstance(error, node.retry_on):
-        _log.warning("Node '%s' exec attempt %d/%d failed: %s; retrying in %.3gs",
-                     node.name, attempt, attempts, error, delay)
+        _log.warning(
+            "Node '%s' exec attempt %d/%d failed: %s; retrying in %.3gs",
+            node.name,
+            attempt,
+            attempts,
+            error,
+            delay,
+        )
         if run.sinks:
-            await run.emit(NodeRetried(run.run_id, run.flow_name, _now(), step, node.name,
-                                       attempt, error, delay, run.node_id(node),
-                                       _clock() - began))
+            await run.emit(
+                NodeRetried(
+                    run.run_id,
+                    run.flow_name,
+                    _now(),
+                    step,
+                    node.name,
+                    attempt,
+                    error,
+                    delay,
+                    run.node_id(node),
+                    _clock() - began,
+                )
+            )
         if delay > 0:
             await anyio.sleep(delay)
         delay *= node.retry_backoff
@@ -467,12 +569,18 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
 
 # ── nested flows ────────────────────────────────────────────────────────────
 
+
 async def run_nested(inner: Wired, run: Run, step: int, start: Start | None) -> str:
     """Run a Flow used as a node, as a child run; its last action is the action the
     outer flow routes on. *start* (a resume) says where the child run begins."""
     flow: Flow = inner  # type: ignore[assignment]
-    child = Run(flow, f"{run.run_id}.{step}", run.store,
-                sinks_for(flow, inherited=run.nested_sinks, nested=True), run.control,
-                parent=run)
+    child = Run(
+        flow,
+        f"{run.run_id}.{step}",
+        run.store,
+        sinks_for(flow, inherited=run.nested_sinks, nested=True),
+        run.control,
+        parent=run,
+    )
     await drive(child, start or _FRESH)
     return child.last_action or DEFAULT_ACTION

@@ -45,7 +45,8 @@ class FlowStarted(Event):
 
     ``resumed`` is True when the run continues an existing run (a resume,
     under the same ``run_id``); ``graph`` describes the flow's nodes and edges
-    (``pocoflow.graph.describe``); node ids tell apart nodes that share a name.
+    (``pocoflow.graph.describe``; shared by the flow's runs: read it, never change
+    it); node ids tell apart nodes that share a name.
     """
 
     kind: ClassVar[str] = "flow_start"

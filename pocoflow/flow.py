@@ -72,8 +72,9 @@ class Flow(Wired):
         if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
             raise ValueError(f"Flow max_steps must be an int >= 1, got {max_steps!r}.")
         if on_unmatched not in UNMATCHED_MODES:
-            raise ValueError(f"Flow on_unmatched must be one of {list(UNMATCHED_MODES)}, got "
-                             f"{on_unmatched!r}.")
+            raise ValueError(
+                f"Flow on_unmatched must be one of {list(UNMATCHED_MODES)}, got {on_unmatched!r}."
+            )
         from pathlib import Path  # imported on use: keeps `import pocoflow` light
 
         self.start = start
@@ -246,9 +247,16 @@ class Flow(Wired):
 
     # ── durable runs: queue, fork ───────────────────────────────────────────
 
-    def submit(self, store: StoreLike = None, *, queue: str = "default",
-               run_id: str | None = None, priority: int = 0, dedup_key: str | None = None,
-               not_before: datetime | str | None = None) -> str:
+    def submit(
+        self,
+        store: StoreLike = None,
+        *,
+        queue: str = "default",
+        run_id: str | None = None,
+        priority: int = 0,
+        dedup_key: str | None = None,
+        not_before: datetime | str | None = None,
+    ) -> str:
         """Queue a run for the workers (``pocoflow worker``) and return its run_id at once;
         nothing runs here. Its input store is recorded now.
 
@@ -259,25 +267,49 @@ class Flow(Wired):
         from pocoflow.persistence.submit import submission
 
         records = self._records("submit")
-        return records.submit(*submission(self, records, store, queue=queue, run_id=run_id,
-                                          priority=priority, dedup_key=dedup_key,
-                                          not_before=not_before))
+        return records.submit(
+            *submission(
+                self,
+                records,
+                store,
+                queue=queue,
+                run_id=run_id,
+                priority=priority,
+                dedup_key=dedup_key,
+                not_before=not_before,
+            )
+        )
 
-    async def submit_async(self, store: StoreLike = None, *, queue: str = "default",
-                           run_id: str | None = None, priority: int = 0,
-                           dedup_key: str | None = None,
-                           not_before: datetime | str | None = None) -> str:
+    async def submit_async(
+        self,
+        store: StoreLike = None,
+        *,
+        queue: str = "default",
+        run_id: str | None = None,
+        priority: int = 0,
+        dedup_key: str | None = None,
+        not_before: datetime | str | None = None,
+    ) -> str:
         """Awaitable version of :meth:`submit` (the database work in a worker thread)."""
         import functools
 
         import anyio.to_thread
 
-        return await anyio.to_thread.run_sync(functools.partial(
-            self.submit, store, queue=queue, run_id=run_id, priority=priority,
-            dedup_key=dedup_key, not_before=not_before))
+        return await anyio.to_thread.run_sync(
+            functools.partial(
+                self.submit,
+                store,
+                queue=queue,
+                run_id=run_id,
+                priority=priority,
+                dedup_key=dedup_key,
+                not_before=not_before,
+            )
+        )
 
-    async def fork_async(self, run_id: str, step: int,
-                         updates: Mapping[str, Any] | None = None) -> Store:
+    async def fork_async(
+        self, run_id: str, step: int, updates: Mapping[str, Any] | None = None
+    ) -> Store:
         """Start a new run from run *run_id*'s checkpoint at *step* (time travel): it goes
         on at the node that checkpoint names next, with its store and *updates*, numbered
         on from *step*, and records where it came from (``forked_from``,
@@ -289,8 +321,9 @@ class Flow(Wired):
         from pocoflow.persistence.resume import prepare_fork
 
         records = self._records("fork")
-        start, store = await anyio.to_thread.run_sync(prepare_fork, self, records, run_id,
-                                                      step, updates)
+        start, store = await anyio.to_thread.run_sync(
+            prepare_fork, self, records, run_id, step, updates
+        )
         control = RunControl(new_run_id(self))
         self._last_run_id = control.run_id
         return await execute(self, store, start=start, control=control)
@@ -332,8 +365,11 @@ def _start_at(node: Wired | None) -> Start | None:
 
 
 def _database(db_path: Any, db_url: Any, db: Any) -> Any:
-    given = [name for name, value in (("db_path", db_path), ("db_url", db_url), ("db", db))
-             if value is not None]
+    given = [
+        name
+        for name, value in (("db_path", db_path), ("db_url", db_url), ("db", db))
+        if value is not None
+    ]
     if not given:
         return None
     if len(given) > 1:

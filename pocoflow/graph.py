@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pocoflow.node import Node, Wired
+from pocoflow.node import GraphEdits, Node, Wired
 
 if TYPE_CHECKING:
     from pocoflow.flow import Flow
@@ -41,8 +41,7 @@ class Start:
 
 def edges_of(node: Wired) -> list[tuple[str, Wired]]:
     """A node's edges that lead to a node (explicit ends, ``then(a, None)``, left out)."""
-    return [(action, target) for action, target in node._successors.items()
-            if target is not None]
+    return [(action, target) for action, target in node._successors.items() if target is not None]
 
 
 def walk(start: Wired) -> list[Wired]:
@@ -97,14 +96,31 @@ def describe(flow: Flow) -> dict[str, Any]:
     nodes = []
     edges = []
     for node in walk(flow.start):
-        entry: dict[str, Any] = {"id": ids[id(node)], "name": node.name,
-                                 "type": type(node).__name__}
+        entry: dict[str, Any] = {
+            "id": ids[id(node)],
+            "name": node.name,
+            "type": type(node).__name__,
+        }
         if nested_start(node) is not None:
             entry["nested"] = describe(node)  # type: ignore[arg-type]
         nodes.append(entry)
         for action, target in edges_of(node):
             edges.append({"from": ids[id(node)], "to": ids[id(target)], "action": action})
     return {"start": ids[id(flow.start)], "nodes": nodes, "edges": edges}
+
+
+def graph_data(flow: Flow) -> tuple[dict[int, str], dict[str, Any]]:
+    """:func:`node_ids` and :func:`describe` of *flow*, worked out again only after an
+    edit to a graph (every run of a flow with sinks needs both). Shared between runs:
+    read them, never change them."""
+    start = flow.start
+    cached = flow.__dict__.get("_graph_data")
+    if cached is not None and cached[0] == GraphEdits.count and cached[1] is start:
+        return cached[2], cached[3]
+    edits = GraphEdits.count
+    ids, description = node_ids(start), describe(flow)
+    flow.__dict__["_graph_data"] = (edits, start, ids, description)
+    return ids, description
 
 
 def validate_graph(start: Wired) -> None:

@@ -98,8 +98,9 @@ def disable_logging() -> None:
     root.setLevel(logging.CRITICAL + 1)  # disabled loggers then cost one level check
 
 
-def log_event(logger: logging.Logger, event: str, *, level: int = logging.INFO,
-              **fields: Any) -> None:
+def log_event(
+    logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any
+) -> None:
     """Log a structured event (``"<event> k=v ..."``; fields become JSONL keys).
 
     Returns at once when *logger* is disabled for *level*.

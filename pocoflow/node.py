@@ -46,8 +46,8 @@ class Plan(NamedTuple):
     fallback: str
     fallback_await: bool
     batch: bool
-    concurrent: bool   # AsyncBatchNode: items run at once, up to max_concurrency
-    custom_run: bool   # the class overrides pocoflow 0.2's Node._run (tracing, timing)
+    concurrent: bool  # AsyncBatchNode: items run at once, up to max_concurrency
+    custom_run: bool  # the class overrides pocoflow 0.2's Node._run (tracing, timing)
 
 
 def _overrides(cls: type, name: str, base: type) -> bool:
@@ -69,13 +69,22 @@ def _plan_for(cls: type) -> Plan:
     post = pick("post", "post_async")
     fallback = pick("exec_fallback", "exec_fallback_async")
     if async_base is not None and (
-            _overrides(cls, "exec_async", async_base) or not _overrides(cls, "exec", async_base)):
+        _overrides(cls, "exec_async", async_base) or not _overrides(cls, "exec", async_base)
+    ):
         exec_ = ("exec_async", True)
     else:
         exec_ = ("exec", is_coroutine_function(cls.exec))  # type: ignore[attr-defined]
     custom_run = _overrides(cls, "_run", ours["Node"])
-    return Plan(*prep, *exec_, *post, *fallback, batch, async_base is not None and batch,
-                custom_run)
+    return Plan(
+        *prep, *exec_, *post, *fallback, batch, async_base is not None and batch, custom_run
+    )
+
+
+class GraphEdits:
+    """Counts edits to any graph (an edge set, a node renamed): what is worked out from
+    a graph once (``pocoflow.graph.graph_data``) is stale once the count moves."""
+
+    count = 0
 
 
 class Wired:
@@ -97,6 +106,7 @@ class Wired:
         if not isinstance(value, str) or not value:
             raise TypeError(f"A node name must be a non-empty str, got {value!r}.")
         self.__dict__["_name"] = value
+        GraphEdits.count += 1
 
     @property
     def successors(self) -> dict[str, Wired | None]:
@@ -134,12 +144,22 @@ class Wired:
         if action in edges:  # logged, as in 0.2 (web apps re-wire their graph per request)
             old = edges[action]
             if old is node:
-                _log.warning("Node '%s': the edge for action %r to %s is set again (unchanged).",
-                             self.name, action, _target_name(node))
+                _log.warning(
+                    "Node '%s': the edge for action %r to %s is set again (unchanged).",
+                    self.name,
+                    action,
+                    _target_name(node),
+                )
             else:
-                _log.warning("Node '%s': the edge for action %r to %s is replaced by an edge "
-                             "to %s.", self.name, action, _target_name(old), _target_name(node))
+                _log.warning(
+                    "Node '%s': the edge for action %r to %s is replaced by an edge to %s.",
+                    self.name,
+                    action,
+                    _target_name(old),
+                    _target_name(node),
+                )
         edges[action] = node
+        GraphEdits.count += 1
         return self
 
     def next_node(self, action: str | None) -> Wired | None:
@@ -278,8 +298,9 @@ class Node(Wired):
                 f"delay after each retry), got {self.retry_backoff!r}."
             )
         types = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
-        if not types or not all(isinstance(t, type) and issubclass(t, BaseException)
-                                for t in types):
+        if not types or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in types
+        ):
             raise FlowConfigError(
                 f"Node '{self.name}': retry_on must be an exception class or a tuple of them, "
                 f"got {self.retry_on!r}. Example: retry_on = (TimeoutError, ConnectionError)."
@@ -341,8 +362,7 @@ class AsyncBatchNode(AsyncNode):
     def check_config(self) -> None:
         super().check_config()
         limit = self.max_concurrency
-        if limit is not None and (not _is_number(limit) or not isinstance(limit, int)
-                                  or limit < 1):
+        if limit is not None and (not _is_number(limit) or not isinstance(limit, int) or limit < 1):
             raise FlowConfigError(
                 f"Node '{self.name}': max_concurrency must be None (no limit) or an int >= 1, "
                 f"got {limit!r}."

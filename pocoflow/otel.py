@@ -138,8 +138,9 @@ class OpenTelemetrySink:
     flows' runs too.
     """
 
-    def __init__(self, tracer_provider: trace.TracerProvider | None = None, *,
-                 make_current: bool = True) -> None:
+    def __init__(
+        self, tracer_provider: trace.TracerProvider | None = None, *, make_current: bool = True
+    ) -> None:
         self._tracer = trace.get_tracer("pocoflow", __version__, tracer_provider)
         self._make_current = make_current
         self._runs: dict[str, _RunSpans] = {}
@@ -176,8 +177,9 @@ class OpenTelemetrySink:
             parent = self._runs.get(event.parent_run_id)
         # a run whose parent this sink does not trace joins the caller's trace, if any
         context = parent.parent_context() if parent is not None else otel_context.get_current()
-        span = self._tracer.start_span(f"flow {event.flow_name}", context,
-                                       attributes=attributes, start_time=_ns(event.ts))
+        span = self._tracer.start_span(
+            f"flow {event.flow_name}", context, attributes=attributes, start_time=_ns(event.ts)
+        )
         self._runs[event.run_id] = _RunSpans(span)
 
     def _flow_finished(self, event: FlowFinished) -> None:
@@ -187,8 +189,10 @@ class OpenTelemetrySink:
         end = _ns(event.ts)
         status = event.status
         error = event.error
-        attributes: dict[str, Any] = {"pocoflow.run.status": status,
-                                      "pocoflow.run.steps": event.steps}
+        attributes: dict[str, Any] = {
+            "pocoflow.run.status": status,
+            "pocoflow.run.steps": event.steps,
+        }
         if status == "paused":
             attributes["pocoflow.pause.reason"] = getattr(error, "reason", "")
             error = None
@@ -220,13 +224,16 @@ class OpenTelemetrySink:
         if state.node is not None:  # cannot happen with the engine's order; stay sane
             self._end_node(state, _ns(event.ts), {"pocoflow.node.status": "unknown"}, None)
         span = self._tracer.start_span(
-            f"node {event.node_name}", state.run_context, start_time=_ns(event.ts),
+            f"node {event.node_name}",
+            state.run_context,
+            start_time=_ns(event.ts),
             attributes={
                 "pocoflow.run.id": event.run_id,
                 "pocoflow.node.name": event.node_name,
                 "pocoflow.node.id": event.node_id or event.node_name,
                 "pocoflow.node.step": event.step,
-            })
+            },
+        )
         state.node = span
         if self._make_current:
             state.node_context = trace.set_span_in_context(span)
@@ -239,10 +246,14 @@ class OpenTelemetrySink:
         state.retries += 1
         end = _ns(event.ts)
         span = self._tracer.start_span(
-            f"attempt {event.node_name}", state.parent_context(),
+            f"attempt {event.node_name}",
+            state.parent_context(),
             start_time=end - int(event.elapsed_s * _NS),
-            attributes={"pocoflow.retry.attempt": event.attempt,
-                        "pocoflow.retry.delay_s": event.delay_s})
+            attributes={
+                "pocoflow.retry.attempt": event.attempt,
+                "pocoflow.retry.delay_s": event.delay_s,
+            },
+        )
         _record_error(span, event.error, end)
         span.end(end)
 
@@ -250,8 +261,10 @@ class OpenTelemetrySink:
         state = self._runs.get(event.run_id)
         if state is None or state.node is None:
             return
-        attributes: dict[str, Any] = {"pocoflow.node.status": "completed",
-                                      "pocoflow.node.action": event.action}
+        attributes: dict[str, Any] = {
+            "pocoflow.node.status": "completed",
+            "pocoflow.node.action": event.action,
+        }
         if event.next_node is not None:
             attributes["pocoflow.node.next_node"] = event.next_node
             attributes["pocoflow.node.next_node_id"] = event.next_node_id or event.next_node
@@ -263,8 +276,9 @@ class OpenTelemetrySink:
             return
         self._end_node(state, _ns(event.ts), {"pocoflow.node.status": "failed"}, event.error)
 
-    def _end_node(self, state: _RunSpans, end: int, attributes: dict[str, Any],
-                  error: BaseException | None) -> None:
+    def _end_node(
+        self, state: _RunSpans, end: int, attributes: dict[str, Any], error: BaseException | None
+    ) -> None:
         """Detach the node's context (if attached), then end its span at *end*."""
         span = state.node
         assert span is not None
@@ -285,8 +299,11 @@ class OpenTelemetrySink:
 def _record_error(span: Span, error: BaseException, at: int) -> None:
     """Status ERROR with the exception as an event, as OpenTelemetry's conventions ask."""
     cls = type(error)
-    qualified = cls.__qualname__ if cls.__module__ == "builtins" else (
-        f"{cls.__module__}.{cls.__qualname__}")
+    qualified = (
+        cls.__qualname__
+        if cls.__module__ == "builtins"
+        else (f"{cls.__module__}.{cls.__qualname__}")
+    )
     span.set_attribute("error.type", qualified)
     span.set_status(Status(StatusCode.ERROR, f"{cls.__name__}: {error}"))
     span.record_exception(error, timestamp=at)

@@ -81,8 +81,13 @@ class UserSink:
             self._log_failure(event)
 
     def _log_failure(self, event: Event) -> None:
-        _log.warning("Sink %r failed on %s of run '%s'; the run goes on", self.target,
-                     event.kind, event.run_id, exc_info=True)
+        _log.warning(
+            "Sink %r failed on %s of run '%s'; the run goes on",
+            self.target,
+            event.kind,
+            event.run_id,
+            exc_info=True,
+        )
 
 
 class HookSink:
@@ -107,16 +112,18 @@ class HookSink:
             return None
         return self._call_all(event.kind, callbacks, args)
 
-    async def _call_all(self, kind: str, callbacks: list[Callable[..., Any]],
-                        args: tuple[Any, ...]) -> None:
+    async def _call_all(
+        self, kind: str, callbacks: list[Callable[..., Any]], args: tuple[Any, ...]
+    ) -> None:
         for callback in callbacks:
             try:
                 result = callback(*args)
                 if hasattr(result, "__await__"):
                     await result
             except Exception:
-                _log.warning("Hook %r for '%s' raised; the run goes on", callback, kind,
-                             exc_info=True)
+                _log.warning(
+                    "Hook %r for '%s' raised; the run goes on", callback, kind, exc_info=True
+                )
 
 
 def _hook_args(event: Event) -> tuple[Any, ...] | None:
@@ -190,8 +197,12 @@ class NodeLogSink:
         if isinstance(event, NodeStarted):
             _node_log.info("→ Node '%s' starting", event.node_name)
         elif isinstance(event, NodeFinished):
-            _node_log.info("← Node '%s' done  action='%s'  %.2fs", event.node_name,
-                           event.action, event.elapsed_s)
+            _node_log.info(
+                "← Node '%s' done  action='%s'  %.2fs",
+                event.node_name,
+                event.action,
+                event.elapsed_s,
+            )
 
 
 class StreamSink:
@@ -210,8 +221,9 @@ class StreamSink:
             self._send.send_nowait(event)
 
 
-def sinks_for(flow: Flow, extra: Sequence[Any] = (), *, inherited: Sequence[Any] = (),
-              nested: bool = False) -> list[Any]:
+def sinks_for(
+    flow: Flow, extra: Sequence[Any] = (), *, inherited: Sequence[Any] = (), nested: bool = False
+) -> list[Any]:
     """The sinks a run of *flow* feeds, in the order they hear each event.
 
     The database recorder comes first (a nested flow is recorded by the outer

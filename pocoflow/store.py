@@ -63,8 +63,9 @@ class TransientKeys(frozenset):  # type: ignore[type-arg]
     strict: bool
     warned: set[str]
 
-    def __new__(cls, keys: Iterable[str] = (), strict: bool = False,
-                store_name: str = "store") -> TransientKeys:
+    def __new__(
+        cls, keys: Iterable[str] = (), strict: bool = False, store_name: str = "store"
+    ) -> TransientKeys:
         self = super().__new__(cls, keys)
         self.strict = strict
         self.store_name = store_name
@@ -89,7 +90,13 @@ class TransientKeys(frozenset):  # type: ignore[type-arg]
             "out of checkpoints and snapshots (listed under 'excluded'), so a resume will "
             "not have it. Declare it transient (Store(..., transient={'%s'})) to say so and "
             "silence this warning, or create the Store with strict_checkpoints=True to make "
-            "it an error.", self.store_name, key, _article(type_name), type_name, key)
+            "it an error.",
+            self.store_name,
+            key,
+            _article(type_name),
+            type_name,
+            key,
+        )
 
 
 class Store(MutableMapping[str, Any]):
@@ -120,8 +127,14 @@ class Store(MutableMapping[str, Any]):
             )
         self._init(dict(data) if data else {}, schema, name, transient, strict_checkpoints)
 
-    def _init(self, data: dict[str, Any], schema: Mapping[str, Any] | None, name: str,
-              transient: Iterable[str], strict_checkpoints: bool = False) -> None:
+    def _init(
+        self,
+        data: dict[str, Any],
+        schema: Mapping[str, Any] | None,
+        name: str,
+        transient: Iterable[str],
+        strict_checkpoints: bool = False,
+    ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"Store name must be a str, got {type(name).__name__}.")
         self._data = data
@@ -201,8 +214,11 @@ class Store(MutableMapping[str, Any]):
         self._read.add(key)
         return self._data.get(key, default)
 
-    def update(self, mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),  # type: ignore[override]
-               **kwargs: Any) -> None:
+    def update(
+        self,
+        mapping: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),  # type: ignore[override]
+        **kwargs: Any,
+    ) -> None:
         """Write every key of *mapping* (or each ``(key, value)`` pair), then *kwargs*,
         through the schema and observers.
 
@@ -297,8 +313,11 @@ class Store(MutableMapping[str, Any]):
         written through ``as_dict()``, are not checked on the way in).
         """
         missing = [k for k in self._schema if k not in self._data]
-        wrong = [k for k, ok in self._checks.items()
-                 if k in self._data and not ok(self._data[k])] if types else []
+        wrong = (
+            [k for k, ok in self._checks.items() if k in self._data and not ok(self._data[k])]
+            if types
+            else []
+        )
         if missing or wrong:
             parts = []
             if missing:
@@ -326,8 +345,13 @@ class Store(MutableMapping[str, Any]):
             try:
                 observer(key, old, new)
             except Exception:
-                _log.warning("Store '%s': observer %r failed on key '%s'",
-                             self._name, observer, key, exc_info=True)
+                _log.warning(
+                    "Store '%s': observer %r failed on key '%s'",
+                    self._name,
+                    observer,
+                    key,
+                    exc_info=True,
+                )
 
     # ── change tracking (for checkpoint sinks) ──────────────────────────────
 
@@ -338,8 +362,12 @@ class Store(MutableMapping[str, Any]):
         the key was read first; a checkpoint sink compares the values of the
         keys written or read to find what really changed.
         """
-        changes = StoreChanges(frozenset(self._written), frozenset(self._deleted),
-                               frozenset(self._read), self._read_all)
+        changes = StoreChanges(
+            frozenset(self._written),
+            frozenset(self._deleted),
+            frozenset(self._read),
+            self._read_all,
+        )
         self._written.clear()
         self._deleted.clear()
         self._read.clear()
@@ -402,8 +430,14 @@ class Store(MutableMapping[str, Any]):
         _log.debug("Store '%s' snapshot saved to %s", self._name, path)
 
     @classmethod
-    def restore(cls, path: str | Path, schema: Mapping[str, Any] | None = None, *,
-                transient: Iterable[str] = (), strict_checkpoints: bool = False) -> Store:
+    def restore(
+        cls,
+        path: str | Path,
+        schema: Mapping[str, Any] | None = None,
+        *,
+        transient: Iterable[str] = (),
+        strict_checkpoints: bool = False,
+    ) -> Store:
         """Load a store written by :meth:`snapshot` (its name is kept; keys the snapshot
         lists under ``"excluded"`` are absent)."""
         import json
@@ -436,10 +470,14 @@ class Store(MutableMapping[str, Any]):
         try:
             data = decode_state(payload["data"])
         except CheckpointDecodeError as exc:
-            raise CheckpointDecodeError(f"Store snapshot file '{path}': {exc}") \
-                from exc.__cause__
-        return cls(data, schema=schema, name=name, transient=transient,
-                   strict_checkpoints=strict_checkpoints)
+            raise CheckpointDecodeError(f"Store snapshot file '{path}': {exc}") from exc.__cause__
+        return cls(
+            data,
+            schema=schema,
+            name=name,
+            transient=transient,
+            strict_checkpoints=strict_checkpoints,
+        )
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -72,6 +72,7 @@ except ImportError:  # pragma: no cover - anyio assumes asyncio then, and so do 
     def _current_library() -> str:
         return "asyncio"
 
+
 __all__ = ["IDLE_TIMEOUT", "MAX_WORKERS", "run_in_worker"]
 
 T = TypeVar("T")
@@ -190,8 +191,9 @@ class _Pool:
             sweep, self.sweeping = not self.sweeping, True
         if sweep:
             try:
-                threading.Thread(target=self.sweep, name="pocoflow-worker-sweeper",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self.sweep, name="pocoflow-worker-sweeper", daemon=True
+                ).start()
             except RuntimeError:  # no thread to spare now: the next new worker tries again
                 with self.lock:
                     self.sweeping = False
@@ -233,8 +235,14 @@ class _Pool:
 _pool = _Pool(MAX_WORKERS, IDLE_TIMEOUT)
 
 
-def _start(worker: _Worker, func: Callable[..., Any], args: tuple[Any, ...], post: Any,
-           report: _Report, ticket: Any) -> None:
+def _start(
+    worker: _Worker,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    post: Any,
+    report: _Report,
+    ticket: Any,
+) -> None:
     """Hand *worker* the call, in a copy of this context with no async library set."""
     context = _copy_context()
     if _library_cvar is not None and context.get(_library_cvar) is not None:
@@ -261,8 +269,13 @@ class _Inbox:
         # not at exit: a daemon worker may still post then, and the OS closes it anyway
         weakref.finalize(self, os.close, self.fd).atexit = False
 
-    def post(self, report: _Report, ticket: Any, result: Any, error: BaseException | None,
-             ) -> None:
+    def post(
+        self,
+        report: _Report,
+        ticket: Any,
+        result: Any,
+        error: BaseException | None,
+    ) -> None:
         """From a worker: have the loop call ``report(ticket, result, error)``."""
         self.items.append((report, ticket, result, error))
         os.eventfd_write(self.fd, 1)
@@ -291,7 +304,8 @@ class _Local(threading.local):
 
 _local = _Local()
 _asyncio_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 _asyncio_inboxes_lock = threading.Lock()
 
 
@@ -375,8 +389,9 @@ def _trio_report(call: _TrioCall, result: Any, error: BaseException | None) -> N
     task = call.task
     if task is not None:
         call.task = None
-        _trio.lowlevel.reschedule(task, _outcome.Value(result) if error is None
-                                  else _outcome.Error(error))
+        _trio.lowlevel.reschedule(
+            task, _outcome.Value(result) if error is None else _outcome.Error(error)
+        )
 
 
 async def _listen(inbox: _Inbox) -> None:
@@ -408,8 +423,9 @@ def _trio_home() -> _TrioHome:
     return home
 
 
-async def _on_trio(func: Callable[..., T], args: tuple[Any, ...], abandon_on_cancel: bool,
-                   limiter: Any) -> T:
+async def _on_trio(
+    func: Callable[..., T], args: tuple[Any, ...], abandon_on_cancel: bool, limiter: Any
+) -> T:
     home = _trio_home()
     lowlevel = _trio.lowlevel
     await lowlevel.checkpoint_if_cancelled()
@@ -426,18 +442,21 @@ async def _on_trio(func: Callable[..., T], args: tuple[Any, ...], abandon_on_can
         if worker is None:
             tokens.release_on_behalf_of(call)
     if worker is None:
-        return await _anyio_run_sync(func, *args, abandon_on_cancel=abandon_on_cancel,
-                                     limiter=limiter)
+        return await _anyio_run_sync(
+            func, *args, abandon_on_cancel=abandon_on_cancel, limiter=limiter
+        )
     _start(worker, func, args, home.post, _trio_report, call)
     return await lowlevel.wait_task_rescheduled(  # type: ignore[no-any-return]
-        call.abandon if abandon_on_cancel else _refuse)
+        call.abandon if abandon_on_cancel else _refuse
+    )
 
 
 # ── the entry point ──────────────────────────────────────────────────────────
 
 
-async def run_in_worker(func: Callable[..., T], *args: Any, abandon_on_cancel: bool = False,
-                        limiter: Any = None) -> T:
+async def run_in_worker(
+    func: Callable[..., T], *args: Any, abandon_on_cancel: bool = False, limiter: Any = None
+) -> T:
     """Call ``func(*args)`` in a dedicated worker thread and return its result.
 
     Means what ``anyio.to_thread.run_sync(func, *args, abandon_on_cancel=...,
@@ -450,8 +469,9 @@ async def run_in_worker(func: Callable[..., T], *args: Any, abandon_on_cancel: b
     if library != "asyncio":
         if library == "trio":
             return await _on_trio(func, args, abandon_on_cancel, limiter)
-        return await _anyio_run_sync(func, *args, abandon_on_cancel=abandon_on_cancel,
-                                     limiter=limiter)
+        return await _anyio_run_sync(
+            func, *args, abandon_on_cancel=abandon_on_cancel, limiter=limiter
+        )
     # asyncio, inline: one coroutine less per hop
     await _checkpoint_if_cancelled()
     loop = _get_running_loop()
@@ -472,8 +492,9 @@ async def run_in_worker(func: Callable[..., T], *args: Any, abandon_on_cancel: b
         if worker is None:
             tokens.release_on_behalf_of(future)
     if worker is None:
-        return await _anyio_run_sync(func, *args, abandon_on_cancel=abandon_on_cancel,
-                                     limiter=limiter)
+        return await _anyio_run_sync(
+            func, *args, abandon_on_cancel=abandon_on_cancel, limiter=limiter
+        )
     try:
         _start(worker, func, args, post, _settle, future)
         if abandon_on_cancel:

@@ -18,8 +18,15 @@ from pocoflow.errors import SchemaError
 Check = Callable[[Any], bool]
 
 _SEQUENCE_ORIGINS: tuple[type, ...] = (
-    list, set, frozenset, cabc.Sequence, cabc.MutableSequence, cabc.Set,
-    cabc.MutableSet, cabc.Collection, cabc.Iterable,
+    list,
+    set,
+    frozenset,
+    cabc.Sequence,
+    cabc.MutableSequence,
+    cabc.Set,
+    cabc.MutableSet,
+    cabc.Collection,
+    cabc.Iterable,
 )
 _MAPPING_ORIGINS: tuple[type, ...] = (dict, cabc.Mapping, cabc.MutableMapping)
 
@@ -97,8 +104,9 @@ def _compile_generic(spec: Any, origin: Any, args: tuple[Any, ...]) -> Check:
         return lambda v: isinstance(v, origin)
     if issubclass(origin, _MAPPING_ORIGINS) and len(args) == 2:
         key_ok, value_ok = _compile(args[0]), _compile(args[1])
-        return lambda v: isinstance(v, origin) and all(
-            key_ok(k) and value_ok(x) for k, x in v.items())
+        return lambda v: (
+            isinstance(v, origin) and all(key_ok(k) and value_ok(x) for k, x in v.items())
+        )
     if issubclass(origin, _SEQUENCE_ORIGINS) and len(args) == 1:
         item_ok = _compile(args[0])
         return lambda v: isinstance(v, origin) and all(item_ok(x) for x in v)
@@ -114,8 +122,11 @@ def _compile_tuple(spec: Any, args: tuple[Any, ...]) -> Check:
         item_ok = _compile(args[0])
         return lambda v: isinstance(v, tuple) and all(item_ok(x) for x in v)
     checks = [_compile(a) for a in args]
-    return lambda v: isinstance(v, tuple) and len(v) == len(checks) and all(
-        ok(x) for ok, x in zip(checks, v, strict=True))
+    return lambda v: (
+        isinstance(v, tuple)
+        and len(v) == len(checks)
+        and all(ok(x) for ok, x in zip(checks, v, strict=True))
+    )
 
 
 def _require_runtime_checkable(cls: type) -> None:

@@ -41,8 +41,8 @@ def __getattr__(name: str) -> Any:
         visualize = importlib.import_module("pocoflow.visualize")
     except ImportError as exc:
         raise AttributeError(
-            f"pocoflow.utils.{name} comes from pocoflow.visualize, which cannot be "
-            f"imported: {exc}") from exc
+            f"pocoflow.utils.{name} comes from pocoflow.visualize, which cannot be imported: {exc}"
+        ) from exc
     return getattr(visualize, name)
 
 

@@ -51,14 +51,16 @@ __all__ = ["MARK_STYLES", "FlowVisualizer", "mermaid_from_graph", "visualize_flo
 DIRECTIONS = ("TD", "TB", "BT", "LR", "RL")
 
 #: node state -> Mermaid style of the ``classDef`` the state's nodes get
-MARK_STYLES: Mapping[str, str] = MappingProxyType({
-    "current": "fill:#fff59d,stroke:#f57f17,stroke-width:3px",
-    "completed": "fill:#c8e6c9,stroke:#2e7d32",
-    "failed": "fill:#ffcdd2,stroke:#c62828,stroke-width:3px",
-    "paused": "fill:#ffe0b2,stroke:#ef6c00,stroke-dasharray:5 5",
-    "cancelled": "fill:#e0e0e0,stroke:#616161,stroke-dasharray:5 5",
-    "interrupted": "fill:#d1c4e9,stroke:#4527a0,stroke-dasharray:5 5",
-})
+MARK_STYLES: Mapping[str, str] = MappingProxyType(
+    {
+        "current": "fill:#fff59d,stroke:#f57f17,stroke-width:3px",
+        "completed": "fill:#c8e6c9,stroke:#2e7d32",
+        "failed": "fill:#ffcdd2,stroke:#c62828,stroke-width:3px",
+        "paused": "fill:#ffe0b2,stroke:#ef6c00,stroke-dasharray:5 5",
+        "cancelled": "fill:#e0e0e0,stroke:#616161,stroke-dasharray:5 5",
+        "interrupted": "fill:#d1c4e9,stroke:#4527a0,stroke-dasharray:5 5",
+    }
+)
 
 _START_STYLE = "fill:#424242,stroke:#424242,color:#ffffff"
 _DEFAULT_FILL = "#f0f0f0"
@@ -113,8 +115,14 @@ class FlowVisualizer:
             flow = _Started(start)
         description = describe(flow)
         notes = _stats(start) if include_stats else {}
-        return _render(description, direction=direction, marks=marks, max_depth=max_depth,
-                       colors=self.NODE_COLORS, notes=notes)
+        return _render(
+            description,
+            direction=direction,
+            marks=marks,
+            max_depth=max_depth,
+            colors=self.NODE_COLORS,
+            notes=notes,
+        )
 
 
 def visualize_flow(flow: Any, **kwargs: Any) -> str:
@@ -143,37 +151,52 @@ def mermaid_from_graph(
     own id styles its subgraph. *max_depth* (None: no limit) draws nested
     flows deeper than that as single boxes.
     """
-    return _render(description, direction=direction, marks=marks, max_depth=max_depth,
-                   colors=FlowVisualizer.NODE_COLORS, notes={})
+    return _render(
+        description,
+        direction=direction,
+        marks=marks,
+        max_depth=max_depth,
+        colors=FlowVisualizer.NODE_COLORS,
+        notes={},
+    )
 
 
 # ── rendering ───────────────────────────────────────────────────────────────
 
 
-def _render(description: Any, *, direction: str, marks: Mapping[Any, str] | None,
-            max_depth: int | None, colors: Mapping[str, str],
-            notes: Mapping[Path, str]) -> str:
+def _render(
+    description: Any,
+    *,
+    direction: str,
+    marks: Mapping[Any, str] | None,
+    max_depth: int | None,
+    colors: Mapping[str, str],
+    notes: Mapping[Path, str],
+) -> str:
     _check_direction(direction)
-    if max_depth is not None and (not isinstance(max_depth, int)
-                                  or isinstance(max_depth, bool) or max_depth < 0):
+    if max_depth is not None and (
+        not isinstance(max_depth, int) or isinstance(max_depth, bool) or max_depth < 0
+    ):
         raise ValueError(f"max_depth must be None or an int >= 0, got {max_depth!r}.")
     for type_name, color in colors.items():
         if not isinstance(color, str) or not _COLOR.fullmatch(color):
-            raise ValueError(f"NODE_COLORS[{type_name!r}] must be a colour like '#e1f5fe' or "
-                             f"'orange', got {color!r}.")
+            raise ValueError(
+                f"NODE_COLORS[{type_name!r}] must be a colour like '#e1f5fe' or "
+                f"'orange', got {color!r}."
+            )
     _check_description(description, "graph description", 0)
     checked_marks = _check_marks(marks, description)
     drawing = _Drawing(colors, notes, max_depth)
     drawing.flow(description, (), 1)
-    return "\n".join([f"flowchart {direction}", *drawing.lines,
-                      *drawing.styles(checked_marks)])
+    return "\n".join([f"flowchart {direction}", *drawing.lines, *drawing.styles(checked_marks)])
 
 
 class _Drawing:
     """The lines of one diagram, and the Mermaid id given to every node path."""
 
-    def __init__(self, colors: Mapping[str, str], notes: Mapping[Path, str],
-                 max_depth: int | None) -> None:
+    def __init__(
+        self, colors: Mapping[str, str], notes: Mapping[Path, str], max_depth: int | None
+    ) -> None:
         self.colors = colors
         self.notes = notes
         self.max_depth = max_depth
@@ -288,12 +311,16 @@ def _check_description(description: Any, where: str, depth: int) -> None:
         raise ValueError(f"{where}: flows are nested more than {_MAX_NESTING} levels deep.")
     if not isinstance(description, Mapping):
         hint = " (decode graph_json with json.loads first)" if isinstance(description, str) else ""
-        raise ValueError(f"{where} must be a dict with 'start', 'nodes' and 'edges', got "
-                         f"{_kind(description)}{hint}.")
+        raise ValueError(
+            f"{where} must be a dict with 'start', 'nodes' and 'edges', got "
+            f"{_kind(description)}{hint}."
+        )
     missing = [key for key in ("start", "nodes", "edges") if key not in description]
     if missing:
-        raise ValueError(f"{where} has no {' and no '.join(map(repr, missing))} (keys: "
-                         f"{sorted(map(str, description))[:10]}).")
+        raise ValueError(
+            f"{where} has no {' and no '.join(map(repr, missing))} (keys: "
+            f"{sorted(map(str, description))[:10]})."
+        )
     nodes, edges = description["nodes"], description["edges"]
     for key, value in (("nodes", nodes), ("edges", edges)):
         if not isinstance(value, (list, tuple)):
@@ -311,15 +338,18 @@ def _check_description(description: Any, where: str, depth: int) -> None:
             _check_description(node["nested"], f"{here} ({node['id']!r}).nested", depth + 1)
     start = description["start"]
     if not isinstance(start, str) or start not in ids:
-        raise ValueError(f"{where}: 'start' is {start!r}, which is not the id of one of its "
-                         f"nodes {_some(ids)}.")
+        raise ValueError(
+            f"{where}: 'start' is {start!r}, which is not the id of one of its nodes {_some(ids)}."
+        )
     for index, edge in enumerate(edges):
         here = f"{where}: edges[{index}]"
         _check_fields(edge, here, ("from", "to", "action"))
         for end in ("from", "to"):
             if edge[end] not in ids:
-                raise ValueError(f"{here}: '{end}' is {edge[end]!r}, which is not the id of "
-                                 f"one of the nodes {_some(ids)}.")
+                raise ValueError(
+                    f"{here}: '{end}' is {edge[end]!r}, which is not the id of "
+                    f"one of the nodes {_some(ids)}."
+                )
 
 
 def _check_fields(entry: Any, where: str, fields: tuple[str, ...]) -> None:
@@ -328,8 +358,10 @@ def _check_fields(entry: Any, where: str, fields: tuple[str, ...]) -> None:
     for field in fields:
         value = entry.get(field)
         if not isinstance(value, str) or not value:
-            raise ValueError(f"{where}: {field!r} must be a non-empty str, got "
-                             f"{'nothing' if field not in entry else _kind(value)}.")
+            raise ValueError(
+                f"{where}: {field!r} must be a non-empty str, got "
+                f"{'nothing' if field not in entry else _kind(value)}."
+            )
 
 
 def _check_marks(marks: Any, description: Mapping[str, Any]) -> dict[Path, str]:
@@ -342,18 +374,26 @@ def _check_marks(marks: Any, description: Mapping[str, Any]) -> dict[Path, str]:
     for key, state in marks.items():
         path = (key,) if isinstance(key, str) else key
         if not (isinstance(path, tuple) and path and all(isinstance(p, str) for p in path)):
-            raise ValueError(f"marks: a key must be a node id (str) or a tuple of node ids "
-                             f"(the path into nested flows), got {key!r}.")
+            raise ValueError(
+                f"marks: a key must be a node id (str) or a tuple of node ids "
+                f"(the path into nested flows), got {key!r}."
+            )
         if not isinstance(state, str) or state not in MARK_STYLES:
-            raise ValueError(f"marks[{key!r}]: the state must be one of {list(MARK_STYLES)}, "
-                             f"got {state!r}.")
+            raise ValueError(
+                f"marks[{key!r}]: the state must be one of {list(MARK_STYLES)}, got {state!r}."
+            )
         level: Mapping[str, Any] | None = description
         for depth, node_id in enumerate(path):
-            found = None if level is None else next(
-                (n for n in level["nodes"] if n["id"] == node_id), None)
+            found = (
+                None
+                if level is None
+                else next((n for n in level["nodes"] if n["id"] == node_id), None)
+            )
             if found is None:
-                raise ValueError(f"marks[{key!r}]: there is no node {node_id!r} in "
-                                 f"{'the flow' if depth == 0 else repr(path[depth - 1])}.")
+                raise ValueError(
+                    f"marks[{key!r}]: there is no node {node_id!r} in "
+                    f"{'the flow' if depth == 0 else repr(path[depth - 1])}."
+                )
             level = found.get("nested")
         checked[path] = state
     return checked

@@ -68,31 +68,47 @@ class Worker:
     database.
     """
 
-    def __init__(self, flow: Flow, *, db: Any = None, queue: str = "default",
-                 concurrency: int = 4, queue_concurrency: int | None = None,
-                 rate: int | None = None, rate_period: float = 1.0, max_attempts: int = 3,
-                 poll_interval: float | None = None, grace_period: float = 30.0) -> None:
+    def __init__(
+        self,
+        flow: Flow,
+        *,
+        db: Any = None,
+        queue: str = "default",
+        concurrency: int = 4,
+        queue_concurrency: int | None = None,
+        rate: int | None = None,
+        rate_period: float = 1.0,
+        max_attempts: int = 3,
+        poll_interval: float | None = None,
+        grace_period: float = 30.0,
+    ) -> None:
         from pocoflow.persistence.queue import Limits
 
         if db is not None:
             flow.db = db
         if flow.db is None:
-            raise ValueError(f"Worker: flow '{flow.flow_name}' has no database; give one: "
-                             "Worker(flow, db='postgresql://...') or --db URL.")
+            raise ValueError(
+                f"Worker: flow '{flow.flow_name}' has no database; give one: "
+                "Worker(flow, db='postgresql://...') or --db URL."
+            )
         for name, value in (("concurrency", concurrency), ("max_attempts", max_attempts)):
             if not _is_int(value) or value < 1:
                 raise ValueError(f"Worker: {name} must be an int >= 1, got {value!r}.")
         for name, value in (("queue_concurrency", queue_concurrency), ("rate", rate)):
             if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"Worker: {name} must be None or an int >= 1, got {value!r}.")
-        for name, number, least in (("rate_period", rate_period, False),
-                                    ("poll_interval", poll_interval, False),
-                                    ("grace_period", grace_period, True)):
+        for name, number, least in (
+            ("rate_period", rate_period, False),
+            ("poll_interval", poll_interval, False),
+            ("grace_period", grace_period, True),
+        ):
             if number is None and name == "poll_interval":
                 continue
             if not _is_number(number) or not (number >= 0 if least else number > 0):
-                raise ValueError(f"Worker: {name} must be a number of seconds "
-                                 f"{'>= 0' if least else '> 0'}, got {number!r}.")
+                raise ValueError(
+                    f"Worker: {name} must be a number of seconds "
+                    f"{'>= 0' if least else '> 0'}, got {number!r}."
+                )
         if not isinstance(queue, str) or not queue:
             raise ValueError(f"Worker: queue must be a non-empty str, got {queue!r}.")
         self.flow = flow
@@ -171,9 +187,13 @@ class Worker:
             if listener.listening:  # before the first claim: no NOTIFY falls in between
                 await anyio.to_thread.run_sync(listener.listen)
             poll = self._poll or (POSTGRES_POLL_S if listener.listening else SQLITE_POLL_S)
-            _log.info("Worker serving queue '%s' of flow '%s' on %s (concurrency %d)",
-                      self.queue, self.flow.flow_name, self._records.safe_url,
-                      self.concurrency)
+            _log.info(
+                "Worker serving queue '%s' of flow '%s' on %s (concurrency %d)",
+                self.queue,
+                self.flow.flow_name,
+                self._records.safe_url,
+                self.concurrency,
+            )
             async with anyio.create_task_group() as helpers:
                 if handle_signals:
                     helpers.start_soon(self._watch_signals)
@@ -206,14 +226,19 @@ class Worker:
             pause = poll
             if free > 0:
                 try:
-                    claimed = await anyio.to_thread.run_sync(self._claim,
-                                                             replace(self._limits, room=free))
+                    claimed = await anyio.to_thread.run_sync(
+                        self._claim, replace(self._limits, room=free)
+                    )
                     failures = 0
                 except Exception as exc:  # the database is away: try again, later and later
                     failures += 1
-                    pause = min(poll * 2 ** failures, MAX_BACKOFF_S)
-                    _log.warning("Worker could not claim runs of queue '%s' (%s); trying "
-                                 "again in %.1f s", self.queue, exc, pause)
+                    pause = min(poll * 2**failures, MAX_BACKOFF_S)
+                    _log.warning(
+                        "Worker could not claim runs of queue '%s' (%s); trying again in %.1f s",
+                        self.queue,
+                        exc,
+                        pause,
+                    )
                 database = self._records.database
                 for row in claimed:
                     self._running[row["run_id"]] = database.token_of(row["run_id"]) or ""
@@ -227,11 +252,15 @@ class Worker:
         from pocoflow.persistence.queue import claimable
 
         records = self._records
-        if not claimable(records.database.engine, self.queue, limits.flow_name,
-                         records.lease_seconds):
+        if not claimable(
+            records.database.engine, self.queue, limits.flow_name, records.lease_seconds
+        ):
             return []
-        return records.claim_queued(self.queue, limits,  # type: ignore[no-any-return]
-                                    max_attempts=self.max_attempts)
+        return records.claim_queued(
+            self.queue,
+            limits,  # type: ignore[no-any-return]
+            max_attempts=self.max_attempts,
+        )
 
     async def _run_one(self, row: dict[str, Any]) -> None:
         from pocoflow.persistence.resume import prepare_claimed
@@ -240,15 +269,20 @@ class Worker:
         token = self._running.get(run_id, "")
         try:
             try:
-                start, store = await anyio.to_thread.run_sync(prepare_claimed, self.flow,
-                                                              self._records, row)
+                start, store = await anyio.to_thread.run_sync(
+                    prepare_claimed, self.flow, self._records, row
+                )
             except PocoFlowError as exc:  # it can never start (a node it names is gone...)
                 _log.error("Run '%s' cannot start: %s", run_id, exc)
                 await anyio.to_thread.run_sync(self._fail_unstarted, run_id, token, exc)
                 return
             except Exception as exc:  # the database, most likely: another worker retries
-                _log.warning("Run '%s' could not be prepared (%s); it is taken up again "
-                             "once its lease runs out", run_id, exc)
+                _log.warning(
+                    "Run '%s' could not be prepared (%s); it is taken up again "
+                    "once its lease runs out",
+                    run_id,
+                    exc,
+                )
                 self._records.database.disown(run_id)
                 return
             if run_id in self._handed_back:  # the worker stopped before the run began
@@ -272,8 +306,11 @@ class Worker:
             if self._records.hand_back(run_id, token):
                 _log.info("Run '%s' handed back to queue '%s'", run_id, self.queue)
         except Exception:
-            _log.warning("Handing run '%s' back failed; it is taken up again once its lease "
-                         "runs out", run_id, exc_info=True)
+            _log.warning(
+                "Handing run '%s' back failed; it is taken up again once its lease runs out",
+                run_id,
+                exc_info=True,
+            )
         finally:
             forget_hand_back(run_id)
             self._handed_back.discard(run_id)
@@ -305,8 +342,9 @@ class Worker:
 
     async def _listen(self, listener: Any, poll: float) -> None:
         while True:
-            if await anyio.to_thread.run_sync(listener.wait, min(poll, LISTEN_SLICE_S),
-                                              abandon_on_cancel=True):
+            if await anyio.to_thread.run_sync(
+                listener.wait, min(poll, LISTEN_SLICE_S), abandon_on_cancel=True
+            ):
                 self._nudge()
 
     async def _watch_signals(self) -> None:
@@ -314,8 +352,12 @@ class Worker:
             async for received in signals:
                 name = signal.Signals(received).name
                 if not self._stopping:
-                    _log.info("Worker got %s: finishing its runs (grace %s s; send it again "
-                              "to hand them back now)", name, self.grace_period)
+                    _log.info(
+                        "Worker got %s: finishing its runs (grace %s s; send it again "
+                        "to hand them back now)",
+                        name,
+                        self.grace_period,
+                    )
                     self._begin_stop()
                 else:
                     _log.info("Worker got %s again: handing its runs back now", name)
@@ -327,5 +369,4 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and not math.isnan(value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)

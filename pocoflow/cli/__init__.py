@@ -55,8 +55,9 @@ __all__ = ["EXIT_CODES", "main"]
 def build_parser() -> Parser:
     from pocoflow import __version__
 
-    parser = Parser(prog="pocoflow", description=DESCRIPTION, epilog=EXIT_CODES,
-                    formatter_class=_Formatter)
+    parser = Parser(
+        prog="pocoflow", description=DESCRIPTION, epilog=EXIT_CODES, formatter_class=_Formatter
+    )
     parser.add_argument("--version", action="version", version=f"pocoflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     runs.add_parser(commands)
@@ -72,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     databases it opened before returning."""
     standalone = argv is None
     words = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    ctx = Context(standalone=standalone,
-                  secrets=tuple(s for w in words for s in databases.secrets_of(w)))
+    ctx = Context(
+        standalone=standalone, secrets=tuple(s for w in words for s in databases.secrets_of(w))
+    )
     if standalone:
         _tolerate_odd_text()
     for name in ("stdout", "stderr"):

@@ -64,12 +64,14 @@ def moment(text: str) -> datetime:
     except (ValueError, OverflowError, IndexError):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a time: give ISO-8601 (2026-11-29, 2026-11-29T10:00:00+02:00; "
-            "UTC if no offset) or an age like 30m, 2h, 7d") from None
+            "UTC if no offset) or an age like 30m, 2h, 7d"
+        ) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def count(minimum: int) -> Any:
     """An argparse type: a whole number from *minimum* to a billion."""
+
     def parse(text: str) -> int:
         try:
             value = int(text.strip())
@@ -77,7 +79,8 @@ def count(minimum: int) -> Any:
             value = None
         if value is None or not minimum <= value <= 1_000_000_000:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a whole number from {minimum} to 1000000000")
+                f"{text!r} is not a whole number from {minimum} to 1000000000"
+            )
         return value
 
     parse.__name__ = "number"  # what argparse names in its own messages
@@ -91,8 +94,7 @@ def seconds(text: str) -> float:
     except ValueError:
         value = None
     if value is None or not 0.05 <= value <= 3600:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.05 "
-                                          "to 3600")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.05 to 3600")
     return value
 
 
@@ -103,7 +105,8 @@ def module_attr(text: str) -> str:
     if not sep or not re.fullmatch(name, module) or not re.fullmatch(name, attr):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not MODULE:FLOW (e.g. myapp.flows:research, a Flow or a function "
-            "returning one)")
+            "returning one)"
+        )
     return text
 
 
@@ -127,7 +130,7 @@ def write(text: str) -> None:
     takes only in part (its reader went away) can end without an error in CPython, and
     the rest is lost silently; pieces make the next write report the broken pipe."""
     for start in range(0, len(text), 4096):
-        sys.stdout.write(text[start:start + 4096])
+        sys.stdout.write(text[start : start + 4096])
 
 
 def emit_json(document: Any) -> None:
@@ -148,7 +151,7 @@ def clip(text: Any, size: int) -> str:
     """*text* on one line, at most *size* characters (``...`` marks a cut)."""
     line = "" if text is None else one_line(str(text))
     size = max(size, 4)
-    return line if len(line) <= size else line[:size - 3] + "..."
+    return line if len(line) <= size else line[: size - 3] + "..."
 
 
 def table(headers: list[str], rows: list[list[Any]], *, right: tuple[int, ...] = ()) -> None:
@@ -158,8 +161,10 @@ def table(headers: list[str], rows: list[list[Any]], *, right: tuple[int, ...] =
     used = sum(sizes[:-1]) + 2 * (len(sizes) - 1)
     last = max(20, width() - used)
     for row in [headers, *cells]:
-        out = [(c.rjust(s) if i in right else c.ljust(s))
-               for i, (c, s) in enumerate(zip(row[:-1], sizes, strict=False))]
+        out = [
+            (c.rjust(s) if i in right else c.ljust(s))
+            for i, (c, s) in enumerate(zip(row[:-1], sizes, strict=False))
+        ]
         print("  ".join([*out, clip(row[-1], last)]).rstrip())
 
 

@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from pocoflow.db import WorkflowDB
 
 #: Schemes of database URLs, to tell a mistyped URL from a file name.
-_DB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql",
-               "cockroachdb")
+_DB_SCHEMES = (
+    "sqlite",
+    "postgresql",
+    "postgres",
+    "mysql",
+    "mariadb",
+    "oracle",
+    "mssql",
+    "cockroachdb",
+)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(/*)")
 _SQLITE_URL = re.compile(r"^sqlite(\+\w+)?:///?(?P<path>[^?]*)", re.IGNORECASE)
 
@@ -48,13 +56,13 @@ def _userinfo(text: str) -> tuple[str, str, str | None, str] | None:
     match = _SCHEME.match(text)
     if match is None:
         return None
-    head, rest = text[:match.end()], text[match.end():]
+    head, rest = text[: match.end()], text[match.end() :]
     before_query = rest.split("?", 1)[0]
     if "@" not in before_query:
         return None
     at = before_query.rindex("@")
     user, sep, password = rest[:at].partition(":")
-    return head, user, password if sep else None, rest[at + 1:]
+    return head, user, password if sep else None, rest[at + 1 :]
 
 
 def hide_password(text: str) -> str:
@@ -85,7 +93,8 @@ def parse_target(text: str) -> Target:
         raise CLIError(
             f"{shown!r} is not a database URL: a URL needs '://' after {scheme!r} (e.g. "
             f"{scheme}://user:password@host:5432/dbname, or sqlite:////abs/path.db); a "
-            "SQLite file can also be given as a plain path.")
+            "SQLite file can also be given as a plain path."
+        )
     if "://" not in text:
         if text == ":memory:":
             return Target(text, shown, secrets, memory=True)
@@ -97,16 +106,19 @@ def parse_target(text: str) -> Target:
             return Target(text, shown, secrets, memory=True)
         return Target(text, shown, secrets, file=Path(path).expanduser())
     parts = _userinfo(text)
-    rest = parts[3] if parts else text[_SCHEME.match(text).end():]  # type: ignore[union-attr]
+    rest = parts[3] if parts else text[_SCHEME.match(text).end() :]  # type: ignore[union-attr]
     host = re.split(r"[/?#]", rest, maxsplit=1)[0]
     if parts and ("@" in parts[1] or "@" in (parts[2] or "")):
-        raise CLIError(f"Database URL {shown!r}: its user name or password has an '@'; "
-                       "write it as %40 (percent-encode @ : / ? # in them).")
+        raise CLIError(
+            f"Database URL {shown!r}: its user name or password has an '@'; "
+            "write it as %40 (percent-encode @ : / ? # in them)."
+        )
     if not host.startswith("[") and ":" in host:
         port = host.rpartition(":")[2]
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise CLIError(f"Database URL {shown!r}: the port {port!r} is not a number "
-                           "from 1 to 65535.")
+            raise CLIError(
+                f"Database URL {shown!r}: the port {port!r} is not a number from 1 to 65535."
+            )
     return Target(text, shown, secrets)
 
 
@@ -114,28 +126,37 @@ def check_file(target: Target, *, must_exist: bool, command: str) -> None:
     """Refuse what cannot be a database file before SQLite sees it (SQLite would create
     a missing file, and waits forever on a FIFO)."""
     if target.memory:
-        raise CLIError(f"{target.shown!r} is an in-memory database, empty in every new "
-                       "process; give a SQLite file path or a PostgreSQL URL.")
+        raise CLIError(
+            f"{target.shown!r} is an in-memory database, empty in every new "
+            "process; give a SQLite file path or a PostgreSQL URL."
+        )
     path = target.file
     if path is None:
         return
     if path.is_dir():
-        raise CLIError(f"{target.shown} is a directory, not a database file; give the path "
-                       f"of a PocoFlow database file (e.g. {path / 'pocoflow.db'}).")
+        raise CLIError(
+            f"{target.shown} is a directory, not a database file; give the path "
+            f"of a PocoFlow database file (e.g. {path / 'pocoflow.db'})."
+        )
     if not path.exists():
         if must_exist:
             raise CLIError(
                 f"No database at {target.shown}: no such file. Check the path; "
                 f"'pocoflow db upgrade {target.shown}' creates a new database "
-                f"({command} never creates one).")
+                f"({command} never creates one)."
+            )
         return
     if not path.is_file():
-        raise CLIError(f"{target.shown} is not a regular file (a device, socket or pipe), "
-                       "so it cannot be a database; give the path of a PocoFlow database "
-                       "file.")
+        raise CLIError(
+            f"{target.shown} is not a regular file (a device, socket or pipe), "
+            "so it cannot be a database; give the path of a PocoFlow database "
+            "file."
+        )
     if must_exist and path.stat().st_size == 0:
-        raise CLIError(f"{target.shown} is an empty file, not a PocoFlow database. Check "
-                       f"the path; 'pocoflow db upgrade {target.shown}' makes it one.")
+        raise CLIError(
+            f"{target.shown} is an empty file, not a PocoFlow database. Check "
+            f"the path; 'pocoflow db upgrade {target.shown}' makes it one."
+        )
 
 
 # ── errors as one line ──────────────────────────────────────────────────────
@@ -157,8 +178,10 @@ def explain(exc: BaseException, target: Target | None) -> str:
         return f"{where}{exc.strerror}."
     if isinstance(exc, (ValueError, TypeError, LookupError, ImportError)):
         return str(exc)
-    return (f"unexpected {type(exc).__name__}: {exc}. This is a bug in PocoFlow: rerun "
-            "with POCOFLOW_DEBUG=1 to see the traceback, and report it.")
+    return (
+        f"unexpected {type(exc).__name__}: {exc}. This is a bug in PocoFlow: rerun "
+        "with POCOFLOW_DEBUG=1 to see the traceback, and report it."
+    )
 
 
 def _driver_error(exc: BaseException) -> BaseException | None:
@@ -181,28 +204,43 @@ def _explain_driver(error: BaseException, target: Target | None) -> str:
     if type(error).__module__.startswith("sqlite3"):
         lower = said.lower()
         if "file is not a database" in lower:
-            return (f"{shown} is not a SQLite database (SQLite: {said}); give the path of "
-                    "a PocoFlow database file, or a database URL.")
+            return (
+                f"{shown} is not a SQLite database (SQLite: {said}); give the path of "
+                "a PocoFlow database file, or a database URL."
+            )
         if "malformed" in lower or "corrupt" in lower:
-            return (f"{shown} is a damaged SQLite database (SQLite: {said}); restore it from "
-                    f"a backup ('sqlite3 {shown} .recover' may save what is left).")
+            return (
+                f"{shown} is a damaged SQLite database (SQLite: {said}); restore it from "
+                f"a backup ('sqlite3 {shown} .recover' may save what is left)."
+            )
         if "unable to open" in lower:
-            return (f"Cannot open {shown} (SQLite: {said}); check that it is a file you may "
-                    "read and write, in a folder you may write to.")
+            return (
+                f"Cannot open {shown} (SQLite: {said}); check that it is a file you may "
+                "read and write, in a folder you may write to."
+            )
         if "readonly" in lower or "read-only" in lower:
-            return (f"{shown} is read-only (SQLite: {said}); PocoFlow writes to its "
-                    "database: check the permissions of the file and its folder.")
+            return (
+                f"{shown} is read-only (SQLite: {said}); PocoFlow writes to its "
+                "database: check the permissions of the file and its folder."
+            )
         if "locked" in lower or "busy" in lower:
-            return (f"{shown} is locked by another process (SQLite: {said}); try again "
-                    "when it is done.")
+            return (
+                f"{shown} is locked by another process (SQLite: {said}); try again when it is done."
+            )
         return f"{shown}: SQLite error: {said}"
     if "does not exist" in said and "database" in said:
-        return (f"Cannot use {shown}: {_sentence(said)} Create it (e.g. createdb), then run "
-                f"'pocoflow db upgrade {shown}'.")
-    if any(word in said.lower() for word in ("connection", "connect", "timeout", "resolve",
-                                             "authentication", "refused")):
-        return (f"Cannot connect to {shown}: {_sentence(said)} Check that the server is "
-                "running and the URL's host, port, user, password and database name.")
+        return (
+            f"Cannot use {shown}: {_sentence(said)} Create it (e.g. createdb), then run "
+            f"'pocoflow db upgrade {shown}'."
+        )
+    if any(
+        word in said.lower()
+        for word in ("connection", "connect", "timeout", "resolve", "authentication", "refused")
+    ):
+        return (
+            f"Cannot connect to {shown}: {_sentence(said)} Check that the server is "
+            "running and the URL's host, port, user, password and database name."
+        )
     return f"{shown}: database error: {said}"
 
 
@@ -240,12 +278,15 @@ class Context:
             raise CLIError(
                 f"{target.shown} has no PocoFlow tables (another application's database, "
                 f"or an empty one). Check the path; 'pocoflow db upgrade {target.shown}' "
-                "adds PocoFlow's tables to it.")
+                "adds PocoFlow's tables to it."
+            )
         db = WorkflowDB(text)
         self.opened.append(db)
         if status["before"] != status["head"]:
-            note(f"{target.shown} was at schema revision {status['before']}; it was upgraded "
-                 f"to {status['head']} to be read.")
+            note(
+                f"{target.shown} was at schema revision {status['before']}; it was upgraded "
+                f"to {status['head']} to be read."
+            )
         return db
 
     def close(self) -> None:
@@ -263,8 +304,5 @@ class Context:
     def scrub(self, text: str) -> str:
         """*text* with each password hidden wherever it stands as a word of its own."""
         for secret in self.secrets:
-            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***",
-                          text)
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
         return text
-
-

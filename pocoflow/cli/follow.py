@@ -40,9 +40,8 @@ def _follow(db: WorkflowDB, args: argparse.Namespace, ctx: Context) -> int:
     if run_id is None:
         history = db.get_events(None, after_id=max(0, cursor - args.lines))
     else:
-        history = sorted((e for r in followed for e in db.get_events(r)),
-                         key=lambda e: e["id"])
-    history = history[-args.lines:] if args.lines else []
+        history = sorted((e for r in followed for e in db.get_events(r)), key=lambda e: e["id"])
+    history = history[-args.lines :] if args.lines else []
     seen = _Seen()
     strangers: set[str] = set()
     # what is already there is history: the look-back below must not print it again
@@ -89,9 +88,20 @@ def _print_events(events: list[dict[str, Any]], as_json: bool) -> None:
         cells = event_cells(event, None)
         step = "" if event["step"] is None else f"step {event['step']}"
         took = f"({cells[5]})" if cells[5] else ""
-        line = " ".join(str(c) for c in (short_time(event["ts"]) + event["ts"][19:23],
-                                          event["run_id"], f"{event['event']:<11}", step,
-                                          cells[3], cells[4], took, cells[6]) if c != "")
+        line = " ".join(
+            str(c)
+            for c in (
+                short_time(event["ts"]) + event["ts"][19:23],
+                event["run_id"],
+                f"{event['event']:<11}",
+                step,
+                cells[3],
+                cells[4],
+                took,
+                cells[6],
+            )
+            if c != ""
+        )
         print(clip(line, max(width(), 80)))
 
 
@@ -141,6 +151,7 @@ def _belongs(db: WorkflowDB, run_id: str, followed: set[str], strangers: set[str
 def last_event_id(db: WorkflowDB) -> int:
     """The newest event's id, found with ``get_events(after_id=...)`` probes (doubling,
     then halving), so no whole log is read."""
+
     def any_after(event_id: int) -> bool:
         return bool(db.get_events(None, after_id=event_id, limit=1))
 

@@ -34,8 +34,20 @@ if TYPE_CHECKING:
 
 COMMANDS = ("ls", "show", "cancel", "tail", "gc")
 #: options of the runs commands that take a value (to tell their values from positionals)
-_VALUED = ("--status", "--flow", "--search", "--since", "--until", "--limit", "--offset",
-           "--interval", "-n", "--lines", "--older-than", "--batch")
+_VALUED = (
+    "--status",
+    "--flow",
+    "--search",
+    "--since",
+    "--until",
+    "--limit",
+    "--offset",
+    "--interval",
+    "-n",
+    "--lines",
+    "--older-than",
+    "--batch",
+)
 #: statuses at which a run has stopped (``tail RUN_ID`` ends there)
 STOPPED = ("completed", "failed", "cancelled", "paused", "interrupted")
 _DB_HELP = "SQLite file path or SQLAlchemy URL (never created by these commands)"
@@ -51,65 +63,98 @@ def add_parser(commands: Any) -> None:
     from pocoflow.cli import follow
 
     runs = commands.add_parser(
-        "runs", help="list, show, cancel or follow recorded runs",
+        "runs",
+        help="list, show, cancel or follow recorded runs",
         description="Recorded runs. 'pocoflow runs DB' is short for 'pocoflow runs ls DB', "
-                    "'pocoflow runs DB RUN_ID' for 'pocoflow runs show DB RUN_ID'. A word "
-                    "after 'runs' that is one of ls, show, cancel, tail is always the "
-                    "command: to read a database file named 'ls', write './ls'.")
+        "'pocoflow runs DB RUN_ID' for 'pocoflow runs show DB RUN_ID'. A word "
+        "after 'runs' that is one of ls, show, cancel, tail is always the "
+        "command: to read a database file named 'ls', write './ls'.",
+    )
     verbs = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
 
-    ls = verbs.add_parser("ls", help="list runs, newest first",
-                          description="List runs, newest first (nested flows' runs only "
-                                      "with --all).")
+    ls = verbs.add_parser(
+        "ls",
+        help="list runs, newest first",
+        description="List runs, newest first (nested flows' runs only with --all).",
+    )
     ls.add_argument("database", metavar="DB", help=_DB_HELP)
-    ls.add_argument("--status", choices=statuses(), metavar="STATUS",
-                    help=f"only runs with this status: {', '.join(statuses())}")
+    ls.add_argument(
+        "--status",
+        choices=statuses(),
+        metavar="STATUS",
+        help=f"only runs with this status: {', '.join(statuses())}",
+    )
     ls.add_argument("--flow", metavar="NAME", help="only runs of this flow name")
-    ls.add_argument("--search", metavar="TEXT",
-                    help="only runs whose run_id or error message contains TEXT")
-    ls.add_argument("--since", type=moment, metavar="WHEN",
-                    help="only runs started at or after WHEN: ISO-8601 (UTC if no offset) "
-                         "or an age like 30m, 2h, 7d")
+    ls.add_argument(
+        "--search", metavar="TEXT", help="only runs whose run_id or error message contains TEXT"
+    )
+    ls.add_argument(
+        "--since",
+        type=moment,
+        metavar="WHEN",
+        help="only runs started at or after WHEN: ISO-8601 (UTC if no offset) "
+        "or an age like 30m, 2h, 7d",
+    )
     ls.add_argument("--until", type=moment, metavar="WHEN", help="only runs started before WHEN")
-    ls.add_argument("--limit", type=count(1), default=20, metavar="N",
-                    help="at most N runs (default 20)")
-    ls.add_argument("--offset", type=count(0), default=0, metavar="N",
-                    help="skip the first N runs (paging)")
-    ls.add_argument("--all", action="store_true", dest="include_nested",
-                    help="include nested flows' runs")
+    ls.add_argument(
+        "--limit", type=count(1), default=20, metavar="N", help="at most N runs (default 20)"
+    )
+    ls.add_argument(
+        "--offset", type=count(0), default=0, metavar="N", help="skip the first N runs (paging)"
+    )
+    ls.add_argument(
+        "--all", action="store_true", dest="include_nested", help="include nested flows' runs"
+    )
     ls.add_argument("--json", action="store_true", help="one JSON document")
     ls.set_defaults(func=list_runs)
 
     show = verbs.add_parser("show", help="one run: its row, events, last checkpoint, children")
     show.add_argument("database", metavar="DB", help=_DB_HELP)
     show.add_argument("run_id", metavar="RUN_ID")
-    show.add_argument("--json", action="store_true",
-                      help="one JSON document (the store's values in full)")
+    show.add_argument(
+        "--json", action="store_true", help="one JSON document (the store's values in full)"
+    )
     show.set_defaults(func=show_run)
 
     cancel = verbs.add_parser(
-        "cancel", help="stop a run, from any process",
+        "cancel",
+        help="stop a run, from any process",
         description="Stop a run. A running run's process sees the request within a second "
-                    "and ends it 'cancelled' with its checkpoint; a queued, paused or "
-                    "interrupted run is marked cancelled at once; an ended run is left as "
-                    "it is.")
+        "and ends it 'cancelled' with its checkpoint; a queued, paused or "
+        "interrupted run is marked cancelled at once; an ended run is left as "
+        "it is.",
+    )
     cancel.add_argument("database", metavar="DB", help=_DB_HELP)
     cancel.add_argument("run_id", metavar="RUN_ID")
     cancel.add_argument("--json", action="store_true", help="one JSON document")
     cancel.set_defaults(func=cancel_run)
 
     tail = verbs.add_parser(
-        "tail", help="follow events as they are recorded",
+        "tail",
+        help="follow events as they are recorded",
         description="Print the last events, then follow new ones as they are recorded: "
-                    "every run's, or one run's (nested flows' runs included) until it "
-                    "stops. Ctrl-C ends it (exit 0).")
+        "every run's, or one run's (nested flows' runs included) until it "
+        "stops. Ctrl-C ends it (exit 0).",
+    )
     tail.add_argument("database", metavar="DB", help=_DB_HELP)
-    tail.add_argument("run_id", metavar="RUN_ID", nargs="?",
-                      help="follow this run only, until it stops")
-    tail.add_argument("--interval", type=seconds, default=1.0, metavar="S",
-                      help="seconds between looks at the database (default 1)")
-    tail.add_argument("-n", "--lines", type=count(0), default=10, metavar="N",
-                      help="events to print from before (default 10)")
+    tail.add_argument(
+        "run_id", metavar="RUN_ID", nargs="?", help="follow this run only, until it stops"
+    )
+    tail.add_argument(
+        "--interval",
+        type=seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between looks at the database (default 1)",
+    )
+    tail.add_argument(
+        "-n",
+        "--lines",
+        type=count(0),
+        default=10,
+        metavar="N",
+        help="events to print from before (default 10)",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON object per event and line")
     tail.set_defaults(func=follow.tail_events)
 
@@ -144,14 +189,18 @@ def rewrite_old_forms(argv: list[str]) -> list[str]:
     verb, *positionals = positionals
     if verb in COMMANDS:
         if not positionals and Path(verb).is_file():
-            raise UsageError(f"pocoflow runs: error: {verb!r} is the command 'runs {verb}'; "
-                             f"to read the database file named {verb!r}, write "
-                             f"'pocoflow runs {verb} ./{verb}'")
+            raise UsageError(
+                f"pocoflow runs: error: {verb!r} is the command 'runs {verb}'; "
+                f"to read the database file named {verb!r}, write "
+                f"'pocoflow runs {verb} ./{verb}'"
+            )
     else:
         near = get_close_matches(verb, COMMANDS, n=1, cutoff=0.6)
         if near and "://" not in verb and not Path(verb).exists():
-            raise UsageError(f"pocoflow runs: error: unknown command {verb!r} (did you mean "
-                             f"'{near[0]}'?); the commands are {', '.join(COMMANDS)}")
+            raise UsageError(
+                f"pocoflow runs: error: unknown command {verb!r} (did you mean "
+                f"'{near[0]}'?); the commands are {', '.join(COMMANDS)}"
+            )
         positionals.insert(0, verb)
         verb = "ls" if len(positionals) == 1 else "show"
     dashed = ["--"] if any(p.startswith("-") for p in positionals) else []
@@ -163,30 +212,60 @@ def rewrite_old_forms(argv: list[str]) -> list[str]:
 
 def list_runs(args: argparse.Namespace, ctx: Context) -> int:
     db = ctx.open_existing(args.database, command="pocoflow runs ls")
-    found = db.list_runs(args.limit + 1, offset=args.offset, status=args.status,
-                         flow_name=args.flow, include_nested=args.include_nested,
-                         search=args.search, since=args.since, until=args.until)
+    found = db.list_runs(
+        args.limit + 1,
+        offset=args.offset,
+        status=args.status,
+        flow_name=args.flow,
+        include_nested=args.include_nested,
+        search=args.search,
+        since=args.since,
+        until=args.until,
+    )
     more = len(found) > args.limit
-    found = found[:args.limit]
+    found = found[: args.limit]
     if args.json:
-        emit_json({"database": db.url, "offset": args.offset, "limit": args.limit,
-                   "more": more, "runs": found})
+        emit_json(
+            {
+                "database": db.url,
+                "offset": args.offset,
+                "limit": args.limit,
+                "more": more,
+                "runs": found,
+            }
+        )
         return OK
     runs_table(found)
     if not found:
-        print("pocoflow: no runs match" if args.offset == 0 else
-              f"pocoflow: no runs after the first {args.offset}", file=sys.stderr)
+        print(
+            "pocoflow: no runs match"
+            if args.offset == 0
+            else f"pocoflow: no runs after the first {args.offset}",
+            file=sys.stderr,
+        )
     elif more:
         print(f"pocoflow: more runs: --offset {args.offset + args.limit}", file=sys.stderr)
     return OK
 
 
 def runs_table(found: list[dict[str, Any]]) -> None:
-    table(["run_id", "flow", "status", "steps", "started (UTC)", "took", "node", "error"],
-          [[r["run_id"], r["flow_name"] or "-", r["status"],
-            "" if r["total_steps"] is None else r["total_steps"], short_time(r["started_at"]),
-            duration(r["started_at"], r["completed_at"]), r.get("current_node") or "",
-            r.get("error_msg") or ""] for r in found], right=(3,))
+    table(
+        ["run_id", "flow", "status", "steps", "started (UTC)", "took", "node", "error"],
+        [
+            [
+                r["run_id"],
+                r["flow_name"] or "-",
+                r["status"],
+                "" if r["total_steps"] is None else r["total_steps"],
+                short_time(r["started_at"]),
+                duration(r["started_at"], r["completed_at"]),
+                r.get("current_node") or "",
+                r.get("error_msg") or "",
+            ]
+            for r in found
+        ],
+        right=(3,),
+    )
 
 
 # ── show ────────────────────────────────────────────────────────────────────
@@ -201,9 +280,16 @@ def show_run(args: argparse.Namespace, ctx: Context) -> int:
     store = db.get_checkpoint_json(args.run_id, last["step"]) if last else None
     children = db.list_runs(1000, parent_run_id=args.run_id)
     if args.json:
-        emit_json({"database": db.url, "run": run, "events": events, "checkpoints": steps,
-                   "checkpoint": None if last is None else {**last, "store": store},
-                   "children": children})
+        emit_json(
+            {
+                "database": db.url,
+                "run": run,
+                "events": events,
+                "checkpoints": steps,
+                "checkpoint": None if last is None else {**last, "store": store},
+                "children": children,
+            }
+        )
         return OK
     keys = [*run, "took"]
     size = max(len(k) for k in keys)
@@ -213,15 +299,22 @@ def show_run(args: argparse.Namespace, ctx: Context) -> int:
         print(f"{key:>{size}}: {clip(value, width() - size - 2)}")
     print(f"\nevents ({len(events)})")
     start = parse_stamp(run["started_at"])
-    table(["at", "event", "step", "node", "action", "took", "detail"],
-          [event_cells(e, start) for e in events], right=(2, 5))
+    table(
+        ["at", "event", "step", "node", "action", "took", "detail"],
+        [event_cells(e, start) for e in events],
+        right=(2, 5),
+    )
     if last is None or store is None:
         print("\ncheckpoint: none")
     else:
-        print(f"\ncheckpoint after step {last['step']} ({last['node_name']}, {last['kind']}, "
-              f"{short_time(last['created_at'])}; {len(steps)} in all); values as stored")
-        table(["key", "value"], [[key, json.dumps(value, ensure_ascii=False)]
-                                 for key, value in store.items()])
+        print(
+            f"\ncheckpoint after step {last['step']} ({last['node_name']}, {last['kind']}, "
+            f"{short_time(last['created_at'])}; {len(steps)} in all); values as stored"
+        )
+        table(
+            ["key", "value"],
+            [[key, json.dumps(value, ensure_ascii=False)] for key, value in store.items()],
+        )
     if children:
         print(f"\nnested runs ({len(children)})")
         runs_table(children)
@@ -232,8 +325,9 @@ def existing_run(db: WorkflowDB, run_id: str, database: str, ctx: Context) -> di
     run = db.get_run(run_id)
     if run is None:
         shown = ctx.target.shown if ctx.target else database
-        raise CLIError(f"No run {run_id!r} in {shown}; 'pocoflow runs ls {shown}' lists "
-                       "the runs there.")
+        raise CLIError(
+            f"No run {run_id!r} in {shown}; 'pocoflow runs ls {shown}' lists the runs there."
+        )
     return run
 
 
@@ -242,9 +336,15 @@ def event_cells(event: dict[str, Any], start: Any) -> list[Any]:
     at = parse_stamp(event["ts"])
     offset = f"+{(at - start).total_seconds():.3f}s" if at and start else event["ts"]
     took = event["elapsed_ms"]
-    return [offset, event["event"], "" if event["step"] is None else event["step"],
-            event["node_name"] or "", event["action"] or "",
-            "" if took is None else span(took / 1000), event_detail(event)]
+    return [
+        offset,
+        event["event"],
+        "" if event["step"] is None else event["step"],
+        event["node_name"] or "",
+        event["action"] or "",
+        "" if took is None else span(took / 1000),
+        event_detail(event),
+    ]
 
 
 def event_detail(event: dict[str, Any]) -> str:
@@ -277,11 +377,19 @@ def cancel_run(args: argparse.Namespace, ctx: Context) -> int:
     result = db.cancel_run(args.run_id)
     run = db.get_run(args.run_id) or {}
     if args.json:
-        emit_json({"database": db.url, "run_id": args.run_id, "result": result,
-                   "status": run.get("status")})
+        emit_json(
+            {
+                "database": db.url,
+                "run_id": args.run_id,
+                "result": result,
+                "status": run.get("status"),
+            }
+        )
     elif result == "requested":
-        print(f"{args.run_id}: cancel requested; the process running it stops it within a "
-              "second and records it as cancelled")
+        print(
+            f"{args.run_id}: cancel requested; the process running it stops it within a "
+            "second and records it as cancelled"
+        )
     elif result == "cancelled":
         print(f"{args.run_id}: cancelled (no process was running it)")
     else:

@@ -84,14 +84,14 @@ class Backend:
         """The text of the SDK's reply object."""
         raise NotImplementedError
 
-    def complete(self, client: Any, model: str, messages: Messages,
-                 options: dict[str, Any]) -> str:
+    def complete(self, client: Any, model: str, messages: Messages, options: dict[str, Any]) -> str:
         """Send the request with a sync client and return the reply text."""
         send = self.endpoint(client, asynchronous=False)
         return self.reply_text(send(**self.request(model, messages, options)))
 
-    async def acomplete(self, client: Any, model: str, messages: Messages,
-                        options: dict[str, Any]) -> str:
+    async def acomplete(
+        self, client: Any, model: str, messages: Messages, options: dict[str, Any]
+    ) -> str:
         """Send the request with an async client and return the reply text.
 
         A client whose method returns a plain value (a sync test double) works too.
@@ -107,8 +107,9 @@ class OpenAIChat(Backend):
 
     package = module = "openai"
 
-    def __init__(self, name: str, default_model: str, key_variable: str | None,
-                 base_url: str | None = None) -> None:
+    def __init__(
+        self, name: str, default_model: str, key_variable: str | None, base_url: str | None = None
+    ) -> None:
         super().__init__(name, default_model, key_variable)
         self.base_url = base_url
 
@@ -170,15 +171,22 @@ class AnthropicMessages(Backend):
         system = [m["content"] for m in messages if m.get("role") == "system"]
         if "system" in options:
             system.insert(0, options.pop("system"))
-        request = {"max_tokens": options.pop("max_tokens", 1024), **options, "model": model,
-                   "messages": [m for m in messages if m.get("role") != "system"]}
+        request = {
+            "max_tokens": options.pop("max_tokens", 1024),
+            **options,
+            "model": model,
+            "messages": [m for m in messages if m.get("role") != "system"],
+        }
         if system:
             request["system"] = _join_text(system)
         return request
 
     def reply_text(self, reply: Any) -> str:
-        return "".join(getattr(block, "text", "") for block in reply.content
-                       if getattr(block, "type", "text") == "text")
+        return "".join(
+            getattr(block, "text", "")
+            for block in reply.content
+            if getattr(block, "type", "text") == "text"
+        )
 
 
 # generation options with another name in Gemini's GenerateContentConfig
@@ -215,9 +223,14 @@ class GeminiGenerate(Backend):
         if system and "system_instruction" not in config:
             config["system_instruction"] = _join_text(system)
         contents = [
-            {"role": "model" if m.get("role") == "assistant" else "user",
-             "parts": [{"text": m["content"]}] if isinstance(m["content"], str) else m["content"]}
-            for m in messages if m.get("role") != "system"
+            {
+                "role": "model" if m.get("role") == "assistant" else "user",
+                "parts": [{"text": m["content"]}]
+                if isinstance(m["content"], str)
+                else m["content"],
+            }
+            for m in messages
+            if m.get("role") != "system"
         ]
         request: dict[str, Any] = {"model": model, "contents": contents}
         if config:
@@ -239,8 +252,12 @@ BACKENDS: dict[str, Backend] = {
     "openai": OpenAIChat("openai", "gpt-4o", "OPENAI_API_KEY"),
     "anthropic": AnthropicMessages("anthropic", "claude-sonnet-4-5-20250929", "ANTHROPIC_API_KEY"),
     "gemini": GeminiGenerate("gemini", "gemini-2.0-flash", "GEMINI_API_KEY"),
-    "openrouter": OpenAIChat("openrouter", "anthropic/claude-sonnet-4-5-20250929",
-                             "OPENROUTER_API_KEY", base_url=OPENROUTER_URL),
+    "openrouter": OpenAIChat(
+        "openrouter",
+        "anthropic/claude-sonnet-4-5-20250929",
+        "OPENROUTER_API_KEY",
+        base_url=OPENROUTER_URL,
+    ),
     "ollama": Ollama("ollama", "llama3.2", None),
 }
 
@@ -250,7 +267,8 @@ def backend_for(provider: str) -> Backend:
     backend = BACKENDS.get(provider)
     if backend is None:
         raise LLMConfigurationError(
-            f"Unknown LLM provider {provider!r}; the known providers are {', '.join(BACKENDS)}.")
+            f"Unknown LLM provider {provider!r}; the known providers are {', '.join(BACKENDS)}."
+        )
     return backend
 
 

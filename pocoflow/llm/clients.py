@@ -41,8 +41,9 @@ class ClientPool:
                 client = self._sync.setdefault(key, client)
         return client
 
-    async def async_client(self, provider: str, *, named: bool,
-                           factory: ClientFactory | None) -> Any:
+    async def async_client(
+        self, provider: str, *, named: bool, factory: ClientFactory | None
+    ) -> Any:
         """The async client of ``provider`` for the running loop, or None if it has
         none that works here (the caller then runs the sync client in a thread)."""
         import anyio
@@ -66,15 +67,18 @@ class ClientPool:
         return clients[key]
 
 
-def _recipe(provider: str, named: bool, factory: ClientFactory | None, *,
-            asynchronous: bool) -> tuple[tuple[Any, ...], Callable[[], Any]]:
+def _recipe(
+    provider: str, named: bool, factory: ClientFactory | None, *, asynchronous: bool
+) -> tuple[tuple[Any, ...], Callable[[], Any]]:
     """A cache key for the client, and how to build it (a missing key raises here)."""
     backend = backend_for(provider)
     if factory is not None:
         return (provider, asynchronous), partial(factory, provider, asynchronous)
     settings = backend.settings(named=named)
-    return ((provider, asynchronous, *sorted(settings.items())),
-            partial(backend.client, settings, asynchronous=asynchronous))
+    return (
+        (provider, asynchronous, *sorted(settings.items())),
+        partial(backend.client, settings, asynchronous=asynchronous),
+    )
 
 
 def _on_asyncio() -> bool:

@@ -120,13 +120,16 @@ class UniversalLLMProvider:
         load_env_file()
         self.primary_provider = primary_provider or os.environ.get("LLM_PROVIDER") or "openai"
         self._default_fallbacks = list(DEFAULT_FALLBACKS)
-        self.fallback_providers = (self._default_fallbacks if fallback_providers is None
-                                   else fallback_providers)
+        self.fallback_providers = (
+            self._default_fallbacks if fallback_providers is None else fallback_providers
+        )
         self.max_retries = int(max_retries or number_setting("LLM_MAX_RETRIES", 3, minimum=1))
-        self.initial_wait = float(number_setting("LLM_INITIAL_WAIT", 1.0)
-                                  if initial_wait is None else initial_wait)
-        self.max_wait = float(number_setting("LLM_MAX_WAIT", 30.0)
-                              if max_wait is None else max_wait)
+        self.initial_wait = float(
+            number_setting("LLM_INITIAL_WAIT", 1.0) if initial_wait is None else initial_wait
+        )
+        self.max_wait = float(
+            number_setting("LLM_MAX_WAIT", 30.0) if max_wait is None else max_wait
+        )
         if self.max_retries < 1 or self.initial_wait < 0 or self.max_wait < 0:
             raise LLMConfigurationError(
                 f"UniversalLLMProvider needs max_retries >= 1 and waits >= 0 seconds, got "
@@ -141,8 +144,14 @@ class UniversalLLMProvider:
 
     # ── public API ──────────────────────────────────────────────────────────
 
-    def call(self, prompt: str | None = None, model: str | Mapping[str, str] | None = None, *,
-             messages: Messages | None = None, **kwargs: Any) -> LLMResponse:
+    def call(
+        self,
+        prompt: str | None = None,
+        model: str | Mapping[str, str] | None = None,
+        *,
+        messages: Messages | None = None,
+        **kwargs: Any,
+    ) -> LLMResponse:
         """Send a chat request, with retries and fallback; blocks until it is done.
 
         ``prompt`` becomes one user message; ``messages`` (a list of ``{"role",
@@ -162,9 +171,14 @@ class UniversalLLMProvider:
                     return done.value
                 outcome = self._perform(step)
 
-    async def acall(self, prompt: str | None = None,
-                    model: str | Mapping[str, str] | None = None, *,
-                    messages: Messages | None = None, **kwargs: Any) -> LLMResponse:
+    async def acall(
+        self,
+        prompt: str | None = None,
+        model: str | Mapping[str, str] | None = None,
+        *,
+        messages: Messages | None = None,
+        **kwargs: Any,
+    ) -> LLMResponse:
         """Awaitable version of ``call``, on asyncio or trio; see it for details."""
         with closing(self._steps(prompt, model, messages, kwargs)) as steps:
             outcome: Any = None
@@ -178,19 +192,26 @@ class UniversalLLMProvider:
     def get_provider_stats(self) -> dict[str, Any]:
         """Per-provider counts (see the class docstring) plus ``success_rate``."""
         with self._lock:
-            return {name: {**stats, "success_rate": _success_rate(stats)}
-                    for name, stats in self.provider_stats.items()}
+            return {
+                name: {**stats, "success_rate": _success_rate(stats)}
+                for name, stats in self.provider_stats.items()
+            }
 
     # ── the policy, written once ────────────────────────────────────────────
 
-    def _steps(self, prompt: str | None, model: str | Mapping[str, str] | None,
-               messages: Messages | None, options: dict[str, Any],
-               ) -> Generator[_Send | _Sleep, Any, LLMResponse]:
+    def _steps(
+        self,
+        prompt: str | None,
+        model: str | Mapping[str, str] | None,
+        messages: Messages | None,
+        options: dict[str, Any],
+    ) -> Generator[_Send | _Sleep, Any, LLMResponse]:
         """Yield the sends and sleeps of one call; return its ``LLMResponse``."""
         if messages is None:
             if prompt is None:
-                raise ValueError("Pass a prompt, or messages=[{'role': 'user', 'content': ...}]; "
-                                 "both are None.")
+                raise ValueError(
+                    "Pass a prompt, or messages=[{'role': 'user', 'content': ...}]; both are None."
+                )
             messages = [{"role": "user", "content": prompt}]
         started = time.monotonic()
         history: list[dict[str, Any]] = []  # every failed attempt, oldest first
@@ -206,34 +227,68 @@ class UniversalLLMProvider:
                 if not isinstance(outcome, BaseException):
                     self._count(name, "successes", time.monotonic() - provider_started)
                     total = time.monotonic() - started
-                    log_event(_log, "llm_call", provider=name, model=used_model,
-                              attempts=attempt, seconds=round(total, 3))
-                    return LLMResponse(content=outcome, success=True, provider=name,
-                                       model=used_model, attempts=attempt, total_time=total,
-                                       error_history=history or None)
+                    log_event(
+                        _log,
+                        "llm_call",
+                        provider=name,
+                        model=used_model,
+                        attempts=attempt,
+                        seconds=round(total, 3),
+                    )
+                    return LLMResponse(
+                        content=outcome,
+                        success=True,
+                        provider=name,
+                        model=used_model,
+                        attempts=attempt,
+                        total_time=total,
+                        error_history=history or None,
+                    )
                 history.append(_entry(name, used_model, attempt, outcome))
                 if isinstance(outcome, LLMConfigurationError):
                     unusable.append(outcome)
                     self._count(name, "unavailable")
-                    log_event(_log, "llm_provider_unavailable", level=logging.WARNING,
-                              provider=name, error=history[-1]["error"])
+                    log_event(
+                        _log,
+                        "llm_provider_unavailable",
+                        level=logging.WARNING,
+                        provider=name,
+                        error=history[-1]["error"],
+                    )
                     break
                 feedback.append(history[-1])
-                log_event(_log, "llm_retry", level=logging.WARNING, provider=name,
-                          attempt=attempt, max_retries=self.max_retries,
-                          error_type=history[-1]["error_type"], error=history[-1]["error"])
+                log_event(
+                    _log,
+                    "llm_retry",
+                    level=logging.WARNING,
+                    provider=name,
+                    attempt=attempt,
+                    max_retries=self.max_retries,
+                    error_type=history[-1]["error_type"],
+                    error=history[-1]["error"],
+                )
                 if attempt < self.max_retries:
                     yield _Sleep(self._wait(attempt, outcome))
             else:
                 self._count(name, "failures", time.monotonic() - provider_started)
         if history and len(unusable) == len(history):
             raise _nothing_configured(unusable, history)
-        log_event(_log, "llm_failed", level=logging.WARNING,
-                  providers=[name for name, _ in chain], attempts=len(history))
-        return LLMResponse(content="", success=False, provider="all_failed",
-                           model=model if isinstance(model, str) and model else "unknown",
-                           attempts=len(history), total_time=time.monotonic() - started,
-                           error_history=history)
+        log_event(
+            _log,
+            "llm_failed",
+            level=logging.WARNING,
+            providers=[name for name, _ in chain],
+            attempts=len(history),
+        )
+        return LLMResponse(
+            content="",
+            success=False,
+            provider="all_failed",
+            model=model if isinstance(model, str) and model else "unknown",
+            attempts=len(history),
+            total_time=time.monotonic() - started,
+            error_history=history,
+        )
 
     def _chain(self) -> list[tuple[str, bool]]:
         """The providers to try, in order, each with whether the user named it."""
@@ -255,7 +310,8 @@ class UniversalLLMProvider:
             stats[outcome] += 1
             if outcome != "unavailable":
                 stats["avg_time"] += (seconds - stats["avg_time"]) / (
-                    stats["successes"] + stats["failures"])
+                    stats["successes"] + stats["failures"]
+                )
 
     # ── the drivers' hands: clients, sends, sleeps ──────────────────────────
 
@@ -279,21 +335,23 @@ class UniversalLLMProvider:
                 await pause
             return None
         try:
-            client = await self._clients.async_client(step.provider, named=step.named,
-                                                      factory=self.client_factory)
+            client = await self._clients.async_client(
+                step.provider, named=step.named, factory=self.client_factory
+            )
             if client is None:  # no async client here: the sync one, in a worker thread
                 return await anyio.to_thread.run_sync(self._send, step)
-            return await backend_for(step.provider).acomplete(client, step.model, step.messages,
-                                                              step.options)
+            return await backend_for(step.provider).acomplete(
+                client, step.model, step.messages, step.options
+            )
         except Exception as exc:
             return exc
 
     def _send(self, step: _Send) -> str:
         """Send ``step`` with the provider's sync client and return the reply text."""
-        client = self._clients.sync_client(step.provider, named=step.named,
-                                           factory=self.client_factory)
-        return backend_for(step.provider).complete(client, step.model, step.messages,
-                                                   step.options)
+        client = self._clients.sync_client(
+            step.provider, named=step.named, factory=self.client_factory
+        )
+        return backend_for(step.provider).complete(client, step.model, step.messages, step.options)
 
     def __repr__(self) -> str:
         chain = " → ".join(name for name, _ in self._chain())
@@ -309,13 +367,19 @@ def _model_for(provider: str, model: str | Mapping[str, str] | None, *, primary:
 
 def _entry(provider: str, model: str, attempt: int, error: BaseException) -> dict[str, Any]:
     """One ``error_history`` entry (API keys in the message are masked)."""
-    return {"provider": provider, "model": model, "attempt": attempt,
-            "error": redact(str(error) or repr(error)), "error_type": type(error).__name__,
-            "timestamp": time.time()}
+    return {
+        "provider": provider,
+        "model": model,
+        "attempt": attempt,
+        "error": redact(str(error) or repr(error)),
+        "error_type": type(error).__name__,
+        "timestamp": time.time(),
+    }
 
 
-def _nothing_configured(errors: list[LLMConfigurationError],
-                        history: list[dict[str, Any]]) -> LLMConfigurationError:
+def _nothing_configured(
+    errors: list[LLMConfigurationError], history: list[dict[str, Any]]
+) -> LLMConfigurationError:
     """The error to raise when no provider of the chain could be used at all."""
     if len(errors) == 1:
         error = errors[0]

@@ -17,8 +17,12 @@ JITTER = (0.1, 0.3)  # each backoff grows by a random 10-30 %, as in pocoflow 0.
 FEEDBACK_ERRORS = 3  # how many recent errors a retry prompt repeats to the model
 
 
-def backoff(retry: int, initial_wait: float, max_wait: float,
-            uniform: Callable[[float, float], float] = random.uniform) -> float:
+def backoff(
+    retry: int,
+    initial_wait: float,
+    max_wait: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
     """Seconds to wait before retry number ``retry`` (1 = the first retry).
 
     ``initial_wait`` doubled after every retry, capped at ``max_wait``, plus
@@ -83,8 +87,9 @@ def _seconds(value: Any, now: float | None) -> float | None:
     return _number(moment.timestamp() - (time.time() if now is None else now))
 
 
-def with_feedback(messages: list[dict[str, Any]],
-                  errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def with_feedback(
+    messages: list[dict[str, Any]], errors: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """``messages`` plus a user message that reports the most recent errors.
 
     This is pocoflow 0.2's self-healing retry: the model sees what went wrong and

@@ -34,8 +34,9 @@ def set_default_provider(provider: UniversalLLMProvider | None) -> None:
             _shared["provider"] = provider
 
 
-def call_llm(prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None,
-             **kwargs: Any) -> str:
+def call_llm(
+    prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> str:
     """Send a chat request through the shared provider and return the reply text.
 
     Takes what ``UniversalLLMProvider.call`` takes (``model=``, SDK options).
@@ -45,8 +46,9 @@ def call_llm(prompt: str | None = None, *, messages: list[dict[str, Any]] | None
     return _text(get_default_provider().call(prompt, messages=messages, **kwargs))
 
 
-async def acall_llm(prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None,
-                    **kwargs: Any) -> str:
+async def acall_llm(
+    prompt: str | None = None, *, messages: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> str:
     """Awaitable version of ``call_llm``; see it for details."""
     return _text(await get_default_provider().acall(prompt, messages=messages, **kwargs))
 
@@ -64,5 +66,8 @@ def _text(response: LLMResponse) -> str:
     for entry in response.error_history or []:
         last[entry["provider"]] = f"{entry['error_type']}: {entry['error']}"
     summary = "; ".join(f"{provider}: {error}" for provider, error in last.items())
-    raise LLMCallError(f"LLM call failed after {response.attempts} attempts. "
-                       f"Last error of each provider: {summary or 'none recorded'}.", response)
+    raise LLMCallError(
+        f"LLM call failed after {response.attempts} attempts. "
+        f"Last error of each provider: {summary or 'none recorded'}.",
+        response,
+    )

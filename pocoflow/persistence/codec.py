@@ -187,17 +187,26 @@ def encode_value(value: Any, key: str, *, allow_pickle: bool = False) -> str:
             f"{exc.where}, which "
             "the checkpoint codec cannot encode. Store plain data there (str, numbers, "
             "lists, dicts, datetime, dataclasses, pydantic models...), or declare the key "
-            f"transient: Store(..., transient={{'{key}'}}).", key, exc.type_name) from None
+            f"transient: Store(..., transient={{'{key}'}}).",
+            key,
+            exc.type_name,
+        ) from None
     except RecursionError:
         raise _encode_error(
             f"Checkpoint: store key '{key}' holds a value nested too deep, or that contains "
-            "itself; checkpoints need a tree of plain values.", key, kind.__name__) from None
+            "itself; checkpoints need a tree of plain values.",
+            key,
+            kind.__name__,
+        ) from None
     except ValueError as exc:  # e.g. a circular reference, an int too long for text
         if "integer string conversion" in str(exc):
             raise _encode_error(
                 f"Checkpoint: store key '{key}' holds an int with more digits than Python "
                 "writes as text (sys.get_int_max_str_digits()), so it cannot be checkpointed. "
-                "Store it as a str or a Decimal (Decimal(n)) instead.", key, "int") from None
+                "Store it as a str or a Decimal (Decimal(n)) instead.",
+                key,
+                "int",
+            ) from None
         raise _encode_error(
             f"Checkpoint: store key '{key}' cannot be encoded: {exc}.", key, kind.__name__
         ) from None
@@ -231,8 +240,12 @@ def _to_json(value: Any, allow_pickle: bool) -> Any:
     if kind is dict:
         if all(type(k) is str for k in value) and TAG not in value:
             return {k: _to_json(v, allow_pickle) for k, v in value.items()}
-        return {TAG: "dict", "items": [[_to_json(k, allow_pickle), _to_json(v, allow_pickle)]
-                                       for k, v in value.items()]}
+        return {
+            TAG: "dict",
+            "items": [
+                [_to_json(k, allow_pickle), _to_json(v, allow_pickle)] for k, v in value.items()
+            ],
+        }
     if kind is tuple:
         return {TAG: "tuple", "items": [_to_json(item, allow_pickle) for item in value]}
     if kind in (set, frozenset):
@@ -262,8 +275,10 @@ def _to_json(value: Any, allow_pickle: bool) -> Any:
     if isinstance(value, PurePath):
         return {TAG: "path", "v": str(value), "cls": _noted(kind)}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: _to_json(getattr(value, f.name), allow_pickle)
-                  for f in dataclasses.fields(value)}
+        fields = {
+            f.name: _to_json(getattr(value, f.name), allow_pickle)
+            for f in dataclasses.fields(value)
+        }
         return {TAG: "dataclass", "cls": _noted(kind), "fields": fields}
     if hasattr(value, "model_dump") and hasattr(type(value), "model_validate"):
         return {TAG: "pydantic", "cls": _noted(kind), "data": value.model_dump(mode="json")}
@@ -338,23 +353,28 @@ def _from_json(data: Any, allow_pickle: bool) -> Any:
     if decoder is None:
         if tag == "pickle":
             return _unpickle(data, allow_pickle)
-        raise _Refused(f"holds an unknown value tag {_short(repr(tag))}; it was written by a "
-                       "newer PocoFlow, or not by PocoFlow.")
+        raise _Refused(
+            f"holds an unknown value tag {_short(repr(tag))}; it was written by a "
+            "newer PocoFlow, or not by PocoFlow."
+        )
     try:
         return decoder(data, allow_pickle)
     except (_Refused, RecursionError, MemoryError):
         raise
     except Exception as exc:  # malformed fields: never a bare KeyError or TypeError
-        raise _Refused(f"holds a malformed {tag!r} value ({type(exc).__name__}: "
-                       f"{_short(str(exc))}).") from None
+        raise _Refused(
+            f"holds a malformed {tag!r} value ({type(exc).__name__}: {_short(str(exc))})."
+        ) from None
 
 
 def _field(data: dict[str, Any], name: str, kind: type) -> Any:
     value = data.get(name)
     if type(value) is not kind:
-        raise _Refused(f"holds a malformed {data[TAG]!r} value: its {name!r} should be "
-                       f"{_article(kind.__name__)} {kind.__name__}, not "
-                       f"{_short(repr(value), 60)}.")
+        raise _Refused(
+            f"holds a malformed {data[TAG]!r} value: its {name!r} should be "
+            f"{_article(kind.__name__)} {kind.__name__}, not "
+            f"{_short(repr(value), 60)}."
+        )
     return value
 
 
@@ -365,8 +385,9 @@ def _items(data: dict[str, Any], allow_pickle: bool) -> list[Any]:
 _IDENTIFIERS = re.compile(r"[^\W\d]\w*(?:\.[^\W\d]\w*)*")
 
 
-def _allowed(data: dict[str, Any], tag: str, what: str,
-             default: str | None = None) -> tuple[Any, str]:
+def _allowed(
+    data: dict[str, Any], tag: str, what: str, default: str | None = None
+) -> tuple[Any, str]:
     """The allowed class a tagged value names, and that name; the class is checked to be
     of the kind its tag claims. Found in the allow-list only: nothing is imported or run.
     """
@@ -406,8 +427,10 @@ def _built(name: str, make: Callable[[], Any]) -> Any:
     try:
         return make()
     except Exception as exc:
-        raise _Refused(f"holds a value of {name!r} that its class refused to rebuild "
-                       f"({type(exc).__name__}: {_short(str(exc))}).") from exc
+        raise _Refused(
+            f"holds a value of {name!r} that its class refused to rebuild "
+            f"({type(exc).__name__}: {_short(str(exc))})."
+        ) from exc
 
 
 def _dataclass(data: dict[str, Any], allow_pickle: bool) -> Any:
@@ -416,8 +439,10 @@ def _dataclass(data: dict[str, Any], allow_pickle: bool) -> Any:
     declared = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = [k for k in stored if k not in declared]
     if unknown:
-        raise _Refused(f"holds a dataclass {name!r} with fields {_short(repr(unknown))} that the "
-                       "class does not declare (removed since the checkpoint was written?).")
+        raise _Refused(
+            f"holds a dataclass {name!r} with fields {_short(repr(unknown))} that the "
+            "class does not declare (removed since the checkpoint was written?)."
+        )
     fields = {k: _from_json(v, allow_pickle) for k, v in stored.items()}
     init = {k: v for k, v in fields.items() if declared[k].init}
     obj = _built(name, lambda: cls(**init))
@@ -457,8 +482,9 @@ def _datetime(data: dict[str, Any]) -> dt.datetime:
     if zone is None:
         return value
     if type(zone) is not str or not _ZONE.fullmatch(zone):
-        raise _Refused(f"holds a datetime whose time zone {_short(repr(zone), 60)} is not an "
-                       "IANA zone name.")
+        raise _Refused(
+            f"holds a datetime whose time zone {_short(repr(zone), 60)} is not an IANA zone name."
+        )
     from zoneinfo import ZoneInfo
 
     return value.astimezone(ZoneInfo(zone))
@@ -467,15 +493,19 @@ def _datetime(data: dict[str, Any]) -> dt.datetime:
 def _numbers(data: dict[str, Any], count: int, kinds: tuple[type, ...]) -> list[Any]:
     values = _field(data, "v", list)
     if len(values) != count or any(type(v) not in kinds for v in values):
-        raise _Refused(f"holds a malformed {data[TAG]!r} value: its 'v' should be {count} "
-                       f"numbers, not {_short(repr(values), 60)}.")
+        raise _Refused(
+            f"holds a malformed {data[TAG]!r} value: its 'v' should be {count} "
+            f"numbers, not {_short(repr(values), 60)}."
+        )
     return values
 
 
 def _unpickle(data: dict[str, Any], allow_pickle: bool) -> Any:
     if not allow_pickle:
-        raise _Refused("holds a pickled value; open the database with allow_pickle=True "
-                       "to load it (only for databases you trust).")
+        raise _Refused(
+            "holds a pickled value; open the database with allow_pickle=True "
+            "to load it (only for databases you trust)."
+        )
     import pickle
 
     try:
@@ -483,16 +513,20 @@ def _unpickle(data: dict[str, Any], allow_pickle: bool) -> Any:
     except _Refused:
         raise
     except Exception as exc:
-        raise _Refused(f"holds a pickled value that cannot be unpickled "
-                       f"({type(exc).__name__}: {_short(str(exc))}).") from exc
+        raise _Refused(
+            f"holds a pickled value that cannot be unpickled "
+            f"({type(exc).__name__}: {_short(str(exc))})."
+        ) from exc
 
 
 def _pairs(data: dict[str, Any]) -> list[list[Any]]:
     pairs = _field(data, "items", list)
     for pair in pairs:
         if type(pair) is not list or len(pair) != 2:
-            raise _Refused(f"holds a malformed 'dict' value: an item is not a [key, value] "
-                           f"pair but {_short(repr(pair), 60)}.")
+            raise _Refused(
+                f"holds a malformed 'dict' value: an item is not a [key, value] "
+                f"pair but {_short(repr(pair), 60)}."
+            )
     return pairs
 
 
@@ -501,8 +535,9 @@ def _decimal(data: dict[str, Any]) -> Decimal:
     try:
         return Decimal(text)
     except ArithmeticError:  # decimal.InvalidOperation is not a ValueError
-        raise _Refused(f"holds a malformed 'decimal' value: {_short(repr(text), 60)} is not "
-                       "a number.") from None
+        raise _Refused(
+            f"holds a malformed 'decimal' value: {_short(repr(text), 60)} is not a number."
+        ) from None
 
 
 def _b64(data: dict[str, Any]) -> bytes:

@@ -23,9 +23,13 @@ from sqlalchemy.exc import ArgumentError
 BUSY_TIMEOUT_MS = 30_000
 
 _SYNC_DRIVERS = {
-    "sqlite": "sqlite", "sqlite+aiosqlite": "sqlite", "sqlite+pysqlite": "sqlite",
-    "postgresql": "postgresql+psycopg", "postgresql+asyncpg": "postgresql+psycopg",
-    "postgresql+psycopg": "postgresql+psycopg", "postgresql+psycopg2": "postgresql+psycopg",
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql+psycopg2": "postgresql+psycopg",
     "postgresql+psycopg_async": "postgresql+psycopg",
 }
 
@@ -39,15 +43,18 @@ SQLITE_NO_WAIT = "PRAGMA busy_timeout = 0"
 #: A path that is really a URL with a slash missing (``postgresql:/bob@host/db``,
 #: ``Path("sqlite:///x.db")``) or a driver name (``postgresql+asyncpg:...``). A single
 #: letter before the colon is a Windows drive, never a scheme.
-_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9]+(\+[A-Za-z0-9_]+:|:(/|$))"
-                       r"|(sqlite|postgres|postgresql|mysql|mariadb|oracle|mssql)(\+\w+)?:",
-                       re.IGNORECASE)
+_URL_LIKE = re.compile(
+    r"[A-Za-z][A-Za-z0-9]+(\+[A-Za-z0-9_]+:|:(/|$))"
+    r"|(sqlite|postgres|postgresql|mysql|mariadb|oracle|mssql)(\+\w+)?:",
+    re.IGNORECASE,
+)
 #: Query parameters that carry a secret (libpq's password and sslpassword, and the like);
 #: ``passfile`` is a path and stays visible.
 _SECRET_PARAM = re.compile(r"pass(word|wd)|secret|token", re.IGNORECASE)
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:/*[^:/@?#]*:)[^@/?#]*@")
-_QUERY_SECRET = re.compile(r"([?&][^=&#]*(?:pass(?:word|wd)|secret|token)[^=&#]*=)[^&#]*",
-                           re.IGNORECASE)
+_QUERY_SECRET = re.compile(
+    r"([?&][^=&#]*(?:pass(?:word|wd)|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE
+)
 
 
 def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) -> URL:
@@ -63,8 +70,9 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
         try:
             url = make_url(target)
         except ArgumentError as exc:
-            raise ValueError(f"Database URL {redact(target)!r} is not a valid SQLAlchemy URL: "
-                             f"{redact(str(exc))}") from None
+            raise ValueError(
+                f"Database URL {redact(target)!r} is not a valid SQLAlchemy URL: {redact(str(exc))}"
+            ) from None
         except ValueError:  # SQLAlchemy's int() of a port that is not a number
             port = re.search(r"@[^/?#]*:([^/?#]*)", target)
             raise ValueError(
@@ -77,9 +85,11 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
         if isinstance(text, str) and _URL_LIKE.match(text):
             scheme, _, rest = text.partition(":")
             if scheme.lower().startswith("sqlite"):
-                fix = (f"a SQLite database is given by its file path alone, e.g. "
-                       f"db_path={rest.lstrip('/') or 'pocoflow.db'!r}, or as a URL with "
-                       "three slashes (sqlite:///relative/file.db, sqlite:////absolute/file.db)")
+                fix = (
+                    f"a SQLite database is given by its file path alone, e.g. "
+                    f"db_path={rest.lstrip('/') or 'pocoflow.db'!r}, or as a URL with "
+                    "three slashes (sqlite:///relative/file.db, sqlite:////absolute/file.db)"
+                )
             else:
                 fixed = f"{scheme}://{rest.lstrip('/')}"
                 fix = f"a URL needs '://' after its scheme, e.g. db_url={redact(fixed)!r}"
@@ -108,8 +118,7 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
     url = url.set(drivername=driver)
     if driver == "sqlite" and url.database in (None, "", ":memory:"):
         return memory_url()
-    if create_dirs and driver == "sqlite" and not is_memory(url) \
-            and not url.query.get("uri"):
+    if create_dirs and driver == "sqlite" and not is_memory(url) and not url.query.get("uri"):
         Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
     return url
 
@@ -128,8 +137,11 @@ def memory_url() -> URL:
             f"sqlite3 has {sqlite3.sqlite_version}. Use a file in a temporary directory "
             "instead (tempfile.mkdtemp()), or leave the database out."
         )
-    return URL.create("sqlite", database=f"file:/pocoflow-memory-{uuid.uuid4().hex}",
-                      query={"vfs": "memdb", "uri": "true"})
+    return URL.create(
+        "sqlite",
+        database=f"file:/pocoflow-memory-{uuid.uuid4().hex}",
+        query={"vfs": "memdb", "uri": "true"},
+    )
 
 
 def is_memory(url: URL) -> bool:
@@ -161,17 +173,26 @@ def create_db_engine(url: URL) -> Engine:
     """A pooled engine; SQLite gets WAL, synchronous=NORMAL, a busy timeout and
     BEGIN IMMEDIATE for write transactions (so writers queue instead of failing)."""
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, pool_size=8, max_overflow=32, pool_timeout=60,
-                               connect_args={"check_same_thread": False,
-                                             "timeout": BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(
+            url,
+            pool_size=8,
+            max_overflow=32,
+            pool_timeout=60,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     from pocoflow.persistence import timeouts
 
     try:
-        engine = create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True,
-                               connect_args=timeouts.connect_args(url))
+        engine = create_engine(
+            url,
+            pool_size=10,
+            max_overflow=40,
+            pool_pre_ping=True,
+            connect_args=timeouts.connect_args(url),
+        )
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"The database driver for {safe_url(url)!r} is not installed ({exc.name}). "
@@ -200,9 +221,14 @@ def explain(error: BaseException, url: URL) -> BaseException:
 
 #: SQLite's primary result codes PocoFlow explains, and the words of their messages
 #: (Python 3.10's sqlite3 has no error codes).
-_SQLITE_FAILURES = {13: "database or disk is full", 10: "disk I/O error",
-                    26: "file is not a database", 11: "database disk image is malformed",
-                    14: "unable to open database file", 8: "attempt to write a readonly"}
+_SQLITE_FAILURES = {
+    13: "database or disk is full",
+    10: "disk I/O error",
+    26: "file is not a database",
+    11: "database disk image is malformed",
+    14: "unable to open database file",
+    8: "attempt to write a readonly",
+}
 _FIX = "once it can be written, the run goes on from its last checkpoint: flow.resume(run_id)"
 
 
@@ -238,19 +264,19 @@ def _explain_sqlite(error: BaseException, url: URL) -> BaseException | None:
     cause = str(getattr(error, "orig", None) or error)
     message = {
         13: f"Could not write to the database file {path}: its disk is full ({cause}). "
-            f"Free space on that disk; {_FIX}.",
+        f"Free space on that disk; {_FIX}.",
         10: f"Could not read or write the database file {path}: {cause} (a full disk, a file "
-            "size limit such as ulimit -f, or failing storage). Free space or raise the "
-            f"limit; {_FIX}.",
+        "size limit such as ulimit -f, or failing storage). Free space or raise the "
+        f"limit; {_FIX}.",
         26: f"The file {path} is not a SQLite database (or it is encrypted), so PocoFlow "
-            "cannot open it. Give db_path a PocoFlow database or a new file name, and move "
-            "this file away if it is in the way.",
+        "cannot open it. Give db_path a PocoFlow database or a new file name, and move "
+        "this file away if it is in the way.",
         11: f"The database file {path} is damaged ({cause}). Restore it from a backup, or "
-            "recover what it holds with the sqlite3 shell's .recover command.",
+        "recover what it holds with the sqlite3 shell's .recover command.",
         14: f"Could not open the database file {path} ({cause}). Check that its directory "
-            "exists and that this process may write there.",
+        "exists and that this process may write there.",
         8: f"The database file {path} is read-only for this process ({cause}). Give it "
-           "write permission, or choose a path this process may write.",
+        "write permission, or choose a path this process may write.",
     }[code]
     found = DatabaseFileError(message)
     found.filename = path
@@ -310,8 +336,9 @@ WAL_LIMIT_BYTES = 8 * 1024 * 1024
 WAL_FOLD_BUSY_MS = 2_000
 
 
-def wal_checkpoint(dbapi_connection: Any, mode: str = "PASSIVE",
-                   busy_timeout_ms: int | None = None) -> bool:
+def wal_checkpoint(
+    dbapi_connection: Any, mode: str = "PASSIVE", busy_timeout_ms: int | None = None
+) -> bool:
     """Copy the SQLite WAL into the database file on a driver connection outside any
     transaction; True if every frame was copied (RESTART: and the next writer starts the
     WAL over; TRUNCATE: and the WAL file is emptied).

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, ClassVar
 
 from sqlalchemy import Engine
@@ -48,6 +49,9 @@ CANCEL_POLL_S = 0.5
 CLOSE_WAIT_S = 5.0
 
 
+_every_database: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
 class Database:
     """Engine, writer and heartbeat thread of one database in this process."""
 
@@ -57,6 +61,8 @@ class Database:
     def __init__(self, url: URL) -> None:
         self.url = url
         self.pid = os.getpid()  # a forked child must not use this process's connections
+        self.forked = False  # set in a forked child (see _after_fork): reopen, don't use
+        _every_database.add(self)
         self.safe_url = safe_url(url)
         self.engine: Engine = create_db_engine(url)
         try:
@@ -73,13 +79,17 @@ class Database:
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # run_id (as stored) -> (owner token, lease seconds, top-level?, id of its RunControl)
         self._owned: dict[str, tuple[str, float, bool, str]] = {}
+        #: top-level runs this process runs on this database now (their steps share commits
+        #: when there are several: see the recorder)
+        self.runs_in_flight = 0
         self._owned_lock = threading.Lock()
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         if self.writer.database_file is not None:
-            self._checkpointer = threading.Thread(target=self._checkpoint_forever, daemon=True,
-                                                  name="pocoflow-wal-checkpoint")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_forever, daemon=True, name="pocoflow-wal-checkpoint"
+            )
             self._checkpointer.start()
         _close_at_exit()
         _log.debug("Database ready  url=%s", self.safe_url)
@@ -127,8 +137,7 @@ class Database:
         """Close every database this process opened (at interpreter exit), so each
         SQLite WAL is folded into its database file: the file alone holds every run."""
         with cls._registry_lock:
-            mine = [key for key, database in cls._registry.items()
-                    if database.pid == os.getpid()]
+            mine = [key for key, database in cls._registry.items() if database.pid == os.getpid()]
             closing = [cls._registry.pop(key) for key in mine]
         for database in closing:
             try:
@@ -176,12 +185,17 @@ class Database:
                         wal_checkpoint(raw.driver_connection)
                     finally:
                         raw.close()
-                elif size and size == before and size != stuck \
-                        and not writer.fold_wal(limit=0, mode="TRUNCATE"):
+                elif (
+                    size
+                    and size == before
+                    and size != stuck
+                    and not writer.fold_wal(limit=0, mode="TRUNCATE")
+                ):
                     stuck = size  # readers kept it: not again before the WAL changes
             except Exception:
-                _log.debug("WAL checkpoint of %s failed; retrying later", self.safe_url,
-                           exc_info=True)
+                _log.debug(
+                    "WAL checkpoint of %s failed; retrying later", self.safe_url, exc_info=True
+                )
             seen = writer.commits
             before = wal_size(database_file)
 
@@ -192,8 +206,15 @@ class Database:
         taken over and later taken back by this process is a new claim (a fence)."""
         return f"{self.owner}:{uuid.uuid4().hex[:8]}"
 
-    def own(self, run_id: str, token: str, lease_seconds: float, *,
-            top_level: bool = True, control_id: str | None = None) -> None:
+    def own(
+        self,
+        run_id: str,
+        token: str,
+        lease_seconds: float,
+        *,
+        top_level: bool = True,
+        control_id: str | None = None,
+    ) -> None:
         """Keep *run_id*'s heartbeat fresh while this process runs it under *token*;
         a top-level run is also watched for cancel requests and for a takeover, which
         stop it through its RunControl (*control_id*: the run id as the engine knows it,
@@ -201,9 +222,15 @@ class Database:
         with self._owned_lock:
             self._owned[run_id] = (token, lease_seconds, top_level, control_id or run_id)
             if self._beater is None or not self._beater.is_alive():
-                self._beater = threading.Thread(target=self._watch_forever, daemon=True,
-                                                name="pocoflow-heartbeat")
+                self._beater = threading.Thread(
+                    target=self._watch_forever, daemon=True, name="pocoflow-heartbeat"
+                )
                 self._beater.start()
+
+    def run_begins(self, delta: int = 1) -> None:
+        """Count a top-level run recorded from this process starting (or, -1, ending)."""
+        with self._owned_lock:
+            self.runs_in_flight += delta
 
     def disown(self, run_id: str) -> None:
         with self._owned_lock:
@@ -236,19 +263,25 @@ class Database:
                         lost = queries.heartbeat(conn, {r: o[0] for r, o in owned.items()})
                 with self.engine.connect() as conn:  # a read: no write lock every poll
                     asked = queries.cancel_requested(
-                        conn, [r for r, owning in owned.items() if owning[2]])
+                        conn, [r for r, owning in owned.items() if owning[2]]
+                    )
                     conn.rollback()
             except Exception:
-                _log.warning("Heartbeat for %d run(s) failed on %s", len(owned), self.safe_url,
-                             exc_info=True)
+                _log.warning(
+                    "Heartbeat for %d run(s) failed on %s", len(owned), self.safe_url, exc_info=True
+                )
                 continue
             for run_id in lost:
                 if owned[run_id][2] and run_id in self._owned:
                     self.disown(run_id)
-                    control.stop(owned[run_id][3], RunTakenOverError(
-                        f"Run '{run_id}' was taken over by another process (this one went "
-                        "longer than its lease without a heartbeat); it stops here and "
-                        "writes nothing more."))
+                    control.stop(
+                        owned[run_id][3],
+                        RunTakenOverError(
+                            f"Run '{run_id}' was taken over by another process (this one went "
+                            "longer than its lease without a heartbeat); it stops here and "
+                            "writes nothing more."
+                        ),
+                    )
             for run_id in asked:
                 if control.stop(owned[run_id][3]):
                     _log.info("Run '%s': cancel requested through the database", run_id)
@@ -267,6 +300,16 @@ def _close_at_exit() -> None:
             _exit_hooked = True
 
 
+def _after_fork() -> None:
+    """In a forked child: the parent's databases are not this process's to use."""
+    for database in list(_every_database):
+        database.forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def owner_is_dead(owner: str | None) -> bool:
     """True when *owner* names a process on this host that no longer exists."""
     if not owner:
@@ -277,8 +320,10 @@ def owner_is_dead(owner: str | None) -> bool:
         return False
     pid = int(pid_text)
     if pid == os.getpid():  # this process: alive if one of its databases made the claim
-        return not any(owner == db.owner or owner.startswith(db.owner + ":")
-                       for db in Database._registry.values())
+        return not any(
+            owner == db.owner or owner.startswith(db.owner + ":")
+            for db in Database._registry.values()
+        )
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -199,14 +199,14 @@ class DeltaTracker:
             policy = self._plain_policy = TransientKeys(transient)
         return policy
 
-    def _leave_out(self, key: str, error: CheckpointEncodeError,
-                   policy: TransientKeys) -> None:
+    def _leave_out(self, key: str, error: CheckpointEncodeError, policy: TransientKeys) -> None:
         """*key*'s value cannot be encoded: leave it out and say so once (strict: raise)."""
         policy.leave_out(error, _log)
         self._unencodable.add(key)
 
-    def full(self, data: Mapping[str, Any], transient: Iterable[str] = (), *,
-             strict: bool | None = None) -> Encoded:
+    def full(
+        self, data: Mapping[str, Any], transient: Iterable[str] = (), *, strict: bool | None = None
+    ) -> Encoded:
         """A full snapshot of *data*, which becomes the base of the next delta.
 
         ``strict=True`` makes a value the codec cannot encode an error whatever the
@@ -243,7 +243,8 @@ class DeltaTracker:
         aliases (new keys in the store's order, so a rebuild keeps it)."""
         self._steps_since_compare += 1
         if self._compare_all or self._steps_since_compare >= max(
-                COMPARE_EVERY, self._size // COMPARE_BYTES_PER_STEP):
+            COMPARE_EVERY, self._size // COMPARE_BYTES_PER_STEP
+        ):
             self._steps_since_compare = 0
             return list(data) + [k for k in self._texts if k not in data]
         keys = self._dirty | self._touched
@@ -298,9 +299,13 @@ class DeltaTracker:
                     if shadow is not None:
                         if shadow == value:  # shadow on the left: its _Exact numbers decide
                             continue
-                        if kind is list and type(shadow) is list \
-                                and len(value) > len(shadow) and shadow == value[:len(shadow)]:
-                            appended[key] = self._append(key, value[len(shadow):])
+                        if (
+                            kind is list
+                            and type(shadow) is list
+                            and len(value) > len(shadow)
+                            and shadow == value[: len(shadow)]
+                        ):
+                            appended[key] = self._append(key, value[len(shadow) :])
                             continue
                 else:
                     self._hold(key, value)
@@ -326,8 +331,11 @@ class DeltaTracker:
         if deleted:
             parts.append('"del":' + dumps(deleted))
         if appended:
-            parts.append('"append":{' + ",".join(
-                f"{dumps(k)}:[{','.join(v)}]" for k, v in appended.items()) + "}")
+            parts.append(
+                '"append":{'
+                + ",".join(f"{dumps(k)}:[{','.join(v)}]" for k, v in appended.items())
+                + "}"
+            )
         body = "{" + ",".join(parts) + "}"
         self._since_full += len(body)
         if self._since_full > max(self._size, 1024):

@@ -58,16 +58,18 @@ def _wrapped(head: str, items: list[str], tail: str) -> list[str]:
     if len(line) <= 100:
         return [line]
     indent = " " * (len(head) - len(head.lstrip()) + 4)
-    return [head, *[f"{indent}{item}," for item in items],
-            f"{indent[:-4]}{tail}"]
+    return [head, *[f"{indent}{item}," for item in items], f"{indent[:-4]}{tail}"]
 
 
 def _doc(text: str | None) -> list[str]:
     lines = inspect.cleandoc(text or "").splitlines() or [""]
     if len(lines) == 1:
         return [f'        """{lines[0]}"""']
-    return [f'        """{lines[0]}', *[f"        {line}".rstrip() for line in lines[1:]],
-            '        """']
+    return [
+        f'        """{lines[0]}',
+        *[f"        {line}".rstrip() for line in lines[1:]],
+        '        """',
+    ]
 
 
 def methods(asynchronous: bool) -> str:
@@ -83,8 +85,9 @@ def methods(asynchronous: bool) -> str:
         if asynchronous:
             out += _wrapped(f"    async def {name}(", declared, f"){arrow}:")
             out += _doc(method.__doc__)
-            out += _wrapped("        return await self._call(",
-                            [f"self.records.{name}", *passed], ")")
+            out += _wrapped(
+                "        return await self._call(", [f"self.records.{name}", *passed], ")"
+            )
         else:
             out += _wrapped(f"    def {name}(", declared, f"){arrow}:")
             out += _doc(method.__doc__)
@@ -102,8 +105,7 @@ def render(source: str) -> str:
     first_tail = first.split(END, 1)[1]
     second_tail = second.split(END, 1)[1]
     is_async_first = head.rfind("class AsyncWorkflowDB") > head.rfind("class WorkflowDB")
-    return (head + methods(is_async_first) + first_tail + methods(not is_async_first)
-            + second_tail)
+    return head + methods(is_async_first) + first_tail + methods(not is_async_first) + second_tail
 
 
 def main() -> int:

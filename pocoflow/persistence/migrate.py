@@ -117,8 +117,7 @@ def _stored_revisions(engine: Engine) -> list[str] | None:
             cursor.execute("SELECT version_num FROM alembic_version")
             return [row[0] for row in cursor.fetchall()]
         except Exception as exc:
-            if type(exc).__name__ not in ("OperationalError", "ProgrammingError",
-                                          "UndefinedTable"):
+            if type(exc).__name__ not in ("OperationalError", "ProgrammingError", "UndefinedTable"):
                 raise
             return None
         finally:
@@ -135,8 +134,11 @@ def _upgrade(conn: Connection, current: str | None) -> None:
     if current is None and inspect(conn).has_table("pf_runs"):
         _log.info("pocoflow 0.2 database found: stamping revision %s", V02_REVISION)
         command.stamp(config, V02_REVISION)  # type: ignore[arg-type]
-    _log.info("Upgrading database %s from revision %s to head",
-              safe_url(conn.engine.url), current or "(empty)")
+    _log.info(
+        "Upgrading database %s from revision %s to head",
+        safe_url(conn.engine.url),
+        current or "(empty)",
+    )
     command.upgrade(config, "head")  # type: ignore[arg-type]
 
 
@@ -171,16 +173,22 @@ def is_sqlite_url(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def schema_status(target: str | os.PathLike[str], *, upgrade_it: bool = False,
-                  ) -> dict[str, str | None]:
+def schema_status(
+    target: str | os.PathLike[str],
+    *,
+    upgrade_it: bool = False,
+) -> dict[str, str | None]:
     """The schema revision of the database at *target* (``before``, ``after``, ``head``,
     ``url``), upgraded to head first when *upgrade_it*. A SQLite file that does not exist
     is reported as such (``exists`` False) and only created by an upgrade."""
     url = to_url(target, create_dirs=upgrade_it)
     head = head_revision()
-    status: dict[str, str | None] = {"url": safe_url(url), "head": head, "exists": "yes",
-                                     "file": url.database if is_sqlite_url(url)
-                                     and not is_memory(url) else None}
+    status: dict[str, str | None] = {
+        "url": safe_url(url),
+        "head": head,
+        "exists": "yes",
+        "file": url.database if is_sqlite_url(url) and not is_memory(url) else None,
+    }
     if status["file"] and status["file"] != ":memory:" and not Path(status["file"]).exists():
         status["exists"] = None
         if not upgrade_it:

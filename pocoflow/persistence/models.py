@@ -76,8 +76,13 @@ class RunRow(Base):
         Index("ix_pf_runs_parent_status", "parent_run_id", "status"),
         Index("ix_pf_runs_flow_status", "flow_name", "parent_run_id", "status"),
         # a dedup_key is unique among runs in flight (revision 4)
-        Index("ix_pf_runs_dedup", "dedup_key", unique=True,
-              sqlite_where=text(IN_FLIGHT), postgresql_where=text(IN_FLIGHT)),
+        Index(
+            "ix_pf_runs_dedup",
+            "dedup_key",
+            unique=True,
+            sqlite_where=text(IN_FLIGHT),
+            postgresql_where=text(IN_FLIGHT),
+        ),
         Index("ix_pf_runs_queue_started", "queue", "started_at"),
     )
 
@@ -135,8 +140,14 @@ class EventRow(Base):
 
 runs = RunRow.__table__
 # workers claim queued runs by priority (highest first), then age (revision 4)
-Index("ix_pf_runs_queued", runs.c.queue, runs.c.priority.desc(), runs.c.started_at,
-      sqlite_where=text(QUEUED), postgresql_where=text(QUEUED))
+Index(
+    "ix_pf_runs_queued",
+    runs.c.queue,
+    runs.c.priority.desc(),
+    runs.c.started_at,
+    sqlite_where=text(QUEUED),
+    postgresql_where=text(QUEUED),
+)
 run_inputs = RunInputRow.__table__
 checkpoints = CheckpointRow.__table__
 events = EventRow.__table__

@@ -18,6 +18,7 @@ from pocoflow.persistence.rows import now_iso
 
 # ── writes ──────────────────────────────────────────────────────────────────
 
+
 def insert_run(conn: Connection, values: dict[str, Any]) -> None:
     """Insert a run unless one with this run_id exists (0.2's INSERT OR IGNORE)."""
     exists = conn.execute(select(runs.c.run_id).where(runs.c.run_id == values["run_id"]))
@@ -35,8 +36,11 @@ def insert_event(conn: Connection, row: dict[str, Any]) -> None:
 
 def upsert_checkpoint(conn: Connection, row: dict[str, Any]) -> None:
     """0.2's INSERT OR REPLACE: a step written again replaces the earlier checkpoint."""
-    conn.execute(checkpoints.delete().where(and_(checkpoints.c.run_id == row["run_id"],
-                                                 checkpoints.c.step == row["step"])))
+    conn.execute(
+        checkpoints.delete().where(
+            and_(checkpoints.c.run_id == row["run_id"], checkpoints.c.step == row["step"])
+        )
+    )
     conn.execute(checkpoints.insert(), row)
 
 
@@ -46,9 +50,11 @@ def heartbeat(conn: Connection, owned: dict[str, str]) -> list[str]:
     stamp = now_iso()
     lost = []
     for run_id, token in owned.items():
-        done = conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.owner == token,
-                                               runs.c.status == "running")
-                            .values(heartbeat_at=stamp))
+        done = conn.execute(
+            update(runs)
+            .where(runs.c.run_id == run_id, runs.c.owner == token, runs.c.status == "running")
+            .values(heartbeat_at=stamp)
+        )
         if done.rowcount == 0:
             row = conn.execute(select(runs.c.owner).where(runs.c.run_id == run_id)).first()
             if row is not None and row.owner != token:
@@ -60,28 +66,37 @@ def cancel_requested(conn: Connection, run_ids: list[str]) -> list[str]:
     """Which of *run_ids* someone asked to cancel (and are still running)."""
     if not run_ids:
         return []
-    query = select(runs.c.run_id).where(runs.c.run_id.in_(run_ids),
-                                        runs.c.cancel_requested_at.is_not(None),
-                                        runs.c.status == "running")
+    query = select(runs.c.run_id).where(
+        runs.c.run_id.in_(run_ids),
+        runs.c.cancel_requested_at.is_not(None),
+        runs.c.status == "running",
+    )
     return list(conn.execute(query).scalars())
 
 
-def claim_run(conn: Connection, run_id: str, observed: dict[str, Any],
-              values: dict[str, Any]) -> int:
+def claim_run(
+    conn: Connection, run_id: str, observed: dict[str, Any], values: dict[str, Any]
+) -> int:
     """Write *values* to a run if its status, owner and heartbeat are still as
     *observed* (a compare-and-swap); 1 if it was taken."""
+
     def same(column: Any, value: Any) -> Any:
         return column.is_(None) if value is None else column == value
 
     return conn.execute(
         update(runs)
-        .where(runs.c.run_id == run_id, runs.c.status == observed["status"],
-               same(runs.c.owner, observed.get("owner")),
-               same(runs.c.heartbeat_at, observed.get("heartbeat_at")))
-        .values(values)).rowcount
+        .where(
+            runs.c.run_id == run_id,
+            runs.c.status == observed["status"],
+            same(runs.c.owner, observed.get("owner")),
+            same(runs.c.heartbeat_at, observed.get("heartbeat_at")),
+        )
+        .values(values)
+    ).rowcount
 
 
 # ── reads ───────────────────────────────────────────────────────────────────
+
 
 def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
@@ -89,8 +104,7 @@ def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
 
 
 def run_exists(conn: Connection, run_id: str) -> bool:
-    return conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() \
-        is not None
+    return conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is not None
 
 
 @dataclass(frozen=True)
@@ -127,13 +141,18 @@ def _filtered(query: Any, where: RunFilter, *, with_status: bool = True) -> Any:
         query = query.where(runs.c.started_at < where.until)
     if where.search:
         pattern = _like(where.search)
-        query = query.where(or_(runs.c.run_id.like(pattern, escape="\\"),
-                                runs.c.error_msg.like(pattern, escape="\\")))
+        query = query.where(
+            or_(
+                runs.c.run_id.like(pattern, escape="\\"),
+                runs.c.error_msg.like(pattern, escape="\\"),
+            )
+        )
     return query
 
 
-def list_runs(conn: Connection, where: RunFilter, *, limit: int | None,
-              offset: int) -> list[dict[str, Any]]:
+def list_runs(
+    conn: Connection, where: RunFilter, *, limit: int | None, offset: int
+) -> list[dict[str, Any]]:
     """Newest first (an index in this order serves each filter), paged."""
     query = _filtered(select(runs), where)
     query = query.order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
@@ -154,8 +173,9 @@ def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-def get_events(conn: Connection, run_id: str | None, *, after_id: int = 0,
-               limit: int | None = None) -> list[dict[str, Any]]:
+def get_events(
+    conn: Connection, run_id: str | None, *, after_id: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
     """Events in the order they were written: of one run, or (run_id None) of every run;
     only those after event id *after_id* (to follow a log as it grows)."""
     query = select(events).where(events.c.id > after_id)
@@ -167,47 +187,79 @@ def get_events(conn: Connection, run_id: str | None, *, after_id: int = 0,
 
 def checkpoint_steps(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     """A run's checkpoints without their payload: step, node, kind, time, next node."""
-    query = (select(checkpoints.c.step, checkpoints.c.node_name, checkpoints.c.kind,
-                    checkpoints.c.created_at, checkpoints.c.next_node)
-             .where(checkpoints.c.run_id == run_id).order_by(checkpoints.c.step))
+    query = (
+        select(
+            checkpoints.c.step,
+            checkpoints.c.node_name,
+            checkpoints.c.kind,
+            checkpoints.c.created_at,
+            checkpoints.c.next_node,
+        )
+        .where(checkpoints.c.run_id == run_id)
+        .order_by(checkpoints.c.step)
+    )
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def request_cancel(conn: Connection, run_id: str, at: str) -> int:
     """Ask the owner of a running run to cancel it (1: asked)."""
-    return conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.status == "running")
-                        .values(cancel_requested_at=at)).rowcount
+    return conn.execute(
+        update(runs)
+        .where(runs.c.run_id == run_id, runs.c.status == "running")
+        .values(cancel_requested_at=at)
+    ).rowcount
 
 
 def cancel_stopped(conn: Connection, run: dict[str, Any], at: str) -> int:
     """Mark a run that no process is running (queued, paused, or interrupted) cancelled,
     if its row is still as read; its owner, if alive but stalled, is fenced out."""
-    return claim_run(conn, run["run_id"], run, {"status": "cancelled", "owner": None,
-                                                "completed_at": at, "heartbeat_at": at,
-                                                "cancel_requested_at": at,
-                                                "error_msg": "cancelled"})
+    return claim_run(
+        conn,
+        run["run_id"],
+        run,
+        {
+            "status": "cancelled",
+            "owner": None,
+            "completed_at": at,
+            "heartbeat_at": at,
+            "cancel_requested_at": at,
+            "error_msg": "cancelled",
+        },
+    )
 
 
-def get_checkpoint_rows(conn: Connection, run_id: str, up_to: int | None = None,
-                        ) -> list[dict[str, Any]]:
+def get_checkpoint_rows(
+    conn: Connection,
+    run_id: str,
+    up_to: int | None = None,
+) -> list[dict[str, Any]]:
     """Checkpoint rows of a run by step; with *up_to*, only those a rebuild of that
     step needs (from the last full snapshot at or before it)."""
     query = select(checkpoints).where(checkpoints.c.run_id == run_id)
     if up_to is not None:
-        last_full = (select(func.max(checkpoints.c.step))
-                     .where(checkpoints.c.run_id == run_id, checkpoints.c.step <= up_to,
-                            checkpoints.c.kind == "full")
-                     .scalar_subquery())
-        query = query.where(checkpoints.c.step <= up_to,
-                            checkpoints.c.step >= func.coalesce(last_full, up_to))
+        last_full = (
+            select(func.max(checkpoints.c.step))
+            .where(
+                checkpoints.c.run_id == run_id,
+                checkpoints.c.step <= up_to,
+                checkpoints.c.kind == "full",
+            )
+            .scalar_subquery()
+        )
+        query = query.where(
+            checkpoints.c.step <= up_to, checkpoints.c.step >= func.coalesce(last_full, up_to)
+        )
     query = query.order_by(checkpoints.c.step)
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def last_action(conn: Connection, run_id: str) -> str | None:
-    query = (select(events.c.action)
-             .where(events.c.run_id == run_id, events.c.event == "node_end")
-             .order_by(events.c.id.desc()).limit(1))
+    query = (
+        select(events.c.action)
+        .where(events.c.run_id == run_id, events.c.event == "node_end")
+        .order_by(events.c.id.desc())
+        .limit(1)
+    )
     return conn.execute(query).scalar()
 
 

@@ -48,6 +48,7 @@ def notify(conn: Connection, channel: str, payload: str) -> None:
 
 # ── submitting ──────────────────────────────────────────────────────────────
 
+
 def submit(conn: Connection, row: dict[str, Any], inputs: dict[str, Any]) -> str:
     """Insert a queued run and its input; return its run_id, or, when its ``dedup_key``
     is held by a run still queued or running, that run's id (nothing inserted)."""
@@ -59,15 +60,18 @@ def submit(conn: Connection, row: dict[str, Any], inputs: dict[str, Any]) -> str
         raise RunExistsError(
             f"Run '{row['run_id']}' already exists; a submitted run needs a new run_id (leave "
             "submit(run_id=...) and Flow(run_id=...) unset for a fresh one each time), and a "
-            "stopped run goes back to the workers with db.resume(run_id). Nothing was queued.")
+            "stopped run goes back to the workers with db.resume(run_id). Nothing was queued."
+        )
     statement = insert(runs).values(row)
     if row.get("dedup_key") is not None:
-        statement = statement.on_conflict_do_nothing(index_elements=["dedup_key"],
-                                                     index_where=text(IN_FLIGHT))
+        statement = statement.on_conflict_do_nothing(
+            index_elements=["dedup_key"], index_where=text(IN_FLIGHT)
+        )
     # an INSERT's rowcount is kept only when asked for (SQLAlchemy 2; psycopg reports -1)
     if conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount == 0:
-        held = select(runs.c.run_id).where(runs.c.dedup_key == row["dedup_key"],
-                                           runs.c.status.in_(("queued", "running")))
+        held = select(runs.c.run_id).where(
+            runs.c.dedup_key == row["dedup_key"], runs.c.status.in_(("queued", "running"))
+        )
         existing = conn.execute(held).scalar()
         if existing is not None:
             return str(existing)
@@ -87,6 +91,7 @@ def requeue(conn: Connection, run: dict[str, Any], values: dict[str, Any]) -> in
     exists, so a worker that dies before checkpointing them does not lose them, and one
     that comes after a checkpoint holding them does not apply them twice. A paused run
     whose ``dedup_key`` another run in flight took meanwhile goes on without it."""
+
     def same(column: Any, value: Any) -> Any:
         return column.is_(None) if value is None else column == value
 
@@ -94,18 +99,34 @@ def requeue(conn: Connection, run: dict[str, Any], values: dict[str, Any]) -> in
     updates = values.get("resume_updates")
     if updates is not None:
         values["resume_updates"] = json.dumps(
-            {"after_checkpoint": _newest_checkpoint(conn, run["run_id"]),
-             "store": json.loads(updates)})
+            {
+                "after_checkpoint": _newest_checkpoint(conn, run["run_id"]),
+                "store": json.loads(updates),
+            }
+        )
     key = run.get("dedup_key")
-    if key is not None and conn.execute(select(runs.c.run_id).where(
-            runs.c.dedup_key == key, runs.c.run_id != run["run_id"],
-            runs.c.status.in_(("queued", "running")))).first() is not None:
+    if (
+        key is not None
+        and conn.execute(
+            select(runs.c.run_id).where(
+                runs.c.dedup_key == key,
+                runs.c.run_id != run["run_id"],
+                runs.c.status.in_(("queued", "running")),
+            )
+        ).first()
+        is not None
+    ):
         values["dedup_key"] = None
     done = conn.execute(
-        update(runs).where(runs.c.run_id == run["run_id"], runs.c.status == run["status"],
-                           same(runs.c.owner, run.get("owner")),
-                           same(runs.c.heartbeat_at, run.get("heartbeat_at")))
-        .values(values)).rowcount
+        update(runs)
+        .where(
+            runs.c.run_id == run["run_id"],
+            runs.c.status == run["status"],
+            same(runs.c.owner, run.get("owner")),
+            same(runs.c.heartbeat_at, run.get("heartbeat_at")),
+        )
+        .values(values)
+    ).rowcount
     if done:
         notify(conn, QUEUE_CHANNEL, values.get("queue") or run.get("queue") or "default")
     return done
@@ -116,9 +137,12 @@ def _newest_checkpoint(conn: Connection, run_id: str) -> int:
     (ids only grow), 0 if none."""
     found = conn.execute(
         select(checkpoints.c.run_id, func.max(checkpoints.c.id))
-        .where((checkpoints.c.run_id == run_id)
-               | checkpoints.c.run_id.like(f"{_escaped(run_id)}.%", escape="\\"))
-        .group_by(checkpoints.c.run_id)).all()
+        .where(
+            (checkpoints.c.run_id == run_id)
+            | checkpoints.c.run_id.like(f"{_escaped(run_id)}.%", escape="\\")
+        )
+        .group_by(checkpoints.c.run_id)
+    ).all()
     nested = re.compile(re.escape(run_id) + r"(\.\d+)*")
     return max((int(newest) for owner, newest in found if nested.fullmatch(owner)), default=0)
 
@@ -138,6 +162,7 @@ def pending_updates(conn: Connection, run_id: str, stored: str | None) -> str | 
 
 # ── claiming ────────────────────────────────────────────────────────────────
 
+
 @dataclass(frozen=True)
 class Limits:
     """What one claim may take: *room* runs of flow *flow_name* (None: of any flow) for
@@ -151,9 +176,17 @@ class Limits:
     flow_name: str | None = None
 
 
-def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
-          stale_before: str, rate_since: str, max_attempts: int) -> tuple[list[dict[str, Any]],
-                                                                      list[str]]:
+def claim(
+    conn: Connection,
+    queue: str,
+    limits: Limits,
+    *,
+    owner: str,
+    now: str,
+    stale_before: str,
+    rate_since: str,
+    max_attempts: int,
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Claim queued runs (and runs whose worker stopped heartbeating before
     *stale_before*) of *queue* for *owner*. Returns the claimed rows as they were
     before the claim (``resume_updates``: the updates still to apply, if any), and the
@@ -169,27 +202,51 @@ def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
     room = limits.room
     in_queue = runs.c.queue == queue
     if limits.concurrency is not None:
-        busy = conn.execute(select(func.count()).where(
-            in_queue, runs.c.status == "running", runs.c.heartbeat_at >= stale_before)).scalar()
+        busy = conn.execute(
+            select(func.count()).where(
+                in_queue, runs.c.status == "running", runs.c.heartbeat_at >= stale_before
+            )
+        ).scalar()
         room = min(room, limits.concurrency - int(busy or 0))
     if limits.rate is not None:
-        started = conn.execute(select(func.count()).where(
-            in_queue, runs.c.status != "queued", runs.c.started_at >= rate_since)).scalar()
+        started = conn.execute(
+            select(func.count()).where(
+                in_queue, runs.c.status != "queued", runs.c.started_at >= rate_since
+            )
+        ).scalar()
         room = min(room, limits.rate - int(started or 0))
     if room <= 0:
         return [], []
-    mine = (in_queue,) if limits.flow_name is None else (in_queue,
-                                                         runs.c.flow_name == limits.flow_name)
-    columns = (runs.c.run_id, runs.c.status, runs.c.owner, runs.c.heartbeat_at,
-               runs.c.attempts, runs.c.resume_updates, runs.c.total_steps,
-               runs.c.cancel_requested_at)
-    waiting = (select(*columns)
-               .where(*mine, runs.c.status == "queued",
-                      (runs.c.not_before.is_(None)) | (runs.c.not_before <= now))
-               .order_by(runs.c.priority.desc(), runs.c.started_at, runs.c.run_id))
-    orphaned = (select(*columns)
-                .where(*mine, runs.c.status == "running", runs.c.heartbeat_at < stale_before)
-                .order_by(runs.c.heartbeat_at).limit(room))
+    mine = (
+        (in_queue,)
+        if limits.flow_name is None
+        else (in_queue, runs.c.flow_name == limits.flow_name)
+    )
+    columns = (
+        runs.c.run_id,
+        runs.c.status,
+        runs.c.owner,
+        runs.c.heartbeat_at,
+        runs.c.attempts,
+        runs.c.resume_updates,
+        runs.c.total_steps,
+        runs.c.cancel_requested_at,
+    )
+    waiting = (
+        select(*columns)
+        .where(
+            *mine,
+            runs.c.status == "queued",
+            (runs.c.not_before.is_(None)) | (runs.c.not_before <= now),
+        )
+        .order_by(runs.c.priority.desc(), runs.c.started_at, runs.c.run_id)
+    )
+    orphaned = (
+        select(*columns)
+        .where(*mine, runs.c.status == "running", runs.c.heartbeat_at < stale_before)
+        .order_by(runs.c.heartbeat_at)
+        .limit(room)
+    )
     if _postgres(conn):
         waiting = waiting.with_for_update(skip_locked=True)
         orphaned = orphaned.with_for_update(skip_locked=True)
@@ -207,21 +264,43 @@ def claim(conn: Connection, queue: str, limits: Limits, *, owner: str, now: str,
         else:
             taken.append(row)
     if worn_out:
-        conn.execute(update(runs).where(runs.c.run_id.in_(worn_out)).values(
-            status="failed", completed_at=now, heartbeat_at=now, owner=None, error_msg=(
-                f"its worker stopped {max_attempts} times while running it (killed, or "
-                "out of memory?); it is not retried again. Resume it by hand to try once "
-                "more.")))
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_id.in_(worn_out))
+            .values(
+                status="failed",
+                completed_at=now,
+                heartbeat_at=now,
+                owner=None,
+                error_msg=(
+                    f"its worker stopped {max_attempts} times while running it (killed, or "
+                    "out of memory?); it is not retried again. Resume it by hand to try once "
+                    "more."
+                ),
+            )
+        )
     if cancelled:
-        conn.execute(update(runs).where(runs.c.run_id.in_(cancelled)).values(
-            status="cancelled", completed_at=now, heartbeat_at=now, owner=None,
-            error_msg="cancelled"))
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_id.in_(cancelled))
+            .values(
+                status="cancelled",
+                completed_at=now,
+                heartbeat_at=now,
+                owner=None,
+                error_msg="cancelled",
+            )
+        )
     for run_id in (*worn_out, *cancelled):
         notify(conn, DONE_CHANNEL, run_id)
     for row in taken:
-        values: dict[str, Any] = {"status": "running", "owner": owner, "heartbeat_at": now,
-                                  "attempts": runs.c.attempts + 1,
-                                  "cancel_requested_at": None}
+        values: dict[str, Any] = {
+            "status": "running",
+            "owner": owner,
+            "heartbeat_at": now,
+            "attempts": runs.c.attempts + 1,
+            "cancel_requested_at": None,
+        }
         if row["status"] == "queued" and row["total_steps"] is None:  # its first start
             values["started_at"] = now
         conn.execute(update(runs).where(runs.c.run_id == row["run_id"]).values(values))
@@ -238,12 +317,15 @@ def claimable(engine: Any, queue: str, flow_name: str | None, lease_seconds: flo
     if flow_name is not None:
         mine.append(runs.c.flow_name == flow_name)
     ready = (runs.c.status == "queued") & (
-        runs.c.not_before.is_(None) | (runs.c.not_before <= now_iso()))
+        runs.c.not_before.is_(None) | (runs.c.not_before <= now_iso())
+    )
     stale = (runs.c.status == "running") & (runs.c.heartbeat_at < iso_ago(lease_seconds))
     with engine.connect() as conn:
         try:
-            return conn.execute(select(runs.c.run_id).where(*mine, ready | stale)
-                                .limit(1)).first() is not None
+            return (
+                conn.execute(select(runs.c.run_id).where(*mine, ready | stale).limit(1)).first()
+                is not None
+            )
         finally:
             conn.rollback()
 
@@ -253,11 +335,20 @@ def hand_back(conn: Connection, run_id: str, owner: str, now: str) -> int:
     failed attempt); only if it still owns the run, and the run did not end meanwhile
     (when the recorder recorded the stop, the run is queued already)."""
     done = conn.execute(
-        update(runs).where(runs.c.run_id == run_id, runs.c.owner == owner,
-                           runs.c.status.in_(("running", "queued")))
-        .values(status="queued", owner=None, heartbeat_at=now, completed_at=None,
-                attempts=func.max(runs.c.attempts - 1, 0) if conn.dialect.name == "sqlite"
-                else func.greatest(runs.c.attempts - 1, 0))).rowcount
+        update(runs)
+        .where(
+            runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status.in_(("running", "queued"))
+        )
+        .values(
+            status="queued",
+            owner=None,
+            heartbeat_at=now,
+            completed_at=None,
+            attempts=func.max(runs.c.attempts - 1, 0)
+            if conn.dialect.name == "sqlite"
+            else func.greatest(runs.c.attempts - 1, 0),
+        )
+    ).rowcount
     if done:
         row = conn.execute(select(runs.c.queue).where(runs.c.run_id == run_id)).scalar()
         notify(conn, QUEUE_CHANNEL, row or "default")
@@ -274,10 +365,15 @@ def fail_claimed(engine: Any, run_id: str, owner: str, error: BaseException) -> 
     now = now_iso()
     with write_connection(engine) as conn, conn.begin():
         done = conn.execute(
-            update(runs).where(runs.c.run_id == run_id, runs.c.owner == owner,
-                               runs.c.status == "running")
-            .values(status="failed", completed_at=now, heartbeat_at=now,
-                    error_msg=f"{type(error).__name__}: {error}")).rowcount
+            update(runs)
+            .where(runs.c.run_id == run_id, runs.c.owner == owner, runs.c.status == "running")
+            .values(
+                status="failed",
+                completed_at=now,
+                heartbeat_at=now,
+                error_msg=f"{type(error).__name__}: {error}",
+            )
+        ).rowcount
         if done:
             notify(conn, DONE_CHANNEL, run_id)
     return bool(done)
@@ -303,19 +399,30 @@ def handed_back_row(run_id: str, steps: int, at: str) -> dict[str, Any] | None:
     waiter never sees it cancelled. None for any other run."""
     if run_id not in _handing_back:
         return None
-    return {"status": "queued", "total_steps": steps, "completed_at": None,
-            "error_msg": None, "heartbeat_at": at}
+    return {
+        "status": "queued",
+        "total_steps": steps,
+        "completed_at": None,
+        "error_msg": None,
+        "heartbeat_at": at,
+    }
 
 
 # ── retention ───────────────────────────────────────────────────────────────
 
-def old_runs(conn: Connection, before: str, statuses: tuple[str, ...],
-             limit: int) -> list[str]:
+
+def old_runs(conn: Connection, before: str, statuses: tuple[str, ...], limit: int) -> list[str]:
     """Top-level runs that ended with one of *statuses* before *before* (oldest first)."""
-    query = (select(runs.c.run_id)
-             .where(runs.c.parent_run_id.is_(None), runs.c.status.in_(statuses),
-                    func.coalesce(runs.c.completed_at, runs.c.started_at) < before)
-             .order_by(runs.c.started_at).limit(limit))
+    query = (
+        select(runs.c.run_id)
+        .where(
+            runs.c.parent_run_id.is_(None),
+            runs.c.status.in_(statuses),
+            func.coalesce(runs.c.completed_at, runs.c.started_at) < before,
+        )
+        .order_by(runs.c.started_at)
+        .limit(limit)
+    )
     return list(conn.execute(query).scalars())
 
 
@@ -325,13 +432,15 @@ def delete_runs(conn: Connection, run_ids: list[str]) -> dict[str, int]:
     ids = list(run_ids)
     parents = ids
     while parents:  # nested flows' runs, level by level (by parent, not by id prefix)
-        parents = list(conn.execute(select(runs.c.run_id)
-                                    .where(runs.c.parent_run_id.in_(parents))).scalars())
+        parents = list(
+            conn.execute(select(runs.c.run_id).where(runs.c.parent_run_id.in_(parents))).scalars()
+        )
         ids += parents
     return {
         "events": conn.execute(delete(events).where(events.c.run_id.in_(ids))).rowcount,
         "checkpoints": conn.execute(
-            delete(checkpoints).where(checkpoints.c.run_id.in_(ids))).rowcount,
+            delete(checkpoints).where(checkpoints.c.run_id.in_(ids))
+        ).rowcount,
         "inputs": conn.execute(delete(run_inputs).where(run_inputs.c.run_id.in_(ids))).rowcount,
         "runs": conn.execute(delete(runs).where(runs.c.run_id.in_(ids))).rowcount,
     }
@@ -342,6 +451,7 @@ def _escaped(text: str) -> str:
 
 
 # ── waking up ───────────────────────────────────────────────────────────────
+
 
 class Listener:
     """Waits for a PostgreSQL NOTIFY on one channel, on a connection of its own (call

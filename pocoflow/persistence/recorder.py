@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from pocoflow.events import (
 from pocoflow.persistence import rows
 from pocoflow.persistence.queue import handed_back_row
 from pocoflow.persistence.rows import StepWrite, event_row, iso
+from pocoflow.persistence.writer import SchemaMoved
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
@@ -43,14 +45,74 @@ class _RunState:
 
     __slots__ = ("fence", "full_next", "key", "parent", "pending", "tracker")
 
-    def __init__(self, key: str, tracker: DeltaTracker, parent: str | None,
-                 fence: tuple[str, str]) -> None:
+    def __init__(
+        self, key: str, tracker: DeltaTracker, parent: str | None, fence: tuple[str, str]
+    ) -> None:
         self.key = key  # the run id as stored (rows.storable): what every row names
         self.tracker = tracker
         self.parent = parent
         self.fence = fence  # (top-level run_id, owner token): every write is fenced by it
         self.full_next = True  # the next checkpoint is a full snapshot
         self.pending: list[dict[str, Any]] = []  # event rows waiting for the step's commit
+
+
+class _Batch:
+    """Writes of one event loop's runs that wait for the same commit."""
+
+    __slots__ = ("done", "errors", "writes")
+
+    def __init__(self) -> None:
+        import anyio
+
+        self.writes: list[StepWrite] = []
+        self.errors: list[BaseException | None] = []
+        self.done = anyio.Event()
+
+
+async def batched(writer: Any, write: StepWrite) -> None:
+    """Commit *write* together with the writes of the other runs of this event loop that
+    are ready in the same turn of the loop: the first to arrive yields the loop once (so
+    the others' ready steps join it), then commits them all in one transaction, on this
+    thread when SQLite lets it without waiting, else in a worker thread. Each step is
+    still durable before its run's next node starts; a cancel never cuts a commit short
+    (a run cancelled while its write waits still waits for the commit, then stops).
+    """
+    import anyio
+    import anyio.lowlevel
+    import anyio.to_thread
+
+    batches: dict[int, _Batch] = writer.batches
+    loop = threading.get_ident()  # a thread runs one event loop at a time
+    batch = batches.get(loop)
+    if batch is not None:  # a run of this loop is gathering: join it
+        index = len(batch.writes)
+        batch.writes.append(write)
+        try:
+            await batch.done.wait()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await batch.done.wait()
+            raise
+    else:
+        batch = batches[loop] = _Batch()
+        index = 0
+        batch.writes.append(write)
+        try:
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            del batches[loop]
+        try:
+            errors = writer.commit_all_now(batch.writes)
+            if errors is None:
+                with anyio.CancelScope(shield=True):
+                    errors = await anyio.to_thread.run_sync(writer.commit_all, batch.writes)
+        except BaseException as exc:
+            errors = [exc] * len(batch.writes)
+        batch.errors = errors
+        batch.done.set()
+    error = batch.errors[index]
+    if error is not None:
+        raise error
 
 
 class Recorder:
@@ -63,6 +125,7 @@ class Recorder:
         self._records = records
         self._runs: dict[str, _RunState] = {}  # by the engine's run id
         self._engine_ids: dict[str, str] = {}  # stored run id -> engine's, where they differ
+        self._graph_json: tuple[Any, str | None] = (None, None)  # last graph, as JSON
 
     def handle(self, event: Event) -> Awaitable[None] | None:
         if isinstance(event, FlowStarted):
@@ -76,19 +139,38 @@ class Recorder:
         if isinstance(event, NodeFinished):
             return self._node_finished(state, event)
         if isinstance(event, NodeRetried):
-            self._add(state, event, "node_retry", step=event.step, node_name=event.node_name,
-                      error_msg=str(event.error),
-                      detail=rows.detail(attempt=event.attempt, delay_s=event.delay_s,
-                                         type=type(event.error).__name__))
+            self._add(
+                state,
+                event,
+                "node_retry",
+                step=event.step,
+                node_name=event.node_name,
+                error_msg=str(event.error),
+                detail=rows.detail(
+                    attempt=event.attempt, delay_s=event.delay_s, type=type(event.error).__name__
+                ),
+            )
             return None
         if isinstance(event, NodeFailed):
-            self._add(state, event, "node_error", step=event.step, node_name=event.node_name,
-                      error_msg=str(event.error),
-                      detail=rows.detail(type=type(event.error).__name__))
+            self._add(
+                state,
+                event,
+                "node_error",
+                step=event.step,
+                node_name=event.node_name,
+                error_msg=str(event.error),
+                detail=rows.detail(type=type(event.error).__name__),
+            )
             return None
         if isinstance(event, NodeCancelled):
-            self._add(state, event, "node_cancel", step=event.step, node_name=event.node_name,
-                      elapsed_ms=event.elapsed_s * 1000)
+            self._add(
+                state,
+                event,
+                "node_cancel",
+                step=event.step,
+                node_name=event.node_name,
+                elapsed_ms=event.elapsed_s * 1000,
+            )
             return None
         if isinstance(event, FlowFinished):
             return self._flow_finished(state, event)
@@ -103,10 +185,16 @@ class Recorder:
         taken, state.pending = state.pending, []
         return taken
 
-    def _commit(self, write: StepWrite) -> Awaitable[None] | None:
+    def _commit(self, write: StepWrite, *, gather: bool = False) -> Awaitable[None] | None:
         """Commit on this thread when that cannot block (SQLite, no contention), else in
-        a worker thread; either way the step is durable before the engine goes on. A
-        run taken over by another process is forgotten: it writes nothing more."""
+        a worker thread; either way the step is durable before the engine goes on. When
+        this process runs several runs of the database at once, the writes ready in one
+        turn of the event loop share one transaction (see :func:`batched`); so do the
+        starts of runs begun together (*gather*: a task group starting many runs). A run
+        taken over by another process is forgotten: it writes nothing more."""
+        database = self._records.database
+        if gather or database.runs_in_flight > 1:
+            return self._batched(database.writer, write)
         try:
             if self._records.commit_now(write):
                 return None
@@ -114,6 +202,15 @@ class Recorder:
             self._forget_stored(write.fence[0] if write.fence else write.run_id)
             raise
         return self._commit_in_thread(write)
+
+    async def _batched(self, writer: Any, write: StepWrite) -> None:
+        try:
+            await batched(writer, write)
+        except SchemaMoved:  # nothing written: the one-write path looks at the schema again
+            await self._commit_in_thread(write)
+        except RunTakenOverError:
+            self._forget_stored(write.fence[0] if write.fence else write.run_id)
+            raise
 
     async def _commit_in_thread(self, write: StepWrite) -> None:
         import anyio.to_thread
@@ -149,48 +246,64 @@ class Recorder:
         parent = self._runs.get(event.parent_run_id) if event.parent_run_id else None
         claimed = database.token_of(key) if parent is None else None
         store_json = None
+        tracker = records.tracker()
         if parent is None and claimed is None:  # a nested flow's input is its parent's,
             # a queued run's was written when it was submitted; encoded before anything is
             # kept of the run: a store checkpoints cannot hold fails it with nothing written
-            store_json = records.tracker().full(*_contents(event.store)).store_json
+            store_json = tracker.full(*_contents(event.store)).store_json
         if parent is not None:  # a nested flow's run: fenced by the top-level run's owner
             fence = parent.fence
         elif claimed is not None:  # a resume or a worker claimed the existing row for us
             fence = (key, claimed)
         elif event.resumed:
-            raise ResumeError(f"Run '{key}' was not claimed by this process; resume it "
-                              "with flow.resume(run_id).")
+            raise ResumeError(
+                f"Run '{key}' was not claimed by this process; resume it with flow.resume(run_id)."
+            )
         else:
             fence = (key, database.claim_token())
-        state = _RunState(key, records.tracker(), event.parent_run_id, fence)
+        state = _RunState(key, tracker, event.parent_run_id, fence)  # (its first step
+        # is a full snapshot: see _RunState.full_next)
         self._runs[run_id] = state
+        if parent is None:
+            database.run_begins()
         if key is not run_id:
             self._engine_ids[key] = run_id
         write = StepWrite(key, fence=fence)
         if claimed is not None:
-            write.run_update = rows.resumed_run(stamp, fence[1], event.start_node,
-                                                event.start_node_id)
+            write.run_update = rows.resumed_run(
+                stamp, fence[1], event.start_node, event.start_node_id
+            )
         else:
             write.run_insert = rows.started_run(
-                key, event.flow_name, stamp, fence[1], event.start_node,
-                event.start_node_id, parent.key if parent is not None else None)
+                key,
+                event.flow_name,
+                stamp,
+                fence[1],
+                event.start_node,
+                event.start_node_id,
+                parent.key if parent is not None else None,
+            )
             if event.forked_from is not None:
                 origin, step = event.forked_from
                 write.run_insert["forked_from"] = rows.storable(origin)
                 write.run_insert["forked_at_step"] = step
             write.new_run = parent is None
         if event.resumed:
-            self._add(state, event, "flow_resume", step=event.step, node_name=event.start_node,
-                      detail=rows.detail(from_step=event.step - 1,
-                                         updated_keys=sorted(event.written)))
+            self._add(
+                state,
+                event,
+                "flow_resume",
+                step=event.step,
+                node_name=event.start_node,
+                detail=rows.detail(from_step=event.step - 1, updated_keys=sorted(event.written)),
+            )
         else:
             if claimed is None:  # a queued run's input was written when it was submitted
-                write.run_input = rows.run_input(
-                    json.dumps(event.graph) if event.graph is not None else None, store_json)
+                write.run_input = rows.run_input(self._json_of(event.graph), store_json)
             self._add(state, event, "flow_start", node_name=event.start_node)
         write.event_rows = self._take(state)
         try:
-            pending = self._commit(write)
+            pending = self._commit(write, gather=parent is None)
         except BaseException:
             self._forget(run_id)
             raise
@@ -200,16 +313,28 @@ class Recorder:
             return None
         return self._own_when_done(pending, *owner)
 
+    def _json_of(self, graph: dict[str, Any] | None) -> str | None:
+        """*graph* as JSON, encoded once for the runs that share it (see graph_data)."""
+        if graph is None:
+            return None
+        last, text = self._graph_json
+        if last is not graph:
+            text = json.dumps(graph)
+            self._graph_json = (graph, text)
+        return text
+
     def _own(self, run_id: str, token: str, lease: float, top_level: bool) -> None:
         """Heartbeat the run from now on (once its row exists, so the watcher never
         mistakes a row not yet written for a run taken over)."""
         state = self._runs.get(run_id)
         if state is not None:
-            self._records.database.own(state.key, token, lease, top_level=top_level,
-                                       control_id=run_id)
+            self._records.database.own(
+                state.key, token, lease, top_level=top_level, control_id=run_id
+            )
 
-    async def _own_when_done(self, pending: Awaitable[None], run_id: str, token: str,
-                             lease: float, top_level: bool) -> None:
+    async def _own_when_done(
+        self, pending: Awaitable[None], run_id: str, token: str, lease: float, top_level: bool
+    ) -> None:
         try:
             await pending
         except BaseException:
@@ -221,24 +346,42 @@ class Recorder:
         error = event.error
         detail = None
         if event.status == "paused" and error is not None:
-            detail = rows.detail(reason=getattr(error, "reason", str(error)),
-                                 data=getattr(error, "data", {}))
+            detail = rows.detail(
+                reason=getattr(error, "reason", str(error)), data=getattr(error, "data", {})
+            )
         elif error is not None:
             detail = rows.detail(type=type(error).__name__)
         elif event.unmatched_action is not None:
             detail = rows.detail(unmatched_action=event.unmatched_action)
         failed = event.status == "failed"
         error_msg = str(error) if failed and error is not None else None
-        self._add(state, event, "flow_end", step=event.steps, action=event.last_action,
-                  error_msg=error_msg, detail=detail)
-        update, ended = rows.run_ended(event.status, event.steps, iso(event.ts), error_msg), \
-            state.parent is None
-        back = handed_back_row(state.key, event.steps, iso(event.ts)) \
-            if ended and event.status == "cancelled" else None
+        self._add(
+            state,
+            event,
+            "flow_end",
+            step=event.steps,
+            action=event.last_action,
+            error_msg=error_msg,
+            detail=detail,
+        )
+        update, ended = (
+            rows.run_ended(event.status, event.steps, iso(event.ts), error_msg),
+            state.parent is None,
+        )
+        back = (
+            handed_back_row(state.key, event.steps, iso(event.ts))
+            if ended and event.status == "cancelled"
+            else None
+        )
         if back is not None:  # a stopping worker hands the run back: queued, not ended
             update, ended = back, False
-        write = StepWrite(state.key, event_rows=self._take(state), run_update=update,
-                          fence=state.fence, ended=ended)
+        write = StepWrite(
+            state.key,
+            event_rows=self._take(state),
+            run_update=update,
+            fence=state.fence,
+            ended=ended,
+        )
         try:
             pending = self._commit(write)
         except BaseException:
@@ -260,7 +403,10 @@ class Recorder:
         state = self._runs.pop(run_id, None)
         key = state.key if state is not None else rows.storable(run_id)
         self._engine_ids.pop(key, None)
-        self._records.database.disown(key)
+        database = self._records.database
+        database.disown(key)
+        if state is not None and state.parent is None:
+            database.run_begins(-1)
 
     def _forget_stored(self, key: str) -> None:
         """:meth:`_forget` by the run id as stored."""
@@ -286,17 +432,35 @@ class Recorder:
             encoded = tracker.step(data, transient)
         stamp = iso(event.ts)
         found = self._take(state)
-        found.append(event_row(run_id, "node_end", stamp, step=event.step,
-                               node_name=event.node_name, action=event.action,
-                               elapsed_ms=event.elapsed_s * 1000))
+        found.append(
+            event_row(
+                run_id,
+                "node_end",
+                stamp,
+                step=event.step,
+                node_name=event.node_name,
+                action=event.action,
+                elapsed_ms=event.elapsed_s * 1000,
+            )
+        )
         write = StepWrite(
-            run_id, event_rows=found,
-            run_update=rows.step_done(event.step + 1, stamp,
-                                      event.next_node or event.node_name, event.next_node_id),
-            checkpoint=rows.checkpoint_row(run_id, event.step, event.node_name, encoded.kind,
-                                           encoded.store_json, encoded.excluded, stamp,
-                                           event.next_node_id),
-            fence=state.fence)
+            run_id,
+            event_rows=found,
+            run_update=rows.step_done(
+                event.step + 1, stamp, event.next_node or event.node_name, event.next_node_id
+            ),
+            checkpoint=rows.checkpoint_row(
+                run_id,
+                event.step,
+                event.node_name,
+                encoded.kind,
+                encoded.store_json,
+                encoded.excluded,
+                stamp,
+                event.next_node_id,
+            ),
+            fence=state.fence,
+        )
         return self._commit(write)
 
 

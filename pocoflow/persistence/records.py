@@ -40,17 +40,38 @@ LIST_STATUSES = (*RUN_STATUSES, "interrupted")
 Target = str | os.PathLike[str]
 
 #: The public methods, in the order the facades list them.
-API = ("create_run", "update_run", "get_run", "list_runs", "count_runs", "get_run_input",
-       "save_event", "get_events", "save_checkpoint", "get_checkpoints", "load_checkpoint",
-       "last_action", "checkpoint_steps", "get_checkpoint_json", "cancel_run", "resume",
-       "delete_runs")
+API = (
+    "create_run",
+    "update_run",
+    "get_run",
+    "list_runs",
+    "count_runs",
+    "get_run_input",
+    "save_event",
+    "get_events",
+    "save_checkpoint",
+    "get_checkpoints",
+    "load_checkpoint",
+    "last_action",
+    "checkpoint_steps",
+    "get_checkpoint_json",
+    "cancel_run",
+    "resume",
+    "delete_runs",
+)
 
 
 class RunRecords:
     """The run database of one path or URL: the implementation behind both facades."""
 
-    def __init__(self, target: Target | URL, *, lease_seconds: float = LEASE_SECONDS,
-                 allow_pickle: bool = False, full_every: int = FULL_EVERY) -> None:
+    def __init__(
+        self,
+        target: Target | URL,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        allow_pickle: bool = False,
+        full_every: int = FULL_EVERY,
+    ) -> None:
         if not isinstance(target, (str, os.PathLike, URL)):
             raise TypeError(
                 f"A database is a file path or a SQLAlchemy URL string, got "
@@ -75,7 +96,7 @@ class RunRecords:
     @property
     def database(self) -> Database:
         database = self._database
-        if database is None or database.pid != os.getpid():  # first use, or a forked child
+        if database is None or database.forked:  # first use, or a forked child
             database = self._database = Database.open(self.url)
         return database
 
@@ -122,34 +143,48 @@ class RunRecords:
     def create_run(self, run_id: str, flow_name: str = "") -> None:
         """Insert a run with status ``running`` (ignored if the run_id exists)."""
         _check_id(run_id)
-        self._write(queries.insert_run, rows.created_run(_key(run_id), flow_name,
-                                                         rows.now_iso()))
+        self._write(queries.insert_run, rows.created_run(_key(run_id), flow_name, rows.now_iso()))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run: status, completed_at, total_steps, current_node, error_msg..."""
         unknown = set(fields) - rows.UPDATABLE
         if unknown:  # ignored, as pocoflow 0.2 did, but said
-            _log.warning("update_run('%s'): unknown field(s) %s ignored; the fields are %s.",
-                         run_id, sorted(unknown), sorted(rows.UPDATABLE))
+            _log.warning(
+                "update_run('%s'): unknown field(s) %s ignored; the fields are %s.",
+                run_id,
+                sorted(unknown),
+                sorted(rows.UPDATABLE),
+            )
             fields = {k: v for k, v in fields.items() if k not in unknown}
         if "status" in fields and fields["status"] not in RUN_STATUSES:
             raise ValueError(
                 f"update_run: status {fields['status']!r} is not one of {list(RUN_STATUSES)}."
             )
         if fields:
-            self._write(queries.update_run, _key(run_id),
-                        {name: rows.storable(value) for name, value in fields.items()})
+            self._write(
+                queries.update_run,
+                _key(run_id),
+                {name: rows.storable(value) for name, value in fields.items()},
+            )
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run as a dict, or None."""
         row = self._read(queries.get_run, _key(run_id))
         return self._present(row) if row is not None else None
 
-    def list_runs(self, limit: int = 100, *, offset: int = 0, status: str | None = None,
-                  flow_name: str | None = None, parent_run_id: str | None = None,
-                  include_nested: bool = False, search: str | None = None,
-                  since: datetime | str | None = None,
-                  until: datetime | str | None = None) -> list[dict[str, Any]]:
+    def list_runs(
+        self,
+        limit: int = 100,
+        *,
+        offset: int = 0,
+        status: str | None = None,
+        flow_name: str | None = None,
+        parent_run_id: str | None = None,
+        include_nested: bool = False,
+        search: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> list[dict[str, Any]]:
         """Newest runs first, filtered and paged.
 
         ``status`` (``interrupted`` too), ``flow_name``, ``search`` (a substring of the
@@ -159,21 +194,28 @@ class RunRecords:
         if status is not None and status not in LIST_STATUSES:
             raise ValueError(f"list_runs: status {status!r} is not one of {list(LIST_STATUSES)}.")
         if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"list_runs: limit and offset must be ints >= 0, got {limit!r}, "
-                             f"{offset!r}.")
+            raise ValueError(
+                f"list_runs: limit and offset must be ints >= 0, got {limit!r}, {offset!r}."
+            )
         where = _filter(status, flow_name, parent_run_id, include_nested, search, since, until)
         if status in ("running", "interrupted"):
             # liveness is partly decided here (a dead owner pid), so filter after presenting;
             # running rows are few (bounded by what runs at once)
             found = self._read(queries.list_runs, where, limit=None, offset=0)
             kept = [r for r in map(self._present, found) if r["status"] == status]
-            return kept[offset:offset + limit]
+            return kept[offset : offset + limit]
         found = self._read(queries.list_runs, where, limit=limit, offset=offset)
         return [self._present(row) for row in found]
 
-    def count_runs(self, *, flow_name: str | None = None, include_nested: bool = False,
-                   search: str | None = None, since: datetime | str | None = None,
-                   until: datetime | str | None = None) -> dict[str, int]:
+    def count_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        include_nested: bool = False,
+        search: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+    ) -> dict[str, int]:
         """Runs per status among those the filters cover (see :meth:`list_runs`), with
         ``interrupted`` told apart from ``running``."""
         where = _filter(None, flow_name, None, include_nested, search, since, until)
@@ -181,10 +223,12 @@ class RunRecords:
         def read(conn: Any) -> dict[str, int]:
             counts = queries.count_runs(conn, where)
             if counts.get("running"):
-                live = queries.list_runs(conn, replace(where, status="running"), limit=None,
-                                         offset=0)
-                interrupted = sum(1 for r in map(self._present, live)
-                                  if r["status"] == "interrupted")
+                live = queries.list_runs(
+                    conn, replace(where, status="running"), limit=None, offset=0
+                )
+                interrupted = sum(
+                    1 for r in map(self._present, live) if r["status"] == "interrupted"
+                )
                 if interrupted:
                     counts["interrupted"] = interrupted
                     counts["running"] -= interrupted
@@ -200,9 +244,14 @@ class RunRecords:
 
     def _present(self, row: dict[str, Any]) -> dict[str, Any]:
         """A run row as callers see it: ``interrupted`` if its process is gone."""
-        if row["status"] == "running" and row.get("owner") and (
+        if (
+            row["status"] == "running"
+            and row.get("owner")
+            and (
                 (row.get("heartbeat_at") or row["started_at"]) < rows.iso_ago(self.lease_seconds)
-                or owner_is_dead(row["owner"])):
+                or owner_is_dead(row["owner"])
+            )
+        ):
             row["status"] = "interrupted"
         return row
 
@@ -212,11 +261,13 @@ class RunRecords:
         """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
         ts = kw.pop("ts", None) or rows.now_iso()
         rows.check_event_fields(kw)
-        self._write(queries.insert_event,
-                    rows.event_row(_key(run_id), rows.storable(event), ts, **kw))
+        self._write(
+            queries.insert_event, rows.event_row(_key(run_id), rows.storable(event), ts, **kw)
+        )
 
-    def get_events(self, run_id: str | None, *, after_id: int = 0,
-                   limit: int | None = None) -> list[dict[str, Any]]:
+    def get_events(
+        self, run_id: str | None, *, after_id: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """A run's events in the order they happened (``run_id=None``: every run's);
         ``after_id`` keeps only those newer than that event id, to follow a log."""
         if not isinstance(after_id, int) or after_id < 0:
@@ -229,15 +280,25 @@ class RunRecords:
 
     # ── checkpoints ─────────────────────────────────────────────────────────
 
-    def save_checkpoint(self, run_id: str, step: int, node_name: str,
-                        store: Store | Mapping[str, Any]) -> None:
+    def save_checkpoint(
+        self, run_id: str, step: int, node_name: str, store: Store | Mapping[str, Any]
+    ) -> None:
         """Write a full snapshot of *store* as the checkpoint of *step* (replacing one
         written before, as in 0.2)."""
         transient = store.transient if isinstance(store, Store) else ()
         encoded = self.tracker().full(store, transient)
-        self._write(queries.upsert_checkpoint, rows.checkpoint_row(
-            _key(run_id), step, node_name, "full", encoded.store_json, encoded.excluded,
-            rows.now_iso()))
+        self._write(
+            queries.upsert_checkpoint,
+            rows.checkpoint_row(
+                _key(run_id),
+                step,
+                node_name,
+                "full",
+                encoded.store_json,
+                encoded.excluded,
+                rows.now_iso(),
+            ),
+        )
 
     def get_checkpoints(self, run_id: str) -> list[dict[str, Any]]:
         """A run's checkpoints by step, each ``store_json`` the full store."""
@@ -263,8 +324,11 @@ class RunRecords:
     def load_checkpoint(self, run_id: str, step: int) -> Store:
         """The Store as it was after *step*; ``KeyError`` if there is no such checkpoint."""
         found = self.checkpoint_rows(run_id, step)
-        return Store(rebuild(found, allow_pickle=self.allow_pickle), name=f"{run_id}@step{step}",
-                     transient=rows.excluded_keys(found[-1]))
+        return Store(
+            rebuild(found, allow_pickle=self.allow_pickle),
+            name=f"{run_id}@step{step}",
+            transient=rows.excluded_keys(found[-1]),
+        )
 
     def checkpoint_rows(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         """The rows that rebuild *step* (default: the last step), from a full snapshot on."""
@@ -293,12 +357,16 @@ class RunRecords:
         RunNotFoundError if there is no such run."""
         run = self.get_run(run_id)
         if run is None:
-            raise RunNotFoundError(f"No run '{run_id}' in {self.safe_url}; "
-                                   "db.list_runs() shows the runs there.")
+            raise RunNotFoundError(
+                f"No run '{run_id}' in {self.safe_url}; db.list_runs() shows the runs there."
+            )
         status = run["status"]
         stamp = rows.now_iso()
-        if status == "running" and run.get("owner") \
-                and self._write(queries.request_cancel, run["run_id"], stamp):
+        if (
+            status == "running"
+            and run.get("owner")
+            and self._write(queries.request_cancel, run["run_id"], stamp)
+        ):
             control.stop(run_id)  # at once, if it runs in this very process
             return "requested"
         if status in ("queued", "paused", "interrupted", "running"):  # running: no owner
@@ -319,28 +387,32 @@ class RunRecords:
         from pocoflow.persistence.resume import RESUMABLE, not_resumable
 
         if updates is not None and not isinstance(updates, Mapping):
-            raise TypeError(f"resume(updates=...) takes a mapping of store keys to values, "
-                            f"got {type(updates).__name__}.")
+            raise TypeError(
+                f"resume(updates=...) takes a mapping of store keys to values, "
+                f"got {type(updates).__name__}."
+            )
         run = self.get_run(run_id)
         if run is None:
-            raise RunNotFoundError(f"No run '{run_id}' in {self.safe_url}; "
-                                   "db.list_runs() shows the runs there.")
+            raise RunNotFoundError(
+                f"No run '{run_id}' in {self.safe_url}; db.list_runs() shows the runs there."
+            )
         if run["status"] not in RESUMABLE:
             raise ResumeError(not_resumable(run))
         text = None
         if updates:
             encoder = self.tracker()
             text = encoder.full(dict(updates), strict=True).store_json
-        observed = {**run, "status": "running" if run["status"] == "interrupted"
-                    else run["status"]}
+        observed = {**run, "status": "running" if run["status"] == "interrupted" else run["status"]}
         target = run.get("queue") or "default"
         if not self._write(queue.requeue, observed, rows.requeued_run(target, text)):
-            raise ResumeError(f"Run '{run_id}' changed while it was being resumed; see "
-                              "db.get_run(run_id).")
+            raise ResumeError(
+                f"Run '{run_id}' changed while it was being resumed; see db.get_run(run_id)."
+            )
         return target
 
-    def delete_runs(self, older_than: timedelta | datetime | str, *,
-                    status: str | None = None, batch: int = 500) -> dict[str, int]:
+    def delete_runs(
+        self, older_than: timedelta | datetime | str, *, status: str | None = None, batch: int = 500
+    ) -> dict[str, int]:
         """Delete runs that ended (completed, failed or cancelled; or only *status*) before
         *older_than* (an age, or a time), with their nested runs, events, checkpoints and
         inputs, *batch* runs per transaction so writers are never held up long. Returns the
@@ -348,8 +420,10 @@ class RunRecords:
         from pocoflow.persistence import queue
 
         if status is not None and status not in queue.ENDED:
-            raise ValueError(f"delete_runs: status must be one of {list(queue.ENDED)} (runs in "
-                             f"flight are never deleted), got {status!r}.")
+            raise ValueError(
+                f"delete_runs: status must be one of {list(queue.ENDED)} (runs in "
+                f"flight are never deleted), got {status!r}."
+            )
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"delete_runs: batch must be an int >= 1, got {batch!r}.")
         if isinstance(older_than, timedelta):
@@ -358,6 +432,7 @@ class RunRecords:
         statuses = (status,) if status is not None else queue.ENDED
         total = {"runs": 0, "events": 0, "checkpoints": 0, "inputs": 0}
         while True:
+
             def one_batch(conn: Any) -> dict[str, int]:
                 found = queue.old_runs(conn, before, statuses, batch)
                 return queue.delete_runs(conn, found) if found else {}
@@ -377,8 +452,13 @@ class RunRecords:
 
         return self._write(queue.submit, run, inputs)
 
-    def claim_queued(self, queue_name: str, limits: Any, *, max_attempts: int,
-                     ) -> list[dict[str, Any]]:
+    def claim_queued(
+        self,
+        queue_name: str,
+        limits: Any,
+        *,
+        max_attempts: int,
+    ) -> list[dict[str, Any]]:
         """Claim runs of *queue_name* for this process (see persistence.queue.claim); each
         claimed run is heartbeated under the claim's owner token from now on."""
         from pocoflow.persistence import queue
@@ -387,9 +467,16 @@ class RunRecords:
         token = database.claim_token()
         now = rows.now_iso()
         rate_since = rows.iso_ago(limits.per_seconds) if limits.rate is not None else now
-        taken, _ = self._write(queue.claim, queue_name, limits, owner=token, now=now,
-                               stale_before=rows.iso_ago(self.lease_seconds),
-                               rate_since=rate_since, max_attempts=max_attempts)
+        taken, _ = self._write(
+            queue.claim,
+            queue_name,
+            limits,
+            owner=token,
+            now=now,
+            stale_before=rows.iso_ago(self.lease_seconds),
+            rate_since=rate_since,
+            max_attempts=max_attempts,
+        )
         for row in taken:
             database.own(row["run_id"], token, self.lease_seconds)
         return taken
@@ -426,25 +513,37 @@ class RunRecords:
         """Take a stopped run over for this process if its row is still as *run* was
         read (a compare-and-swap); False if another process got there first. The new
         owner token fences the old owner out: its writes change nothing from now on."""
-        observed = {**run, "status": "running" if run["status"] == "interrupted"
-                    else run["status"]}
+        observed = {**run, "status": "running" if run["status"] == "interrupted" else run["status"]}
         database = self.database
         database.recheck()  # a schema another process moved since is refused, untouched
         token = database.claim_token()
-        if 1 != self._write(queries.claim_run, run["run_id"], observed,
-                            rows.claimed_run(token, rows.now_iso())):
+        if 1 != self._write(
+            queries.claim_run, run["run_id"], observed, rows.claimed_run(token, rows.now_iso())
+        ):
             return False
         database.own(run["run_id"], token, self.lease_seconds)
         return True
 
 
-def _filter(status: str | None, flow_name: str | None, parent_run_id: str | None,
-            include_nested: bool, search: str | None, since: datetime | str | None,
-            until: datetime | str | None) -> queries.RunFilter:
+def _filter(
+    status: str | None,
+    flow_name: str | None,
+    parent_run_id: str | None,
+    include_nested: bool,
+    search: str | None,
+    since: datetime | str | None,
+    until: datetime | str | None,
+) -> queries.RunFilter:
     stored = "running" if status == "interrupted" else status
-    return queries.RunFilter(stored, rows.storable(flow_name), _key(parent_run_id),
-                             not include_nested, rows.storable(search) or None,
-                             _moment(since, "since"), _moment(until, "until"))
+    return queries.RunFilter(
+        stored,
+        rows.storable(flow_name),
+        _key(parent_run_id),
+        not include_nested,
+        rows.storable(search) or None,
+        _moment(since, "since"),
+        _moment(until, "until"),
+    )
 
 
 def _moment(value: datetime | str | None, name: str) -> str | None:
@@ -455,11 +554,14 @@ def _moment(value: datetime | str | None, name: str) -> str | None:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"list_runs: {name}={value!r} is not an ISO-8601 time; give "
-                             "a datetime or text like '2026-11-29T10:00:00+00:00'.") from None
+            raise ValueError(
+                f"list_runs: {name}={value!r} is not an ISO-8601 time; give "
+                "a datetime or text like '2026-11-29T10:00:00+00:00'."
+            ) from None
     if not isinstance(value, datetime):
-        raise TypeError(f"list_runs: {name} must be a datetime or ISO-8601 text, got "
-                        f"{type(value).__name__}.")
+        raise TypeError(
+            f"list_runs: {name} must be a datetime or ISO-8601 text, got {type(value).__name__}."
+        )
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return rows.iso(value.timestamp())

@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 RESUMABLE = ("failed", "cancelled", "paused", "interrupted")
 
 
-async def prepare_resume(flow: Flow, run_id: str, updates: Mapping[str, Any] | None,
-                         ) -> tuple[Start, Store]:
+async def prepare_resume(
+    flow: Flow,
+    run_id: str,
+    updates: Mapping[str, Any] | None,
+) -> tuple[Start, Store]:
     """Check that *run_id* can go on with *flow*, claim it, and say where it starts."""
     import anyio.to_thread
 
@@ -41,30 +44,43 @@ async def prepare_resume(flow: Flow, run_id: str, updates: Mapping[str, Any] | N
             "with Flow(..., db_path='pocoflow.db') (or db_url=/db=), the one the run used."
         )
     if updates is not None and not isinstance(updates, Mapping):
-        raise TypeError(f"resume(updates=...) takes a mapping of store keys to values, got "
-                        f"{type(updates).__name__}.")
+        raise TypeError(
+            f"resume(updates=...) takes a mapping of store keys to values, got "
+            f"{type(updates).__name__}."
+        )
     records = flow.db.records
     return await anyio.to_thread.run_sync(_prepare, flow, records, run_id, updates)
 
 
-def _prepare(flow: Flow, records: RunRecords, run_id: str,
-             updates: Mapping[str, Any] | None) -> tuple[Start, Store]:
+def _prepare(
+    flow: Flow, records: RunRecords, run_id: str, updates: Mapping[str, Any] | None
+) -> tuple[Start, Store]:
     point = resume_point(records, run_id)
     # everything that can refuse the resume is checked before the run is taken over
     start, store = _going_on(flow, records, point, updates)
     if not records.claim(point.run):
-        raise ResumeError(f"Run '{run_id}' was taken over by another process while this one "
-                          "was resuming it; see db.get_run(run_id).")
+        raise ResumeError(
+            f"Run '{run_id}' was taken over by another process while this one "
+            "was resuming it; see db.get_run(run_id)."
+        )
     return start, store
 
 
-def _going_on(flow: Flow, records: RunRecords, point: StoppedRun,
-              updates: Mapping[str, Any] | None) -> tuple[Start, Store]:
+def _going_on(
+    flow: Flow, records: RunRecords, point: StoppedRun, updates: Mapping[str, Any] | None
+) -> tuple[Start, Store]:
     """Where *point*'s run goes on with *flow*, and the store it goes on with."""
     run_id = point.run["run_id"]
     if point.next_id is None:  # every step was done: only the run's end is missing
-        start, innermost = Start(step=point.step + 1, resumed=True, done=True,
-                                 last_action=records.last_action(run_id)), point
+        start, innermost = (
+            Start(
+                step=point.step + 1,
+                resumed=True,
+                done=True,
+                last_action=records.last_action(run_id),
+            ),
+            point,
+        )
     else:
         node = find_node(flow.start, point.next_id)
         if node is None:
@@ -78,48 +94,64 @@ def _going_on(flow: Flow, records: RunRecords, point: StoppedRun,
     return start, _store(flow, innermost or point, updates, records.allow_pickle)
 
 
-def prepare_claimed(flow: Flow, records: RunRecords, claimed: Mapping[str, Any],
-                    ) -> tuple[Start, Store]:
+def prepare_claimed(
+    flow: Flow,
+    records: RunRecords,
+    claimed: Mapping[str, Any],
+) -> tuple[Start, Store]:
     """Where a run a worker claimed goes on (from its last checkpoint, or its input if it
     never ran a step), with the updates a ``db.resume`` left for it."""
     run_id = claimed["run_id"]
     run = records.get_run(run_id) or {"run_id": run_id}
     point = stopped_at(records, run_id, run)
     if point is None:
-        raise ResumeError(f"Run '{run_id}' has neither a checkpoint nor an input to start "
-                          "from; it was not submitted by flow.submit().")
+        raise ResumeError(
+            f"Run '{run_id}' has neither a checkpoint nor an input to start "
+            "from; it was not submitted by flow.submit()."
+        )
     updates = None
     if claimed.get("resume_updates"):
-        updates = decode_state(json.loads(claimed["resume_updates"]),
-                               allow_pickle=records.allow_pickle)
+        updates = decode_state(
+            json.loads(claimed["resume_updates"]), allow_pickle=records.allow_pickle
+        )
     start, store = _going_on(flow, records, point, updates)
     if point.step < 0 and not updates and not claimed.get("attempts"):  # its first start
         start = Start(node=start.node, step=start.step, inner=start.inner)
     return start, store
 
 
-def prepare_fork(flow: Flow, records: RunRecords, run_id: str, step: int,
-                 updates: Mapping[str, Any] | None) -> tuple[Start, Store]:
+def prepare_fork(
+    flow: Flow, records: RunRecords, run_id: str, step: int, updates: Mapping[str, Any] | None
+) -> tuple[Start, Store]:
     """A new run from *run_id*'s checkpoint at *step*: it starts at the node that
     checkpoint names next, with its store (and *updates*), numbered on from *step*."""
     found = records.checkpoint_rows(run_id, step)
     last = found[-1]
-    point = StoppedRun({"run_id": run_id}, rebuild_json(found), step, last.get("next_node"),
-                       excluded_keys(last))
+    point = StoppedRun(
+        {"run_id": run_id}, rebuild_json(found), step, last.get("next_node"), excluded_keys(last)
+    )
     if point.next_id is None:
-        raise ResumeError(f"Run '{run_id}' names no node after step {step} (it ended there, "
-                          "or pocoflow 0.2 recorded it); fork it from an earlier step.")
+        raise ResumeError(
+            f"Run '{run_id}' names no node after step {step} (it ended there, "
+            "or pocoflow 0.2 recorded it); fork it from an earlier step."
+        )
     node = find_node(flow.start, point.next_id)
     if node is None:
-        raise ResumeError(f"Run '{run_id}' goes on at node '{point.next_id}' after step "
-                          f"{step}, which flow '{flow.flow_name}' does not have.")
+        raise ResumeError(
+            f"Run '{run_id}' goes on at node '{point.next_id}' after step "
+            f"{step}, which flow '{flow.flow_name}' does not have."
+        )
     validate_graph(flow.start)
     store = _store(flow, point, updates, records.allow_pickle)
     return Start(node=node, step=step + 1, forked_from=(run_id, step)), store
 
 
-def descend(records: RunRecords, run_id: str, step: int, node: Wired,
-            ) -> tuple[Start | None, StoppedRun | None]:
+def descend(
+    records: RunRecords,
+    run_id: str,
+    step: int,
+    node: Wired,
+) -> tuple[Start | None, StoppedRun | None]:
     """Where the nested flow *node* (run as step *step* of *run_id*) goes on, if the run
     stopped inside it; and the innermost stopped run (whose store is the newest)."""
     inner_start = nested_start(node)
@@ -130,8 +162,9 @@ def descend(records: RunRecords, run_id: str, step: int, node: Wired,
     if child is None:  # the nested flow had no step done: it starts over
         return Start(resumed=True), None
     if child.next_id is None:  # it had finished; the outer run never recorded that
-        return Start(step=child.step + 1, resumed=True, done=True,
-                     last_action=records.last_action(child_id)), child
+        return Start(
+            step=child.step + 1, resumed=True, done=True, last_action=records.last_action(child_id)
+        ), child
     inner = find_node(inner_start, child.next_id)
     if inner is None:
         raise ResumeError(
@@ -139,8 +172,7 @@ def descend(records: RunRecords, run_id: str, step: int, node: Wired,
             f"which nested flow '{node.name}' does not have."
         )
     deeper, innermost = descend(records, child_id, child.step + 1, inner)
-    return Start(node=inner, step=child.step + 1, resumed=True, inner=deeper), \
-        innermost or child
+    return Start(node=inner, step=child.step + 1, resumed=True, inner=deeper), innermost or child
 
 
 @dataclass(frozen=True)
@@ -154,10 +186,14 @@ class StoppedRun:
     excluded: list[str]
 
 
-def _store(flow: Flow, point: StoppedRun, updates: Mapping[str, Any] | None,
-           allow_pickle: bool) -> Store:
-    store = Store(decode_state(point.state, allow_pickle=allow_pickle),
-                  name=flow.flow_name, transient=point.excluded)
+def _store(
+    flow: Flow, point: StoppedRun, updates: Mapping[str, Any] | None, allow_pickle: bool
+) -> Store:
+    store = Store(
+        decode_state(point.state, allow_pickle=allow_pickle),
+        name=flow.flow_name,
+        transient=point.excluded,
+    )
     if updates:
         store.update(updates)
     return store
@@ -167,15 +203,20 @@ def resume_point(records: RunRecords, run_id: str) -> StoppedRun:
     """Read where *run_id* stopped; ResumeError if it cannot be resumed."""
     run = records.get_run(run_id)
     if run is None:
-        raise RunNotFoundError(f"No run '{run_id}' in {records.safe_url}; "
-                               "db.list_runs() shows the runs there.")
+        raise RunNotFoundError(
+            f"No run '{run_id}' in {records.safe_url}; db.list_runs() shows the runs there."
+        )
     if run["status"] not in RESUMABLE:
         raise ResumeError(not_resumable(run))
     point = stopped_at(records, run_id, run)
     # a run PocoFlow recorded (it has an owner) whose last step ran, but its end was never
     # written (killed, or cancelled after its last node); 0.2's checkpoints name no next node
-    finished = point is not None and point.step >= 0 and point.next_id is None \
+    finished = (
+        point is not None
+        and point.step >= 0
+        and point.next_id is None
         and run.get("owner") is not None
+    )
     if point is None or (point.next_id is None and not finished):
         raise ResumeError(
             f"Run '{run_id}' has no checkpoint that says which node runs next (it was "
@@ -185,8 +226,11 @@ def resume_point(records: RunRecords, run_id: str) -> StoppedRun:
     return point
 
 
-def stopped_at(records: RunRecords, run_id: str, run: dict[str, Any] | None = None,
-               ) -> StoppedRun | None:
+def stopped_at(
+    records: RunRecords,
+    run_id: str,
+    run: dict[str, Any] | None = None,
+) -> StoppedRun | None:
     """The last checkpoint of *run_id*, or (for a top-level run) its input; None if
     neither exists."""
     try:
@@ -195,8 +239,13 @@ def stopped_at(records: RunRecords, run_id: str, run: dict[str, Any] | None = No
         found = []
     if found:
         last = found[-1]
-        return StoppedRun(run or {"run_id": run_id}, rebuild_json(found), last["step"],
-                          last.get("next_node"), excluded_keys(last))
+        return StoppedRun(
+            run or {"run_id": run_id},
+            rebuild_json(found),
+            last["step"],
+            last.get("next_node"),
+            excluded_keys(last),
+        )
     if run is None:
         return None
     started = records.get_run_input(run_id) or {}

@@ -15,16 +15,46 @@ from datetime import datetime, timezone
 from typing import Any
 
 #: 0.2's column sets: what the 0.2 methods return.
-RUN_COLUMNS = ("run_id", "flow_name", "status", "started_at", "completed_at", "total_steps",
-               "current_node", "error_msg")
-UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {"next_node", "owner", "heartbeat_at",
-                                          "parent_run_id", "cancel_requested_at"}
-EVENT_COLUMNS = ("run_id", "event", "ts", "step", "node_name", "action", "elapsed_ms",
-                 "error_msg", "detail")
+RUN_COLUMNS = (
+    "run_id",
+    "flow_name",
+    "status",
+    "started_at",
+    "completed_at",
+    "total_steps",
+    "current_node",
+    "error_msg",
+)
+UPDATABLE = frozenset(RUN_COLUMNS[1:]) | {
+    "next_node",
+    "owner",
+    "heartbeat_at",
+    "parent_run_id",
+    "cancel_requested_at",
+}
+EVENT_COLUMNS = (
+    "run_id",
+    "event",
+    "ts",
+    "step",
+    "node_name",
+    "action",
+    "elapsed_ms",
+    "error_msg",
+    "detail",
+)
 #: The optional fields of an event row (0.2's, plus ``detail``).
 EVENT_FIELDS = EVENT_COLUMNS[3:]
-CHECKPOINT_COLUMNS = ("run_id", "step", "node_name", "store_json", "created_at", "kind",
-                      "next_node", "excluded")
+CHECKPOINT_COLUMNS = (
+    "run_id",
+    "step",
+    "node_name",
+    "store_json",
+    "created_at",
+    "kind",
+    "next_node",
+    "excluded",
+)
 
 _second: tuple[int, str] = (-1, "")
 
@@ -66,8 +96,10 @@ def iso(ts: float) -> str:
     whole, micro = divmod(round(ts * 1_000_000), 1_000_000)
     cached = _second
     if cached[0] != whole:
-        cached = _second = (whole, datetime.fromtimestamp(whole, timezone.utc)
-                            .strftime("%Y-%m-%dT%H:%M:%S"))
+        cached = _second = (
+            whole,
+            datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+        )
     return f"{cached[1]}.{micro:06d}+00:00"
 
 
@@ -105,27 +137,43 @@ class StepWrite:
 
 # ── pf_events ───────────────────────────────────────────────────────────────
 
-def event_row(run_id: str, event: str, ts: str, *, step: int | None = None,
-              node_name: str | None = None, action: str | None = None,
-              elapsed_ms: float | None = None, error_msg: str | None = None,
-              detail: str | None = None) -> dict[str, Any]:
+
+def event_row(
+    run_id: str,
+    event: str,
+    ts: str,
+    *,
+    step: int | None = None,
+    node_name: str | None = None,
+    action: str | None = None,
+    elapsed_ms: float | None = None,
+    error_msg: str | None = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
     """A pf_events row with every column present (unset fields are NULL), its text made
     :func:`storable` (*run_id* and *event* are given that way already). Runs several
     times a step, so it builds the row in one expression."""
-    return {"run_id": run_id, "event": event, "ts": ts, "step": step,
-            "node_name": None if node_name is None else storable(node_name),
-            "action": None if action is None else storable(action),
-            "elapsed_ms": elapsed_ms,
-            "error_msg": None if error_msg is None else storable(error_msg),
-            "detail": None if detail is None else storable(detail)}
+    return {
+        "run_id": run_id,
+        "event": event,
+        "ts": ts,
+        "step": step,
+        "node_name": None if node_name is None else storable(node_name),
+        "action": None if action is None else storable(action),
+        "elapsed_ms": elapsed_ms,
+        "error_msg": None if error_msg is None else storable(error_msg),
+        "detail": None if detail is None else storable(detail),
+    }
 
 
 def check_event_fields(fields: Any) -> None:
     """TypeError naming the fields of *fields* that are no pf_events column."""
     unknown = fields.keys() - EVENT_FIELDS
     if unknown:
-        raise TypeError(f"Unknown event field(s) {sorted(unknown)}; the fields are "
-                        f"{sorted({*EVENT_FIELDS, 'ts'})}.")
+        raise TypeError(
+            f"Unknown event field(s) {sorted(unknown)}; the fields are "
+            f"{sorted({*EVENT_FIELDS, 'ts'})}."
+        )
 
 
 def detail(**fields: Any) -> str:
@@ -135,13 +183,27 @@ def detail(**fields: Any) -> str:
 
 # ── pf_checkpoints ──────────────────────────────────────────────────────────
 
-def checkpoint_row(run_id: str, step: int, node_name: str, kind: str, store_json: str,
-                   excluded: list[str], created_at: str,
-                   next_node: str | None = None) -> dict[str, Any]:
-    return {"run_id": run_id, "step": step, "node_name": storable(node_name),
-            "store_json": store_json, "created_at": created_at, "kind": kind,
-            "next_node": None if next_node is None else storable(next_node),
-            "excluded": json.dumps(excluded) if excluded else None}
+
+def checkpoint_row(
+    run_id: str,
+    step: int,
+    node_name: str,
+    kind: str,
+    store_json: str,
+    excluded: list[str],
+    created_at: str,
+    next_node: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "step": step,
+        "node_name": storable(node_name),
+        "store_json": store_json,
+        "created_at": created_at,
+        "kind": kind,
+        "next_node": None if next_node is None else storable(next_node),
+        "excluded": json.dumps(excluded) if excluded else None,
+    }
 
 
 def excluded_keys(row: dict[str, Any]) -> list[str]:
@@ -152,63 +214,117 @@ def excluded_keys(row: dict[str, Any]) -> list[str]:
 
 # ── pf_runs ─────────────────────────────────────────────────────────────────
 
+
 def created_run(run_id: str, flow_name: str, started_at: str) -> dict[str, Any]:
     """A run as 0.2's ``create_run`` made it (status ``running``, no owner)."""
     return {"run_id": run_id, "flow_name": storable(flow_name), "started_at": started_at}
 
 
-def started_run(run_id: str, flow_name: str, at: str, owner: str, node_name: str,
-                next_node: str | None, parent_run_id: str | None) -> dict[str, Any]:
+def started_run(
+    run_id: str,
+    flow_name: str,
+    at: str,
+    owner: str,
+    node_name: str,
+    next_node: str | None,
+    parent_run_id: str | None,
+) -> dict[str, Any]:
     """A run this process starts and owns."""
-    return {"run_id": run_id, "flow_name": storable(flow_name), "started_at": at,
-            "parent_run_id": parent_run_id,
-            **resumed_run(at, owner, node_name, next_node)}
+    return {
+        "run_id": run_id,
+        "flow_name": storable(flow_name),
+        "started_at": at,
+        "parent_run_id": parent_run_id,
+        **resumed_run(at, owner, node_name, next_node),
+    }
 
 
 def resumed_run(at: str, owner: str, node_name: str, next_node: str | None) -> dict[str, Any]:
     """A run this process takes up again (a resume): running, owned, its end unset."""
-    return {"status": "running", "owner": owner, "heartbeat_at": at, "completed_at": None,
-            "error_msg": None, "current_node": storable(node_name),
-            "next_node": storable(next_node)}
+    return {
+        "status": "running",
+        "owner": owner,
+        "heartbeat_at": at,
+        "completed_at": None,
+        "error_msg": None,
+        "current_node": storable(node_name),
+        "next_node": storable(next_node),
+    }
 
 
 def claimed_run(owner: str, at: str) -> dict[str, Any]:
     """A stopped run taken over by a new owner (a resume): running, no cancel pending."""
-    return {"status": "running", "owner": owner, "heartbeat_at": at, "completed_at": None,
-            "error_msg": None, "cancel_requested_at": None}
+    return {
+        "status": "running",
+        "owner": owner,
+        "heartbeat_at": at,
+        "completed_at": None,
+        "error_msg": None,
+        "cancel_requested_at": None,
+    }
 
 
 def step_done(steps: int, at: str, current_node: str, next_node: str | None) -> dict[str, Any]:
     """The run row after a step: steps so far, where it stands, a fresh heartbeat."""
-    return {"total_steps": steps, "heartbeat_at": at, "current_node": storable(current_node),
-            "next_node": None if next_node is None else storable(next_node)}
+    return {
+        "total_steps": steps,
+        "heartbeat_at": at,
+        "current_node": storable(current_node),
+        "next_node": None if next_node is None else storable(next_node),
+    }
 
 
 def run_ended(status: str, steps: int, at: str, error_msg: str | None) -> dict[str, Any]:
     """The run row at its end (a paused run has no completion time yet; a cancelled one
     has error_msg "cancelled", 0.2's documented way to tell a cancel from a failure)."""
-    return {"status": status, "total_steps": steps,
-            "completed_at": None if status == "paused" else at,
-            "error_msg": "cancelled" if status == "cancelled" else storable(error_msg),
-            "heartbeat_at": at}
+    return {
+        "status": status,
+        "total_steps": steps,
+        "completed_at": None if status == "paused" else at,
+        "error_msg": "cancelled" if status == "cancelled" else storable(error_msg),
+        "heartbeat_at": at,
+    }
 
 
-def queued_run(run_id: str, flow_name: str, at: str, queue: str, priority: int,
-               dedup_key: str | None, not_before: str | None,
-               start_node: str) -> dict[str, Any]:
+def queued_run(
+    run_id: str,
+    flow_name: str,
+    at: str,
+    queue: str,
+    priority: int,
+    dedup_key: str | None,
+    not_before: str | None,
+    start_node: str,
+) -> dict[str, Any]:
     """A run submitted for the workers: queued, no owner; ``started_at`` is when it was
     queued until a worker starts it."""
-    return {"run_id": run_id, "flow_name": flow_name, "status": "queued", "started_at": at,
-            "queue": queue, "priority": priority, "dedup_key": dedup_key,
-            "not_before": not_before, "current_node": start_node, "next_node": start_node,
-            "attempts": 0}
+    return {
+        "run_id": run_id,
+        "flow_name": flow_name,
+        "status": "queued",
+        "started_at": at,
+        "queue": queue,
+        "priority": priority,
+        "dedup_key": dedup_key,
+        "not_before": not_before,
+        "current_node": start_node,
+        "next_node": start_node,
+        "attempts": 0,
+    }
 
 
 def requeued_run(queue: str, updates_json: str | None) -> dict[str, Any]:
     """A stopped run put back for the workers, with a human's updates for the next one."""
-    return {"status": "queued", "queue": queue, "owner": None, "completed_at": None,
-            "error_msg": None, "cancel_requested_at": None, "not_before": None,
-            "resume_updates": updates_json}
+    return {
+        "status": "queued",
+        "queue": queue,
+        "owner": None,
+        "completed_at": None,
+        "error_msg": None,
+        "cancel_requested_at": None,
+        "not_before": None,
+        "resume_updates": updates_json,
+    }
 
 
 def run_input(graph_json: str | None, input_json: str | None) -> dict[str, Any]:

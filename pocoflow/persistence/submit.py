@@ -15,10 +15,17 @@ if TYPE_CHECKING:
     from pocoflow.persistence.records import RunRecords
 
 
-def submission(flow: Flow, records: RunRecords, store: Store | dict[str, Any] | None, *,
-               queue: str, run_id: str | None, priority: int, dedup_key: str | None,
-               not_before: datetime | timedelta | str | None,
-               ) -> tuple[dict[str, Any], dict[str, Any]]:
+def submission(
+    flow: Flow,
+    records: RunRecords,
+    store: Store | dict[str, Any] | None,
+    *,
+    queue: str,
+    run_id: str | None,
+    priority: int,
+    dedup_key: str | None,
+    not_before: datetime | timedelta | str | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The run row and the input row of a queued run of *flow* (see RunRecords.submit).
 
     ``not_before`` is a time (a datetime, naive meaning UTC, or ISO-8601 text) or a
@@ -26,11 +33,9 @@ def submission(flow: Flow, records: RunRecords, store: Store | dict[str, Any] | 
     if not isinstance(queue, str) or not queue:
         raise ValueError(f"submit: queue must be a non-empty str, got {queue!r}.")
     if not isinstance(priority, int) or isinstance(priority, bool):
-        raise TypeError(f"submit: priority must be an int (higher runs first), got "
-                        f"{priority!r}.")
+        raise TypeError(f"submit: priority must be an int (higher runs first), got {priority!r}.")
     if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
-        raise ValueError(f"submit: dedup_key must be a non-empty str or None, got "
-                         f"{dedup_key!r}.")
+        raise ValueError(f"submit: dedup_key must be a non-empty str or None, got {dedup_key!r}.")
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
         raise ValueError(f"submit: run_id must be a non-empty str or None, got {run_id!r}.")
     from pocoflow.engine import new_run_id
@@ -41,8 +46,16 @@ def submission(flow: Flow, records: RunRecords, store: Store | dict[str, Any] | 
     data = as_store(store)
     encoded = records.tracker().full(data.untracked(), data.transient, strict=True)
     start_id = node_ids(flow.start)[id(flow.start)]
-    row = rows.queued_run(run_id or new_run_id(flow), flow.flow_name, rows.now_iso(), queue,
-                          priority, dedup_key, start_after, start_id)
+    row = rows.queued_run(
+        run_id or new_run_id(flow),
+        flow.flow_name,
+        rows.now_iso(),
+        queue,
+        priority,
+        dedup_key,
+        start_after,
+        start_id,
+    )
     inputs = rows.run_input(json.dumps(describe(flow)), encoded.store_json)
     return row, inputs
 
@@ -54,11 +67,14 @@ def _start_after(not_before: datetime | timedelta | str | None) -> str | None:
     if isinstance(not_before, timedelta):
         not_before = datetime.now(timezone.utc) + not_before
     if not_before is not None and not isinstance(not_before, (datetime, str)):
-        raise TypeError(f"submit: not_before must be a datetime, a timedelta (a delay) or "
-                        f"ISO-8601 text, got {type(not_before).__name__}.")
+        raise TypeError(
+            f"submit: not_before must be a datetime, a timedelta (a delay) or "
+            f"ISO-8601 text, got {type(not_before).__name__}."
+        )
     try:
         return _moment(not_before, "not_before")
     except ValueError:
-        raise ValueError(f"submit: not_before={not_before!r} is not an ISO-8601 time; give "
-                         "a datetime, a timedelta, or text like '2026-11-29T10:00:00+00:00'."
-                         ) from None
+        raise ValueError(
+            f"submit: not_before={not_before!r} is not an ISO-8601 time; give "
+            "a datetime, a timedelta, or text like '2026-11-29T10:00:00+00:00'."
+        ) from None

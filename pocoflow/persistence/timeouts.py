@@ -42,10 +42,10 @@ GRACE_S = 5.0
 #: How often the watchdog looks for waits past their deadline.
 WATCH_EVERY_S = 0.25
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0,
-          "d": 86_400_000.0}
-_SETTING = re.compile(r"statement_timeout\s*=\s*'?\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?",
-                      re.IGNORECASE)
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
+_SETTING = re.compile(
+    r"statement_timeout\s*=\s*'?\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?", re.IGNORECASE
+)
 
 
 def server_of(url: URL) -> str:
@@ -120,8 +120,9 @@ class _Watchdog:
             self._armed[ticket] = entry
             if self._pid != os.getpid():  # first use, or a forked child
                 self._pid = os.getpid()
-                threading.Thread(target=self._watch, daemon=True,
-                                 name="pocoflow-pg-deadlines").start()
+                threading.Thread(
+                    target=self._watch, daemon=True, name="pocoflow-pg-deadlines"
+                ).start()
         return ticket
 
     def disarm(self, ticket: int) -> bool:
@@ -193,7 +194,8 @@ def connection_class() -> Any:
                         raise ServerSilent(
                             f"no answer within {seconds:g} s (statement_timeout plus "
                             f"{min(seconds / 2, GRACE_S):g} s): the connection was "
-                            "closed") from None
+                            "closed"
+                        ) from None
                     raise
                 finally:
                     _watchdog.disarm(ticket)

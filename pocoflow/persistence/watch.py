@@ -33,8 +33,10 @@ class RunWatcher:
     def row(self) -> dict[str, Any]:
         run = self._records.get_run(self.run_id)
         if run is None:
-            raise RunNotFoundError(f"No run '{self.run_id}' in {self._records.safe_url}; "
-                                   "db.list_runs() shows the runs there.")
+            raise RunNotFoundError(
+                f"No run '{self.run_id}' in {self._records.safe_url}; "
+                "db.list_runs() shows the runs there."
+            )
         return run
 
     def status(self) -> str:
@@ -90,8 +92,10 @@ class RunWatcher:
         return listener, POSTGRES_POLL_S if listener.listening else SQLITE_POLL_S
 
     def _timeout(self, timeout: float | None, run: dict[str, Any]) -> TimeoutError:
-        return TimeoutError(f"Run '{self.run_id}' did not stop within {timeout} s; it is "
-                            f"{run['status']}. Wait again, or cancel it.")
+        return TimeoutError(
+            f"Run '{self.run_id}' did not stop within {timeout} s; it is "
+            f"{run['status']}. Wait again, or cancel it."
+        )
 
     def _outcome(self, run: dict[str, Any]) -> Store:
         """The store a stopped run leaves: its last checkpoint, or (a queued run cancelled
@@ -107,5 +111,4 @@ class RunWatcher:
 
         started = self._records.get_run_input(self.run_id) or {}
         state = json.loads(started["input_json"]) if started.get("input_json") else {}
-        return Store(decode_state(state, allow_pickle=self._records.allow_pickle),
-                     name=self.run_id)
+        return Store(decode_state(state, allow_pickle=self._records.allow_pickle), name=self.run_id)

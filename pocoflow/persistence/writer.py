@@ -76,29 +76,37 @@ class WriteStatements:
         self._dialect = dialect
         self._insert = dialect_insert
         fence = runs.alias("fence")
-        self._owned = exists().where(fence.c.run_id == bindparam("fence_run"),
-                                     fence.c.owner == bindparam("fence_owner"))
+        self._owned = exists().where(
+            fence.c.run_id == bindparam("fence_run"), fence.c.owner == bindparam("fence_owner")
+        )
         if self.sqlite:
             self.insert_event = self._compile(events.insert(), EVENT_COLUMNS)
             self.insert_checkpoint = self._compile(checkpoints.insert(), CHECKPOINT_COLUMNS)
         else:
             self.insert_event = self._compile(self._fenced_insert(events, EVENT_COLUMNS))
             self.insert_checkpoint = self._compile(
-                self._fenced_insert(checkpoints, CHECKPOINT_COLUMNS))
+                self._fenced_insert(checkpoints, CHECKPOINT_COLUMNS)
+            )
         columns = ("run_id", "graph_json", "input_json")
         self.insert_input = self._compile(
-            dialect_insert(run_inputs).values({c: bindparam(c) for c in columns})
-            .on_conflict_do_nothing(index_elements=["run_id"]))
-        self.notify_done = None if self.sqlite else self._compile(
-            select(func.pg_notify(bindparam("channel"), bindparam("run_id"))))
+            dialect_insert(run_inputs)
+            .values({c: bindparam(c) for c in columns})
+            .on_conflict_do_nothing(index_elements=["run_id"])
+        )
+        self.notify_done = (
+            None
+            if self.sqlite
+            else self._compile(select(func.pg_notify(bindparam("channel"), bindparam("run_id"))))
+        )
         self.revision: str | None = None  # the schema revision new runs expect
         self._new_runs: dict[tuple[str, ...], str] = {}
         self._child_runs: dict[tuple[str, ...], str] = {}
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
 
     def _compile(self, statement: Any, columns: Sequence[str] | None = None) -> str:
-        return str(statement.compile(dialect=self._dialect,
-                                     column_keys=list(columns) if columns else None))
+        return str(
+            statement.compile(dialect=self._dialect, column_keys=list(columns) if columns else None)
+        )
 
     def _fenced_insert(self, table: Any, columns: Sequence[str]) -> Any:
         rows = select(*[bindparam(c) for c in columns]).where(self._owned)
@@ -119,7 +127,8 @@ class WriteStatements:
             insert = self._fenced_insert(runs, columns)
             statement = insert.on_conflict_do_update(
                 index_elements=["run_id"],
-                set_={c: insert.excluded[c] for c in columns if c != "run_id"})
+                set_={c: insert.excluded[c] for c in columns if c != "run_id"},
+            )
             sql_text = self._child_runs[columns] = self._compile(statement)
         return sql_text
 
@@ -129,8 +138,11 @@ class WriteStatements:
         sql_text = self._updates.get((columns, top_level))
         if sql_text is None:
             owned = runs.c.owner == bindparam("fence_owner") if top_level else self._owned
-            statement = (update(runs).where(runs.c.run_id == bindparam("pk_run_id"), owned)
-                         .values({c: bindparam(c) for c in columns}))
+            statement = (
+                update(runs)
+                .where(runs.c.run_id == bindparam("pk_run_id"), owned)
+                .values({c: bindparam(c) for c in columns})
+            )
             sql_text = self._updates[(columns, top_level)] = self._compile(statement)
         return sql_text
 
@@ -174,16 +186,22 @@ def _run_row(cursor: Any, statements: WriteStatements, write: StepWrite) -> None
         if write.new_run:
             cursor.execute(statements.new_run(tuple(write.run_insert)), write.run_insert)
         else:
-            cursor.execute(statements.child_run(tuple(write.run_insert)),
-                           {**write.run_insert, **_fence_of(write)})
+            cursor.execute(
+                statements.child_run(tuple(write.run_insert)),
+                {**write.run_insert, **_fence_of(write)},
+            )
     elif write.run_update:
         top_level = write.fence is None or write.fence[0] == write.run_id
-        cursor.execute(statements.update_run(tuple(write.run_update), top_level),
-                       _update_params(write))
+        cursor.execute(
+            statements.update_run(tuple(write.run_update), top_level), _update_params(write)
+        )
 
 
-def apply_all(conn: Any, statements: WriteStatements, writes: Sequence[StepWrite],
-              ) -> list[Any]:
+def apply_all(
+    conn: Any,
+    statements: WriteStatements,
+    writes: Sequence[StepWrite],
+) -> list[Any]:
     """Run the statements of *writes* (of different runs) in one transaction, and return
     per write a proof of ownership for :func:`owned`.
 
@@ -196,8 +214,11 @@ def apply_all(conn: Any, statements: WriteStatements, writes: Sequence[StepWrite
     return _apply_pipelined(conn, statements, writes)
 
 
-def apply_locked(cursor: Any, statements: WriteStatements, writes: Sequence[StepWrite],
-                 ) -> list[bool]:
+def apply_locked(
+    cursor: Any,
+    statements: WriteStatements,
+    writes: Sequence[StepWrite],
+) -> list[bool]:
     """SQLite, under its write lock: run rows first (updates grouped, their rowcount
     checked at once); a fenced-out write's other rows are not sent at all."""
     kept = [True] * len(writes)
@@ -236,8 +257,11 @@ def apply_locked(cursor: Any, statements: WriteStatements, writes: Sequence[Step
     return kept
 
 
-def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[StepWrite],
-                     ) -> list[Any]:
+def _apply_pipelined(
+    conn: Any,
+    statements: WriteStatements,
+    writes: Sequence[StepWrite],
+) -> list[Any]:
     """PostgreSQL, sent as one pipeline: each run row through a cursor of its own (its
     rowcount is read once the pipeline has run); every other row carries the fence."""
     proofs: list[Any] = []
@@ -266,8 +290,11 @@ def _apply_pipelined(conn: Any, statements: WriteStatements, writes: Sequence[St
     _execute(cursor, statements.insert_input, inputs)
     _execute(cursor, statements.insert_event, event_rows)
     _execute(cursor, statements.insert_checkpoint, checkpoint_rows)
-    _execute(cursor, statements.notify_done,  # type: ignore[arg-type]
-             [{"channel": DONE_CHANNEL, "run_id": w.run_id} for w in writes if w.ended])
+    _execute(
+        cursor,
+        statements.notify_done,  # type: ignore[arg-type]
+        [{"channel": DONE_CHANNEL, "run_id": w.run_id} for w in writes if w.ended],
+    )
     return proofs
 
 
@@ -387,8 +414,9 @@ class _Lane:
                     raise
                 # no room: folding the WAL into the database file may make some (a WAL
                 # holds every version of a page written since it was last emptied)
-                _log.warning("No room to write to %s; folding the WAL in and trying again",
-                             writer.safe_url)
+                _log.warning(
+                    "No room to write to %s; folding the WAL in and trying again", writer.safe_url
+                )
                 writer.fold_wal_locked("TRUNCATE")  # (frees the WAL's room on disk)
                 kept = self._sqlite_transaction(writes)
         else:
@@ -439,12 +467,15 @@ class Writer:
         self.statements = WriteStatements(engine)
         self.statements.revision = revision
         self.commits = 0  # transactions so far (the WAL checkpointer watches it)
+        #: per event loop thread: the writes gathering for one commit (the recorder's)
+        self.batches: dict[int, Any] = {}
         self._lanes = [_Lane(self) for _ in range(1 if self.sqlite else POSTGRES_LANES)]
         self._next = 0
         self._now: Any = None  # SQLite fast path: its own connection, busy_timeout 0
         # SQLite's WAL bound: past wal_limit, the next write folds the WAL in (wal_due)
-        self.database_file = engine.url.database if self.sqlite and not is_memory(engine.url) \
-            else None
+        self.database_file = (
+            engine.url.database if self.sqlite and not is_memory(engine.url) else None
+        )
         self.wal_limit = WAL_LIMIT_BYTES
         self.wal_due = False
         if self.sqlite:
@@ -501,8 +532,9 @@ class Writer:
         try:
             raw = self.engine.raw_connection()
             try:
-                folded = wal_checkpoint(raw.driver_connection, mode,
-                                        busy_timeout_ms=WAL_FOLD_BUSY_MS)
+                folded = wal_checkpoint(
+                    raw.driver_connection, mode, busy_timeout_ms=WAL_FOLD_BUSY_MS
+                )
             finally:
                 raw.close()
         except Exception:
@@ -511,9 +543,13 @@ class Writer:
             self.wal_limit = WAL_LIMIT_BYTES
         else:
             self.wal_limit = size + WAL_LIMIT_BYTES
-            _log.info("The WAL of %s holds %d bytes and could not be folded in (readers of "
-                      "an older snapshot); trying again past %d", self.safe_url, size,
-                      self.wal_limit)
+            _log.info(
+                "The WAL of %s holds %d bytes and could not be folded in (readers of "
+                "an older snapshot); trying again past %d",
+                self.safe_url,
+                size,
+                self.wal_limit,
+            )
         return folded
 
     def commit(self, write: StepWrite) -> None:
@@ -525,6 +561,47 @@ class Writer:
             self._next = (self._next + 1) % len(lanes)
             lane = lanes[self._next]
         lane.commit(write)
+
+    def commit_all(self, writes: Sequence[StepWrite]) -> list[BaseException | None]:
+        """Commit the writes of several runs in one transaction (a batch the event loop
+        gathered; call it from a worker thread: it may wait for locks). Per write, the
+        error that kept it from landing (RunTakenOverError, RunExistsError...) or None."""
+        lane = self._lanes[0]
+        tickets = [_Ticket(write) for write in writes]
+        with lane.lock:
+            lane._commit_batch(tickets)
+            if self.wal_due:
+                self.fold_wal_locked()
+        return [ticket.error for ticket in tickets]
+
+    def commit_all_now(self, writes: Sequence[StepWrite]) -> list[BaseException | None] | None:
+        """SQLite only: :meth:`commit_all` on this thread if that needs no waiting; None,
+        having written nothing, if it would wait (or a write failed: the worker thread's
+        path then retries each write on its own and reports per write)."""
+        lane = self._lanes[0]
+        if self._now is None or not lane.lock.acquire(blocking=False):
+            return None
+        try:
+            if self.wal_due and not self._fold_now():
+                return None
+            cursor = self._now.driver_connection.cursor()
+            try:
+                cursor.execute(SQLITE_BEGIN_WRITE)
+            except Exception:  # another process holds the write lock, or no room
+                return None
+            try:
+                kept = apply_locked(cursor, self.statements, writes)
+                cursor.execute(SQLITE_COMMIT)
+            except Exception:
+                _rollback(cursor)
+                return None
+            self.committed()
+            return [
+                None if still_owned else taken_over(write)
+                for write, still_owned in zip(writes, kept, strict=True)
+            ]
+        finally:
+            lane.lock.release()
 
     def commit_now(self, write: StepWrite) -> bool:
         """SQLite only: commit on this thread if no writer (here or elsewhere) holds the

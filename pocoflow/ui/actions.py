@@ -43,11 +43,14 @@ def parse_updates(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"The updates are not valid JSON: {exc}. Write an object such as "
-                         '{"approved": true}.') from None
+        raise ValueError(
+            f'The updates are not valid JSON: {exc}. Write an object such as {{"approved": true}}.'
+        ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"The updates must be a JSON object of store keys to values, such as "
-                         f'{{"approved": true}}, not a {type(value).__name__}.')
+        raise ValueError(
+            f"The updates must be a JSON object of store keys to values, such as "
+            f'{{"approved": true}}, not a {type(value).__name__}.'
+        )
     bad = [k for k in value if not k or "=" in k]
     if bad:
         raise ValueError(f"Store keys must be non-empty and without '=': {bad!r}.")
@@ -90,9 +93,14 @@ def launch_resume(target: str, flow_ref: str, run_id: str, updates: dict[str, An
     root = str(Path(__file__).resolve().parents[2])  # this pocoflow, even from a checkout
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     with os.fdopen(handle, "wb") as log:
-        process = subprocess.Popen(resume_command(flow_ref, run_id, updates), env=env,
-                                   stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            resume_command(flow_ref, run_id, updates),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Job(run_id, process, log_path)
 
 
@@ -119,8 +127,11 @@ def resume_snippet(run: dict[str, Any], database: str, pause: dict[str, Any] | N
 def recipe_snippet(run: dict[str, Any], database: str, step: dict[str, Any]) -> str:
     """pocoflow 0.2's recipe: load a checkpoint's store, run the flow from a node."""
     after = step.get("next_node")
-    where = (f"the node after step {step['step']}: {after!r}" if after else
-             f"the node that ran after {step['node_name']!r}")
+    where = (
+        f"the node after step {step['step']}: {after!r}"
+        if after
+        else f"the node that ran after {step['node_name']!r}"
+    )
     return (
         "from pocoflow.db import WorkflowDB\n\n"
         f"db = WorkflowDB({database!r})  # decodes stored values: a database you trust\n"
@@ -144,8 +155,10 @@ def render_cancel(db: Any, run: dict[str, Any], key: str) -> None:
     if status not in CANCELLABLE:
         return
     if status == "running" and not run.get("owner"):
-        st.caption("Marked running by pocoflow 0.2, with no owner process: PocoFlow cannot "
-                   "tell whether anything still runs it, so it offers no cancel.")
+        st.caption(
+            "Marked running by pocoflow 0.2, with no owner process: PocoFlow cannot "
+            "tell whether anything still runs it, so it offers no cancel."
+        )
         return
     asking = f"{key}_cancel_ask_{run_id}"
 
@@ -161,20 +174,20 @@ def render_cancel(db: Any, run: dict[str, Any], key: str) -> None:
             return
         st.session_state[done] = {
             "requested": "🚫 Cancel requested: the process running it stops within a second "
-                         "or two (before its next node); its checkpoints are kept.",
+            "or two (before its next node); its checkpoints are kept.",
             "cancelled": "🚫 Cancelled: no process was running it; its checkpoints are kept.",
         }.get(result, f"Nothing to cancel: the run is {result}.")
 
     if not st.session_state.get(asking):
         st.button("🚫 Cancel run…", key=f"{key}_cancel_{run_id}", on_click=ask, args=(True,))
         return
-    st.warning("Cancel this run? A running node is stopped where it waits (a sync node "
-               "finishes its attempt first), and no further node runs.")
+    st.warning(
+        "Cancel this run? A running node is stopped where it waits (a sync node "
+        "finishes its attempt first), and no further node runs."
+    )
     yes, no = st.columns(2)
-    yes.button("Yes, cancel it", key=f"{key}_cancel_yes_{run_id}", type="primary",
-               on_click=confirm)
-    no.button("No, keep it running", key=f"{key}_cancel_no_{run_id}", on_click=ask,
-              args=(False,))
+    yes.button("Yes, cancel it", key=f"{key}_cancel_yes_{run_id}", type="primary", on_click=confirm)
+    no.button("No, keep it running", key=f"{key}_cancel_no_{run_id}", on_click=ask, args=(False,))
 
 
 def render_resume_button(run: dict[str, Any], target: str, flow_ref: str, key: str) -> None:
@@ -187,8 +200,11 @@ def render_resume_button(run: dict[str, Any], target: str, flow_ref: str, key: s
     if can_resume(run):
         updates_key = f"{key}_updates_{run_id}"
         if run.get("status") == "paused":
-            st.text_area("Updates for the paused run (a JSON object of store keys)",
-                         value="{}", key=updates_key)
+            st.text_area(
+                "Updates for the paused run (a JSON object of store keys)",
+                value="{}",
+                key=updates_key,
+            )
         error_key = f"{key}_resume_error_{run_id}"
 
         def start() -> None:
@@ -200,8 +216,12 @@ def render_resume_button(run: dict[str, Any], target: str, flow_ref: str, key: s
             st.session_state[error_key] = ""
             jobs.append(launch_resume(target, flow_ref, run_id, updates))
 
-        st.button("⏩ Resume in the background", key=f"{key}_resume_{run_id}", on_click=start,
-                  help="Runs `pocoflow resume` with the flow given to the monitor.")
+        st.button(
+            "⏩ Resume in the background",
+            key=f"{key}_resume_{run_id}",
+            on_click=start,
+            help="Runs `pocoflow resume` with the flow given to the monitor.",
+        )
         if st.session_state.get(error_key):
             st.error("These updates cannot be used:")
             st.code(st.session_state[error_key], language=None)

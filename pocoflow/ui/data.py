@@ -48,9 +48,14 @@ class RunFilters:
 
     def listing(self) -> dict[str, Any]:
         """Keyword arguments of ``list_runs`` (and, status aside, ``count_runs``)."""
-        return {"status": self.status, "flow_name": self.flow_name, "search": self.search,
-                "since": self.since, "until": self.until,
-                "include_nested": self.include_nested}
+        return {
+            "status": self.status,
+            "flow_name": self.flow_name,
+            "search": self.search,
+            "since": self.since,
+            "until": self.until,
+            "include_nested": self.include_nested,
+        }
 
     def counting(self) -> dict[str, Any]:
         kwargs = self.listing()
@@ -58,15 +63,23 @@ class RunFilters:
         return kwargs
 
 
-def time_bounds(preset: str, since_day: Any = None, until_day: Any = None,
-                now: datetime | None = None) -> tuple[datetime | None, datetime | None]:
+def time_bounds(
+    preset: str, since_day: Any = None, until_day: Any = None, now: datetime | None = None
+) -> tuple[datetime | None, datetime | None]:
     """``(since, until)`` of a time-range choice: a preset of :data:`TIME_RANGES`, or
     ``"custom"`` with two dates (the until day included)."""
     if preset == "custom":
-        since = (datetime(since_day.year, since_day.month, since_day.day, tzinfo=timezone.utc)
-                 if since_day else None)
-        until = (datetime(until_day.year, until_day.month, until_day.day, tzinfo=timezone.utc)
-                 + timedelta(days=1) if until_day else None)
+        since = (
+            datetime(since_day.year, since_day.month, since_day.day, tzinfo=timezone.utc)
+            if since_day
+            else None
+        )
+        until = (
+            datetime(until_day.year, until_day.month, until_day.day, tzinfo=timezone.utc)
+            + timedelta(days=1)
+            if until_day
+            else None
+        )
         return since, until
     span = TIME_RANGES.get(preset)
     if span is None:
@@ -80,16 +93,18 @@ def open_db(db: WorkflowDB | str | os.PathLike[str]) -> WorkflowDB:
     if isinstance(db, WorkflowDB):
         return db
     if not isinstance(db, (str, os.PathLike)):
-        raise TypeError(f"render_workflow_monitor takes a path, a URL or a WorkflowDB, got "
-                        f"{type(db).__name__}.")
+        raise TypeError(
+            f"render_workflow_monitor takes a path, a URL or a WorkflowDB, got {type(db).__name__}."
+        )
     return WorkflowDB(db)
 
 
 class MonitorData:
     """One refresh's view of the database: every read asked once, remembered."""
 
-    def __init__(self, db: WorkflowDB, session: MutableMapping[str, Any] | None = None,
-                 key: str = "pf") -> None:
+    def __init__(
+        self, db: WorkflowDB, session: MutableMapping[str, Any] | None = None, key: str = "pf"
+    ) -> None:
         self.db = db
         self._memo: dict[tuple[Any, ...], Any] = {}
         self._session: MutableMapping[str, Any] = session if session is not None else {}
@@ -104,8 +119,7 @@ class MonitorData:
 
     def counts(self, filters: RunFilters) -> dict[str, int]:
         """Runs per status among those the filters cover (their status aside)."""
-        return self._once(("counts", filters),
-                          lambda: self.db.count_runs(**filters.counting()))
+        return self._once(("counts", filters), lambda: self.db.count_runs(**filters.counting()))
 
     def total(self, filters: RunFilters) -> int:
         """How many runs the filters cover (for paging)."""
@@ -114,16 +128,19 @@ class MonitorData:
 
     def page(self, filters: RunFilters, page: int, size: int) -> list[dict[str, Any]]:
         """Runs of page *page* (from 1), newest first."""
-        return self._once(("page", filters, page, size), lambda: self.db.list_runs(
-            size, offset=(page - 1) * size, **filters.listing()))
+        return self._once(
+            ("page", filters, page, size),
+            lambda: self.db.list_runs(size, offset=(page - 1) * size, **filters.listing()),
+        )
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         return self._once(("run", run_id), lambda: self.db.get_run(run_id))
 
     def children(self, run_id: str, limit: int = 200) -> list[dict[str, Any]]:
         """The runs of flows nested in *run_id* (newest first)."""
-        return self._once(("children", run_id),
-                          lambda: self.db.list_runs(limit, parent_run_id=run_id))
+        return self._once(
+            ("children", run_id), lambda: self.db.list_runs(limit, parent_run_id=run_id)
+        )
 
     # ── what a run holds ────────────────────────────────────────────────────
 
@@ -160,5 +177,6 @@ class MonitorData:
         if step == INPUT_STEP:
             text = self.run_input(run_id).get("input_json")
             return json.loads(text) if text else {}
-        return self._once(("store", run_id, step),
-                          lambda: self.db.get_checkpoint_json(run_id, step))
+        return self._once(
+            ("store", run_id, step), lambda: self.db.get_checkpoint_json(run_id, step)
+        )

@@ -20,8 +20,14 @@ from pocoflow.visualize import MARK_STYLES, FlowVisualizer, mermaid_from_graph
 Path = tuple[str, ...]
 
 #: run status -> the mark of the node it stands at
-STATUS_MARK = {"running": "current", "failed": "failed", "paused": "paused",
-               "cancelled": "cancelled", "interrupted": "interrupted", "queued": "current"}
+STATUS_MARK = {
+    "running": "current",
+    "failed": "failed",
+    "paused": "paused",
+    "cancelled": "cancelled",
+    "interrupted": "interrupted",
+    "queued": "current",
+}
 LABEL_CHARS = 60
 
 
@@ -29,7 +35,7 @@ def dot_text(text: str) -> str:
     """*text* inside a DOT double-quoted string: shown as it is, on one line."""
     text = "".join(c if c.isprintable() else " " for c in str(text))
     if len(text) > LABEL_CHARS:
-        text = text[:LABEL_CHARS - 1] + "…"
+        text = text[: LABEL_CHARS - 1] + "…"
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
@@ -60,8 +66,10 @@ class _Dot:
     def flow(self, description: Mapping[str, Any], path: Path, indent: str) -> str:
         """Draw one flow's nodes and edges; return the id of its start circle."""
         entry = self.new_id()
-        self.lines.append(f'{indent}{entry} [label="start", shape=circle, style=filled, '
-                          'fillcolor="#424242", fontcolor="#ffffff", fontsize=9];')
+        self.lines.append(
+            f'{indent}{entry} [label="start", shape=circle, style=filled, '
+            'fillcolor="#424242", fontcolor="#ffffff", fontsize=9];'
+        )
         ids: dict[str, tuple[str, str | None]] = {}  # node id -> (dot id, cluster or None)
         for node in description["nodes"]:
             node_path = (*path, node["id"])
@@ -69,26 +77,42 @@ class _Dot:
             nested = node.get("nested")
             if nested is not None:
                 cluster = f"cluster_{self.new_id()}"
-                attrs = _attributes(MARK_STYLES[mark]) if mark else {
-                    "style": "rounded,filled",
-                    "fillcolor": FlowVisualizer.NODE_COLORS["Flow"], "color": "#9e9e9e"}
+                attrs = (
+                    _attributes(MARK_STYLES[mark])
+                    if mark
+                    else {
+                        "style": "rounded,filled",
+                        "fillcolor": FlowVisualizer.NODE_COLORS["Flow"],
+                        "color": "#9e9e9e",
+                    }
+                )
                 self.lines.append(f"{indent}subgraph {cluster} {{")
-                self.lines.append(f'{indent}    label="{dot_text(node["name"])}"; '
-                                  f"{'; '.join(_attr_list({k: v}) for k, v in attrs.items())};")
+                self.lines.append(
+                    f'{indent}    label="{dot_text(node["name"])}"; '
+                    f"{'; '.join(_attr_list({k: v}) for k, v in attrs.items())};"
+                )
                 inner = self.flow(nested, node_path, indent + "    ")
                 self.lines.append(f"{indent}}}")
                 ids[node["id"]] = (inner, cluster)
             else:
                 dot_id = self.new_id()
-                attrs = _attributes(MARK_STYLES[mark]) if mark else {
-                    "fillcolor": FlowVisualizer.NODE_COLORS.get(str(node.get("type")),
-                                                               "#f0f0f0")}
-                self.lines.append(f'{indent}{dot_id} [label="{dot_text(node["name"])}", '
-                                  f"{_attr_list(attrs)}];")
+                attrs = (
+                    _attributes(MARK_STYLES[mark])
+                    if mark
+                    else {
+                        "fillcolor": FlowVisualizer.NODE_COLORS.get(
+                            str(node.get("type")), "#f0f0f0"
+                        )
+                    }
+                )
+                self.lines.append(
+                    f'{indent}{dot_id} [label="{dot_text(node["name"])}", {_attr_list(attrs)}];'
+                )
                 ids[node["id"]] = (dot_id, None)
         start, start_cluster = ids[description["start"]]
-        self.lines.append(f"{indent}{entry} -> {start}"
-                          f"{f' [lhead={start_cluster}]' if start_cluster else ''};")
+        self.lines.append(
+            f"{indent}{entry} -> {start}{f' [lhead={start_cluster}]' if start_cluster else ''};"
+        )
         for edge in description["edges"]:
             (source, tail), (target, head) = ids[edge["from"]], ids[edge["to"]]
             attrs = []
@@ -98,20 +122,25 @@ class _Dot:
                 attrs.append(f"ltail={tail}")
             if head:
                 attrs.append(f"lhead={head}")
-            self.lines.append(f"{indent}{source} -> {target}"
-                              f"{f' [{chr(44).join(attrs)}]' if attrs else ''};")
+            self.lines.append(
+                f"{indent}{source} -> {target}{f' [{chr(44).join(attrs)}]' if attrs else ''};"
+            )
         return entry
 
 
-def dot_from_graph(description: Mapping[str, Any], marks: Mapping[Path, str] | None = None,
-                   ) -> str:
+def dot_from_graph(
+    description: Mapping[str, Any],
+    marks: Mapping[Path, str] | None = None,
+) -> str:
     """Graphviz DOT of a graph description; ValueError if it is malformed."""
     mermaid_from_graph(description)  # checks it, with messages that say where it is wrong
     drawing = _Dot(dict(marks or {}))
-    lines = ["digraph flow {",
-             '    graph [rankdir=TB, compound=true, bgcolor="transparent", fontsize=11];',
-             '    node [shape=box, style="rounded,filled", fontsize=11, fillcolor="#f0f0f0"];',
-             "    edge [fontsize=10];"]
+    lines = [
+        "digraph flow {",
+        '    graph [rankdir=TB, compound=true, bgcolor="transparent", fontsize=11];',
+        '    node [shape=box, style="rounded,filled", fontsize=11, fillcolor="#f0f0f0"];',
+        "    edge [fontsize=10];",
+    ]
     drawing.flow(description, (), "    ")
     return "\n".join([*lines, *drawing.lines, "}"])
 
@@ -132,10 +161,13 @@ def _node(description: Mapping[str, Any], path: Path) -> Mapping[str, Any] | Non
     return found
 
 
-def run_marks(description: Mapping[str, Any], run: Mapping[str, Any],
-              steps: list[dict[str, Any]], children: list[dict[str, Any]] | None = None,
-              steps_of: Callable[[str], list[dict[str, Any]]] | None = None,
-              ) -> dict[Path, str]:
+def run_marks(
+    description: Mapping[str, Any],
+    run: Mapping[str, Any],
+    steps: list[dict[str, Any]],
+    children: list[dict[str, Any]] | None = None,
+    steps_of: Callable[[str], list[dict[str, Any]]] | None = None,
+) -> dict[Path, str]:
     """Nodes the run finished (``completed``) and the node it stands at (``current``,
     ``failed``, ``paused``, ``cancelled``, ``interrupted``). Node ids come from the
     checkpoints (each names the node after it) or, for a name used once, from the name.
@@ -188,15 +220,19 @@ def graph_from_events(events: list[dict[str, Any]]) -> dict[str, Any] | None:
             previous = (name, event.get("action") or "default")
     if not order:
         return None
-    return {"start": order[0], "nodes": [{"id": n, "name": n, "type": "Node"} for n in order],
-            "edges": [{"from": a, "to": b, "action": action} for a, b, action in edges]}
+    return {
+        "start": order[0],
+        "nodes": [{"id": n, "name": n, "type": "Node"} for n in order],
+        "edges": [{"from": a, "to": b, "action": action} for a, b, action in edges],
+    }
 
 
 # ── view ────────────────────────────────────────────────────────────────────
 
 
-def render_graph(description: dict[str, Any] | None, marks: dict[Path, str],
-                 from_events: bool) -> None:
+def render_graph(
+    description: dict[str, Any] | None, marks: dict[Path, str], from_events: bool
+) -> None:
     import streamlit as st
 
     if description is None:
@@ -209,11 +245,15 @@ def render_graph(description: dict[str, Any] | None, marks: dict[Path, str],
         st.text(f"The recorded graph cannot be drawn: {exc}")
         return
     if from_events:
-        st.caption("No graph was recorded (pocoflow 0.2): this is the path the run took, "
-                   "drawn from its events.")
+        st.caption(
+            "No graph was recorded (pocoflow 0.2): this is the path the run took, "
+            "drawn from its events."
+        )
     st.graphviz_chart(dot)
-    st.caption("Marks: green finished · yellow current · red failed · orange paused · "
-               "grey cancelled · purple interrupted")
+    st.caption(
+        "Marks: green finished · yellow current · red failed · orange paused · "
+        "grey cancelled · purple interrupted"
+    )
     with st.expander("Mermaid and DOT text"):
         st.code(mermaid, language=None)
         st.code(dot, language=None)

@@ -92,9 +92,14 @@ def render_workflow_monitor(
     st.text(f"Database: {db.url}")
     toggle_col, every_col, now_col = st.columns([2, 1, 2])
     auto = toggle_col.toggle("Auto-refresh", key=f"{key}_auto")
-    every = every_col.selectbox("Every (s)", REFRESH_SECONDS, key=f"{key}_every",
-                                disabled=not auto, label_visibility="collapsed",
-                                format_func=lambda s: f"every {s} s")
+    every = every_col.selectbox(
+        "Every (s)",
+        REFRESH_SECONDS,
+        key=f"{key}_every",
+        disabled=not auto,
+        label_visibility="collapsed",
+        format_func=lambda s: f"every {s} s",
+    )
     now_col.button("🔄 Refresh now", key=f"{key}_refresh")
     if auto:
         st.caption(f"Auto-refresh every {every} s")
@@ -163,8 +168,12 @@ def _is_this_script(path: str) -> bool:
 def _main() -> None:
     import streamlit as st
 
-    st.set_page_config(page_title="PocoFlow Monitor", page_icon="⚡", layout="wide",
-                       initial_sidebar_state="collapsed")
+    st.set_page_config(
+        page_title="PocoFlow Monitor",
+        page_icon="⚡",
+        layout="wide",
+        initial_sidebar_state="collapsed",
+    )
     args = script_arguments()
     render_workflow_monitor(args.db, title=args.title or f"⚡ {DEFAULT_TITLE}", flow=args.flow)
 

@@ -21,8 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resume_runner: set {DB_ENV} to the database (a path or URL).", file=sys.stderr)
         return 2
     if len(args) < 2:
-        print("usage: python -m pocoflow.ui.resume_runner MODULE:FLOW RUN_ID "
-              "[--set KEY=JSON ...]", file=sys.stderr)
+        print(
+            "usage: python -m pocoflow.ui.resume_runner MODULE:FLOW RUN_ID [--set KEY=JSON ...]",
+            file=sys.stderr,
+        )
         return 2
     from pocoflow.cli import main as cli
 

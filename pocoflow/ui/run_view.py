@@ -16,9 +16,21 @@ from pocoflow.ui.store_view import render_store_inspector
 from pocoflow.ui.text import badge, fmt_seconds, json_text, run_seconds, short_ts, truncate
 from pocoflow.ui.timeline import detail_of, render_gantt, render_timeline
 
-FIELDS = ("run_id", "flow_name", "status", "started_at", "completed_at", "total_steps",
-          "current_node", "next_node", "error_msg", "parent_run_id", "owner", "heartbeat_at",
-          "cancel_requested_at")
+FIELDS = (
+    "run_id",
+    "flow_name",
+    "status",
+    "started_at",
+    "completed_at",
+    "total_steps",
+    "current_node",
+    "next_node",
+    "error_msg",
+    "parent_run_id",
+    "owner",
+    "heartbeat_at",
+    "cancel_requested_at",
+)
 TABS = ["📋 Timeline", "📊 Gantt", "🕸 Graph", "🗄 Store Inspector", "⏩ Resume"]
 
 
@@ -50,11 +62,15 @@ def render_run(ctx: Context, run_id: str) -> None:
         st.text(run_id)
         return
     events = data.events(run_id)
-    st.text(f"{badge(run['status'])}   {run_id}   ·   flow {run.get('flow_name') or '—'}   ·   "
-            f"{run.get('total_steps') or 0} step(s)   ·   {fmt_seconds(run_seconds(run))}")
+    st.text(
+        f"{badge(run['status'])}   {run_id}   ·   flow {run.get('flow_name') or '—'}   ·   "
+        f"{run.get('total_steps') or 0} step(s)   ·   {fmt_seconds(run_seconds(run))}"
+    )
     with st.expander("Run record"):
-        rows = [{"field": f, "value": "" if run.get(f) is None else str(run.get(f))}
-                for f in (*FIELDS, *sorted(set(run) - set(FIELDS)))]
+        rows = [
+            {"field": f, "value": "" if run.get(f) is None else str(run.get(f))}
+            for f in (*FIELDS, *sorted(set(run) - set(FIELDS)))
+        ]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     if run.get("error_msg"):
         st.caption("Error")
@@ -85,8 +101,9 @@ def render_run(ctx: Context, run_id: str) -> None:
         marks = {}
         if description is not None and not from_events:
             try:
-                marks = run_marks(description, run, data.steps(run_id), data.children(run_id),
-                                  data.steps)
+                marks = run_marks(
+                    description, run, data.steps(run_id), data.children(run_id), data.steps
+                )
             except (KeyError, TypeError, ValueError):
                 marks = {}
         render_graph(description, marks, from_events)
@@ -108,21 +125,35 @@ def _family(ctx: Context, run: dict[str, Any]) -> None:
         st.caption("A nested flow's run; its parent run:")
         left, right = st.columns([4, 1])
         left.text(parent)
-        right.button("Open parent", key=f"{key}_parent_{run['run_id']}", on_click=open_run,
-                     args=(parent,))
+        right.button(
+            "Open parent", key=f"{key}_parent_{run['run_id']}", on_click=open_run, args=(parent,)
+        )
     children = ctx.data.children(run["run_id"])
     if children:
         st.caption(f"Runs of nested flows ({len(children)})")
-        st.dataframe(pd.DataFrame([{
-            "status": badge(c.get("status")), "run id": c["run_id"],
-            "flow": c.get("flow_name") or "—", "started (UTC)": short_ts(c.get("started_at")),
-            "steps": c.get("total_steps"), "error": truncate(c.get("error_msg"), 80)}
-            for c in children]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "status": badge(c.get("status")),
+                        "run id": c["run_id"],
+                        "flow": c.get("flow_name") or "—",
+                        "started (UTC)": short_ts(c.get("started_at")),
+                        "steps": c.get("total_steps"),
+                        "error": truncate(c.get("error_msg"), 80),
+                    }
+                    for c in children
+                ]
+            ),
+            hide_index=True,
+        )
         left, right = st.columns([4, 1])
-        chosen = left.selectbox("Child run", [c["run_id"] for c in children],
-                                key=f"{key}_child_{run['run_id']}")
-        right.button("Open child", key=f"{key}_open_child_{run['run_id']}", on_click=open_run,
-                     args=(chosen,))
+        chosen = left.selectbox(
+            "Child run", [c["run_id"] for c in children], key=f"{key}_child_{run['run_id']}"
+        )
+        right.button(
+            "Open child", key=f"{key}_open_child_{run['run_id']}", on_click=open_run, args=(chosen,)
+        )
 
 
 def _resume_tab(ctx: Context, run: dict[str, Any], pause: dict[str, Any] | None) -> None:
@@ -131,8 +162,10 @@ def _resume_tab(ctx: Context, run: dict[str, Any], pause: dict[str, Any] | None)
         st.caption("Resume this run from its last checkpoint (it keeps its run id):")
         st.code(actions.resume_snippet(run, ctx.shown_db, pause), language="python")
         if not ctx.flow_ref:
-            st.caption("Start the monitor with a flow (pocoflow monitor DB --flow "
-                       "module:attr) to resume it from here.")
+            st.caption(
+                "Start the monitor with a flow (pocoflow monitor DB --flow "
+                "module:attr) to resume it from here."
+            )
     elif run.get("status") in actions.RESUMABLE:
         st.caption("Recorded without a resume point (pocoflow 0.2): use the recipe below.")
     if not steps:
@@ -140,7 +173,12 @@ def _resume_tab(ctx: Context, run: dict[str, Any], pause: dict[str, Any] | None)
         return
     st.caption("Or start a new run from any checkpoint (pocoflow 0.2's recipe):")
     labels = {s["step"]: f"step {s['step']}" for s in steps}
-    chosen = st.selectbox("From checkpoint", list(labels), index=len(labels) - 1,
-                          format_func=labels.__getitem__, key=f"{ctx.key}_recipe_{run['run_id']}")
+    chosen = st.selectbox(
+        "From checkpoint",
+        list(labels),
+        index=len(labels) - 1,
+        format_func=labels.__getitem__,
+        key=f"{ctx.key}_recipe_{run['run_id']}",
+    )
     step = next(s for s in steps if s["step"] == chosen)
     st.code(actions.recipe_snippet(run, ctx.shown_db, step), language="python")

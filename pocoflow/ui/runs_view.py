@@ -41,31 +41,48 @@ def render_filters(key: str) -> tuple[RunFilters, int]:
         st.session_state[page_key] = 1
 
     status_col, flow_col, search_col, time_col, size_col = st.columns([2, 2, 3, 2, 1])
-    status = status_col.selectbox("Status", [ALL, *STATUSES], key=f"{key}_status",
-                                  format_func=lambda s: s if s == ALL else badge(s),
-                                  on_change=first_page)
-    flow_name = flow_col.text_input("Flow name", key=f"{key}_flow", on_change=first_page,
-                                    placeholder="exact name")
-    search = search_col.text_input("Search", key=f"{key}_search", on_change=first_page,
-                                   placeholder="text in the run id or the error")
-    preset = time_col.selectbox("Started", [*TIME_RANGES, "custom"], key=f"{key}_time",
-                                on_change=first_page)
-    size = size_col.selectbox("Per page", PAGE_SIZES, index=1, key=f"{key}_size",
-                              on_change=first_page)
+    status = status_col.selectbox(
+        "Status",
+        [ALL, *STATUSES],
+        key=f"{key}_status",
+        format_func=lambda s: s if s == ALL else badge(s),
+        on_change=first_page,
+    )
+    flow_name = flow_col.text_input(
+        "Flow name", key=f"{key}_flow", on_change=first_page, placeholder="exact name"
+    )
+    search = search_col.text_input(
+        "Search",
+        key=f"{key}_search",
+        on_change=first_page,
+        placeholder="text in the run id or the error",
+    )
+    preset = time_col.selectbox(
+        "Started", [*TIME_RANGES, "custom"], key=f"{key}_time", on_change=first_page
+    )
+    size = size_col.selectbox(
+        "Per page", PAGE_SIZES, index=1, key=f"{key}_size", on_change=first_page
+    )
     since_day = until_day = None
     if preset == "custom":
         since_col, until_col, _ = st.columns([2, 2, 6])
         today = date.today()
-        since_day = since_col.date_input("From (UTC)", value=today - timedelta(days=7),
-                                         key=f"{key}_since", on_change=first_page)
-        until_day = until_col.date_input("To (UTC, included)", value=today,
-                                         key=f"{key}_until", on_change=first_page)
-    nested = st.checkbox("Show nested flows' runs too", key=f"{key}_nested",
-                         on_change=first_page)
+        since_day = since_col.date_input(
+            "From (UTC)", value=today - timedelta(days=7), key=f"{key}_since", on_change=first_page
+        )
+        until_day = until_col.date_input(
+            "To (UTC, included)", value=today, key=f"{key}_until", on_change=first_page
+        )
+    nested = st.checkbox("Show nested flows' runs too", key=f"{key}_nested", on_change=first_page)
     since, until = time_bounds(preset, since_day, until_day)
-    filters = RunFilters(status=None if status == ALL else status,
-                         flow_name=flow_name.strip() or None, search=search.strip() or None,
-                         since=since, until=until, include_nested=nested)
+    filters = RunFilters(
+        status=None if status == ALL else status,
+        flow_name=flow_name.strip() or None,
+        search=search.strip() or None,
+        since=since,
+        until=until,
+        include_nested=nested,
+    )
     return filters, size
 
 
@@ -78,8 +95,12 @@ def render_counts(data: MonitorData, filters: RunFilters) -> None:
         column.metric(badge(status), f"{counts.get(status, 0):,}")
 
 
-def render_table(data: MonitorData, filters: RunFilters, size: int, key: str,
-                 ) -> list[dict[str, Any]]:
+def render_table(
+    data: MonitorData,
+    filters: RunFilters,
+    size: int,
+    key: str,
+) -> list[dict[str, Any]]:
     """The page of runs, with paging; returns the runs shown."""
     import pandas as pd
 
@@ -90,9 +111,12 @@ def render_table(data: MonitorData, filters: RunFilters, size: int, key: str,
     st.session_state[page_key] = page
     runs = data.page(filters, page, size)
     if not runs:
-        st.info("No runs match these filters." if total or filters != RunFilters() else
-                "No workflow runs recorded yet. Give a Flow this database (db_path=..., "
-                "db_url=... or db=...) and run it.")
+        st.info(
+            "No runs match these filters."
+            if total or filters != RunFilters()
+            else "No workflow runs recorded yet. Give a Flow this database (db_path=..., "
+            "db_url=... or db=...) and run it."
+        )
         return []
     shown_ids = [r["run_id"] for r in runs]
     st.session_state[f"{key}_shown"] = shown_ids
@@ -104,8 +128,13 @@ def render_table(data: MonitorData, filters: RunFilters, size: int, key: str,
         if rows and rows[0] < len(ids):
             st.session_state[select_key] = ids[rows[0]]
 
-    st.dataframe(pd.DataFrame([run_row(r) for r in runs]), hide_index=True,
-                 key=f"{key}_table", on_select=picked, selection_mode="single-row")
+    st.dataframe(
+        pd.DataFrame([run_row(r) for r in runs]),
+        hide_index=True,
+        key=f"{key}_table",
+        on_select=picked,
+        selection_mode="single-row",
+    )
 
     def turn(by: int) -> None:
         st.session_state[page_key] = min(max(1, page + by), pages)
@@ -113,10 +142,8 @@ def render_table(data: MonitorData, filters: RunFilters, size: int, key: str,
     back, where, forward = st.columns([1, 4, 1])
     back.button("◀ Newer", key=f"{key}_prev", disabled=page <= 1, on_click=turn, args=(-1,))
     first = (page - 1) * size + 1
-    where.text(f"Page {page} of {pages} · runs {first:,} to {first + len(runs) - 1:,} "
-               f"of {total:,}")
-    forward.button("Older ▶", key=f"{key}_next", disabled=page >= pages, on_click=turn,
-                   args=(1,))
+    where.text(f"Page {page} of {pages} · runs {first:,} to {first + len(runs) - 1:,} of {total:,}")
+    forward.button("Older ▶", key=f"{key}_next", disabled=page >= pages, on_click=turn, args=(1,))
     return runs
 
 
@@ -136,5 +163,10 @@ def render_picker(runs: list[dict[str, Any]], key: str) -> str | None:
     def pick() -> None:
         st.session_state[select_key] = st.session_state[pick_key]
 
-    return st.selectbox("Run to inspect", options, key=pick_key, on_change=pick,
-                        format_func=lambda rid: labels.get(rid, rid))
+    return st.selectbox(
+        "Run to inspect",
+        options,
+        key=pick_key,
+        on_change=pick,
+        format_func=lambda rid: labels.get(rid, rid),
+    )

@@ -38,11 +38,29 @@ _log = get_logger("monitor")
 def monitor_command(*, port: int, host: str) -> list[str]:
     """The ``streamlit run`` command line of the monitor (headless, no usage statistics,
     no file watcher)."""
-    return [sys.executable, "-m", "streamlit", "run", str(MONITOR_SCRIPT),
-            "--server.headless", "true", "--server.address", host, "--server.port", str(port),
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            "--server.runOnSave", "false", "--global.developmentMode", "false",
-            "--client.toolbarMode", "viewer"]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(MONITOR_SCRIPT),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+    ]
 
 
 def free_port(host: str = DEFAULT_HOST) -> int:
@@ -77,11 +95,18 @@ def start_monitor(
     port, host, target = _checked(db, port, host, flow)
     env = {**os.environ, DB_ENV: target, FLOW_ENV: flow or "", TITLE_ENV: title or ""}
     if not _is_loopback(host):
-        _log.warning("The monitor listens on %s: anyone who reaches it can see, cancel and "
-                     "resume runs. Put it behind authentication.", host)
-    process = subprocess.Popen(monitor_command(port=port, host=host), env=env,
-                               stdin=subprocess.DEVNULL, stdout=log,
-                               stderr=subprocess.STDOUT if log is not None else None)
+        _log.warning(
+            "The monitor listens on %s: anyone who reaches it can see, cancel and "
+            "resume runs. Put it behind authentication.",
+            host,
+        )
+    process = subprocess.Popen(
+        monitor_command(port=port, host=host),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
     if wait is not None:
         try:
             wait_until_ready(host, port, process, wait)
@@ -125,18 +150,28 @@ def serve_monitor(
                 process.wait()
 
 
-def wait_until_ready(host: str, port: int, process: subprocess.Popen[bytes],
-                     timeout: float) -> None:
+def wait_until_ready(
+    host: str, port: int, process: subprocess.Popen[bytes], timeout: float
+) -> None:
     """Poll the server's ``/_stcore/health`` until it answers ``ok``."""
-    probe = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else \
-        f"[{host}]" if ":" in host else host
+    probe = (
+        "127.0.0.1"
+        if host in ("0.0.0.0", "")
+        else "[::1]"
+        if host == "::"
+        else f"[{host}]"
+        if ":" in host
+        else host
+    )
     url = f"http://{probe}:{port}/_stcore/health"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"The monitor's server exited with code {process.returncode} "
-                               f"before answering on port {port} (is the port taken? see "
-                               "its output above).")
+            raise RuntimeError(
+                f"The monitor's server exited with code {process.returncode} "
+                f"before answering on port {port} (is the port taken? see "
+                "its output above)."
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as answer:
                 if answer.status == 200:
@@ -149,14 +184,13 @@ def wait_until_ready(host: str, port: int, process: subprocess.Popen[bytes],
 
 def _checked(db: Any, port: Any, host: Any, flow: str | None) -> tuple[int, str, str]:
     if importlib.util.find_spec("streamlit") is None:
-        raise ModuleNotFoundError("The monitor needs streamlit. Install it with: "
-                                  'pip install "pocoflow[ui]"')
+        raise ModuleNotFoundError(
+            'The monitor needs streamlit. Install it with: pip install "pocoflow[ui]"'
+        )
     if not isinstance(db, (str, os.PathLike)) or not os.fspath(db):
-        raise TypeError(f"The monitor's database is a file path or a SQLAlchemy URL, got "
-                        f"{db!r}.")
+        raise TypeError(f"The monitor's database is a file path or a SQLAlchemy URL, got {db!r}.")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an int from 1 to 65535 (0: any free port), got "
-                         f"{port!r}.")
+        raise ValueError(f"port must be an int from 1 to 65535 (0: any free port), got {port!r}.")
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be an address such as '127.0.0.1', got {host!r}.")
     if flow is not None:

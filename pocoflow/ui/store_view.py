@@ -27,8 +27,9 @@ def store_rows(store: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for key, value in store.items():
         text = shown(value)
-        rows.append({"key": key, "type": value_type(value), "chars": len(text),
-                     "value": truncate(text)})
+        rows.append(
+            {"key": key, "type": value_type(value), "chars": len(text), "value": truncate(text)}
+        )
     return rows
 
 
@@ -49,13 +50,23 @@ def diff_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, A
     rows = []
     for key in after:
         if key not in before:
-            rows.append({"key": key, "change": "added", "before": "",
-                         "after": truncate(shown(after[key]))})
+            rows.append(
+                {"key": key, "change": "added", "before": "", "after": truncate(shown(after[key]))}
+            )
         elif not same(before[key], after[key]):
-            rows.append({"key": key, "change": "changed", "before": truncate(shown(before[key])),
-                         "after": truncate(shown(after[key]))})
-    rows.extend({"key": key, "change": "removed", "before": truncate(shown(before[key])),
-                 "after": ""} for key in before if key not in after)
+            rows.append(
+                {
+                    "key": key,
+                    "change": "changed",
+                    "before": truncate(shown(before[key])),
+                    "after": truncate(shown(after[key])),
+                }
+            )
+    rows.extend(
+        {"key": key, "change": "removed", "before": truncate(shown(before[key])), "after": ""}
+        for key in before
+        if key not in after
+    )
     return rows
 
 
@@ -79,17 +90,24 @@ def render_store_inspector(data: MonitorData, run_id: str, key: str) -> None:
         st.info("No checkpoint saved for this run yet: no node has finished.")
         return
     if len(options) > 1:
-        step = st.select_slider("Checkpoint", options=options, value=options[-1],
-                                format_func=step_label, key=f"{key}_step_{run_id}")
+        step = st.select_slider(
+            "Checkpoint",
+            options=options,
+            value=options[-1],
+            format_func=step_label,
+            key=f"{key}_step_{run_id}",
+        )
     else:
         step = options[0]
     info = next((s for s in steps if s["step"] == step), None)
     if info is None:
         st.text("The store the run started with.")
     else:
-        st.text(f"{step_label(step)} · after node {info['node_name']} · {info['kind']} "
-                f"checkpoint · {short_ts(info['created_at'])} UTC · next: "
-                f"{info.get('next_node') or '(end)'}")
+        st.text(
+            f"{step_label(step)} · after node {info['node_name']} · {info['kind']} "
+            f"checkpoint · {short_ts(info['created_at'])} UTC · next: "
+            f"{info.get('next_node') or '(end)'}"
+        )
     try:
         store = data.store(run_id, step)
     except Exception as exc:  # a damaged row: say so, keep the page
@@ -102,13 +120,13 @@ def render_store_inspector(data: MonitorData, run_id: str, key: str) -> None:
         rows = store_rows(store)
         position = options.index(step)
         before_step = options[position - 1] if position > 0 else None
-        changes = diff_rows(data.store(run_id, before_step), store) \
-            if before_step is not None else None
+        changes = (
+            diff_rows(data.store(run_id, before_step), store) if before_step is not None else None
+        )
     except (RecursionError, ValueError) as exc:  # nested deeper than Python's stack
         st.text(f"This store cannot be shown as a table: {exc}")
         return
-    st.dataframe(pd.DataFrame(rows, columns=["key", "type", "chars", "value"]),
-                 hide_index=True)
+    st.dataframe(pd.DataFrame(rows, columns=["key", "type", "chars", "value"]), hide_index=True)
     if before_step is not None and changes is not None:
         st.caption(f"Changes from {step_label(before_step)}: {len(changes)} key(s)")
         if changes:
@@ -116,13 +134,19 @@ def render_store_inspector(data: MonitorData, run_id: str, key: str) -> None:
 
     if store:
         names = list(store)
-        chosen = st.selectbox("Whole value of", names, index=None, key=f"{key}_whole_{run_id}",
-                              placeholder="choose a key")
+        chosen = st.selectbox(
+            "Whole value of",
+            names,
+            index=None,
+            key=f"{key}_whole_{run_id}",
+            placeholder="choose a key",
+        )
         if chosen is not None and chosen in store:
             _whole(shown(store[chosen]), f"{run_id}-{step_label(step)}-value.txt", key)
     with st.expander("Raw JSON"):
-        _whole(json_text(store, indent=2), f"{run_id}-{step_label(step)}.json", key,
-               language="json")
+        _whole(
+            json_text(store, indent=2), f"{run_id}-{step_label(step)}.json", key, language="json"
+        )
 
 
 def _whole(text: str, filename: str, key: str, language: str | None = None) -> None:
@@ -134,5 +158,6 @@ def _whole(text: str, filename: str, key: str, language: str | None = None) -> N
     else:
         st.code(text, language=language)
     safe_name = re.sub(r"[^\w.-]", "_", filename)[:120]
-    st.download_button("Download", text, file_name=safe_name, mime="text/plain",
-                       key=f"{key}_download_{filename}")
+    st.download_button(
+        "Download", text, file_name=safe_name, mime="text/plain", key=f"{key}_download_{filename}"
+    )

@@ -27,6 +27,7 @@ STATUSES = tuple(STATUS_EMOJI)
 #: Values longer than this are shortened in tables (the whole value is one click away).
 SHORT = 120
 
+
 def badge(status: str | None) -> str:
     """``"✅ completed"``; an unknown status gets ``❓``."""
     status = status or "unknown"

@@ -17,14 +17,24 @@ from typing import Any
 from pocoflow.ui.text import parse_ts, truncate
 
 EVENT_MARKS = {
-    "flow_start": "● flow_start", "flow_resume": "◐ flow_resume", "flow_end": "◉ flow_end",
-    "node_start": "▶ node_start", "node_end": "✔ node_end", "node_retry": "↻ node_retry",
-    "node_error": "✖ node_error", "node_cancel": "■ node_cancel",
+    "flow_start": "● flow_start",
+    "flow_resume": "◐ flow_resume",
+    "flow_end": "◉ flow_end",
+    "node_start": "▶ node_start",
+    "node_end": "✔ node_end",
+    "node_retry": "↻ node_retry",
+    "node_error": "✖ node_error",
+    "node_cancel": "■ node_cancel",
 }
 #: outcome of an attempt -> bar colour in the Gantt chart
 OUTCOME_COLORS = {
-    "ok": "#2e7d32", "retry": "#f9a825", "error": "#c62828", "cancelled": "#616161",
-    "paused": "#ef6c00", "running": "#1565c0", "interrupted": "#6a1b9a",
+    "ok": "#2e7d32",
+    "retry": "#f9a825",
+    "error": "#c62828",
+    "cancelled": "#616161",
+    "paused": "#ef6c00",
+    "running": "#1565c0",
+    "interrupted": "#6a1b9a",
 }
 #: attempts drawn at most (the newest), so a long loop keeps the chart readable
 GANTT_ROWS = 400
@@ -64,25 +74,30 @@ def timeline_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             opened[step] = ts
         detail = detail_of(event)
         since = _ms_between(began, ts)
-        rows.append({
-            "#": event["id"],
-            "time (UTC)": (parse_ts(ts) or datetime.min).strftime("%H:%M:%S.%f")[:-3]
-            if ts else "—",
-            "+ms": round(since, 1) if since is not None else None,
-            "step": step,
-            "node": event.get("node_name") or "",
-            "event": EVENT_MARKS.get(kind, kind),
-            "action": event.get("action") or "",
-            "ms": round(ms, 2) if ms is not None else None,
-            "attempt": detail.get("attempt") if kind == "node_retry" else None,
-            "error": truncate(event.get("error_msg")),
-            "detail": truncate(event.get("detail"), 80),
-        })
+        rows.append(
+            {
+                "#": event["id"],
+                "time (UTC)": (parse_ts(ts) or datetime.min).strftime("%H:%M:%S.%f")[:-3]
+                if ts
+                else "—",
+                "+ms": round(since, 1) if since is not None else None,
+                "step": step,
+                "node": event.get("node_name") or "",
+                "event": EVENT_MARKS.get(kind, kind),
+                "action": event.get("action") or "",
+                "ms": round(ms, 2) if ms is not None else None,
+                "attempt": detail.get("attempt") if kind == "node_retry" else None,
+                "error": truncate(event.get("error_msg")),
+                "detail": truncate(event.get("detail"), 80),
+            }
+        )
     return rows
 
 
-def latency_rows(events: list[dict[str, Any]], rows: list[dict[str, Any]] | None = None,
-                 ) -> list[dict[str, Any]]:
+def latency_rows(
+    events: list[dict[str, Any]],
+    rows: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Per node: steps it ran, finished, retries, errors, cancels; total/mean/max ms of
     its finished steps (*rows*: the events' :func:`timeline_rows`, if at hand)."""
     table: dict[str, dict[str, Any]] = {}
@@ -92,10 +107,17 @@ def latency_rows(events: list[dict[str, Any]], rows: list[dict[str, Any]] | None
         kind = event["event"]
         if not name or not kind.startswith("node_"):
             continue
-        entry = table.setdefault(name, {"node": name, "runs": 0, "finished": 0, "retries": 0,
-                                        "errors": 0, "cancelled": 0})
-        key = {"node_start": "runs", "node_end": "finished", "node_retry": "retries",
-               "node_error": "errors", "node_cancel": "cancelled"}.get(kind)
+        entry = table.setdefault(
+            name,
+            {"node": name, "runs": 0, "finished": 0, "retries": 0, "errors": 0, "cancelled": 0},
+        )
+        key = {
+            "node_start": "runs",
+            "node_end": "finished",
+            "node_retry": "retries",
+            "node_error": "errors",
+            "node_cancel": "cancelled",
+        }.get(kind)
         if key:
             entry[key] += 1
         if kind == "node_end" and row["ms"] is not None:
@@ -121,15 +143,22 @@ class Attempt:
     error: str = ""
 
     def row(self) -> dict[str, Any]:
-        return {"step": self.step, "node": self.node, "attempt": self.attempt,
-                "lane": f"{self.step} · {self.node}", "start ms": round(self.start_ms, 2),
-                "end ms": round(self.end_ms, 2),
-                "ms": round(self.end_ms - self.start_ms, 2), "outcome": self.outcome,
-                "error": truncate(self.error)}
+        return {
+            "step": self.step,
+            "node": self.node,
+            "attempt": self.attempt,
+            "lane": f"{self.step} · {self.node}",
+            "start ms": round(self.start_ms, 2),
+            "end ms": round(self.end_ms, 2),
+            "ms": round(self.end_ms - self.start_ms, 2),
+            "outcome": self.outcome,
+            "error": truncate(self.error),
+        }
 
 
-def attempts(events: list[dict[str, Any]], run: dict[str, Any] | None = None,
-             now: datetime | None = None) -> list[Attempt]:
+def attempts(
+    events: list[dict[str, Any]], run: dict[str, Any] | None = None, now: datetime | None = None
+) -> list[Attempt]:
     """Every node attempt of a run, in order, with its outcome: ok, retry, error,
     cancelled, paused, and for one still open, running or interrupted."""
     if not events:
@@ -159,8 +188,9 @@ def attempts(events: list[dict[str, Any]], run: dict[str, Any] | None = None,
         last = max(last, moment)
         if kind == "node_start":
             close(moment, "interrupted")
-            current = Attempt(event.get("step"), event.get("node_name") or "", 1, moment,
-                              moment, "running")
+            current = Attempt(
+                event.get("step"), event.get("node_name") or "", 1, moment, moment, "running"
+            )
         elif current is None:
             continue
         elif kind == "node_retry":
@@ -168,24 +198,36 @@ def attempts(events: list[dict[str, Any]], run: dict[str, Any] | None = None,
             close(moment, "retry", event.get("error_msg"))
             delay = detail_of(event).get("delay_s")
             delay_ms = float(delay) * 1000 if isinstance(delay, (int, float)) else 0.0
-            current = Attempt(step, node, number + 1, moment + delay_ms, moment + delay_ms,
-                              "running")
+            current = Attempt(
+                step, node, number + 1, moment + delay_ms, moment + delay_ms, "running"
+            )
         elif kind in ("node_end", "node_error", "node_cancel"):
             outcome = {"node_end": "ok", "node_error": "error", "node_cancel": "cancelled"}
             close(moment, outcome[kind], event.get("error_msg"))
         elif kind == "flow_end":
             status = (run or {}).get("status")
-            close(moment, "paused" if status == "paused" else "cancelled"
-                  if status == "cancelled" else "interrupted")
+            close(
+                moment,
+                "paused"
+                if status == "paused"
+                else "cancelled"
+                if status == "cancelled"
+                else "interrupted",
+            )
         elif kind in ("flow_start", "flow_resume"):
             close(moment, "interrupted")
     status = (run or {}).get("status")
-    if current is None and status in ("running", "interrupted") and (run or {}).get(
-            "current_node"):
+    if current is None and status in ("running", "interrupted") and (run or {}).get("current_node"):
         # a step's events are written when it ends: the node running now (or when the
         # process died) has none yet; the run row names it
-        current = Attempt(run.get("total_steps"), run["current_node"], 1,  # type: ignore[union-attr]
-                          last, last, "running")
+        current = Attempt(
+            run.get("total_steps"),
+            run["current_node"],
+            1,  # type: ignore[union-attr]
+            last,
+            last,
+            "running",
+        )
     if current is not None:
         if status == "running":
             close(at((now or datetime.now(timezone.utc)).isoformat()), "running")
@@ -203,8 +245,10 @@ def running_node(events: list[dict[str, Any]], run: dict[str, Any]) -> str | Non
     began = events[-1]["ts"] if events else run.get("started_at")
     moment = parse_ts(began)
     since = moment.strftime("%H:%M:%S") if moment else "?"
-    return (f"Now running: step {run.get('total_steps')}, node {run['current_node']} "
-            f"(since {since} UTC; a step's events are recorded when it ends)")
+    return (
+        f"Now running: step {run.get('total_steps')}, node {run['current_node']} "
+        f"(since {since} UTC; a step's events are recorded when it ends)"
+    )
 
 
 # ── views ───────────────────────────────────────────────────────────────────
@@ -222,16 +266,21 @@ def render_timeline(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
         st.info("No events recorded for this run.")
         return
     rows = timeline_rows(events)
-    st.dataframe(pd.DataFrame(rows), hide_index=True,
-                 column_config={"ms": st.column_config.NumberColumn("ms", format="%.2f")})
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={"ms": st.column_config.NumberColumn("ms", format="%.2f")},
+    )
     st.caption("Latency per node (finished steps)")
     st.dataframe(pd.DataFrame(latency_rows(events, rows)), hide_index=True)
     errors = [e for e in events if e.get("error_msg")]
     if errors:
         st.caption(f"Errors ({len(errors)})")
         for event in errors[-20:]:
-            st.text(f"#{event['id']} {event['event']} step {event.get('step')} "
-                    f"{event.get('node_name') or ''}")
+            st.text(
+                f"#{event['id']} {event['event']} step {event.get('step')} "
+                f"{event.get('node_name') or ''}"
+            )
             st.code(event["error_msg"], language=None)
 
 
@@ -255,16 +304,24 @@ def render_gantt(events: list[dict[str, Any]], run: dict[str, Any]) -> None:
     lanes = list(dict.fromkeys(frame["lane"]))
     span = max(float(frame["end ms"].max()), 1.0)
     # a bar is drawn at least 0.4% of the run wide, so sub-millisecond steps stay visible
-    frame["drawn end"] = frame[["end ms", "start ms"]].max(axis=1).clip(
-        lower=frame["start ms"] + span * 0.004)
+    frame["drawn end"] = (
+        frame[["end ms", "start ms"]].max(axis=1).clip(lower=frame["start ms"] + span * 0.004)
+    )
     # the chart gets no error text: stored strings stay in text elements (the table below)
-    chart = alt.Chart(frame.drop(columns=["error"])).mark_bar().encode(
-        x=alt.X("start ms:Q", title="ms since its first node started"),
-        x2="drawn end:Q",
-        y=alt.Y("lane:N", sort=lanes, title=None),
-        color=alt.Color("outcome:N", scale=alt.Scale(domain=list(OUTCOME_COLORS),
-                                                     range=list(OUTCOME_COLORS.values()))),
-        tooltip=["node:N", "step:N", "attempt:Q", "ms:Q", "outcome:N"],
-    ).properties(height=min(30 * len(lanes) + 60, 2400))
+    chart = (
+        alt.Chart(frame.drop(columns=["error"]))
+        .mark_bar()
+        .encode(
+            x=alt.X("start ms:Q", title="ms since its first node started"),
+            x2="drawn end:Q",
+            y=alt.Y("lane:N", sort=lanes, title=None),
+            color=alt.Color(
+                "outcome:N",
+                scale=alt.Scale(domain=list(OUTCOME_COLORS), range=list(OUTCOME_COLORS.values())),
+            ),
+            tooltip=["node:N", "step:N", "attempt:Q", "ms:Q", "outcome:N"],
+        )
+        .properties(height=min(30 * len(lanes) + 60, 2400))
+    )
     st.altair_chart(chart)
     st.dataframe(frame.drop(columns=["lane", "drawn end"]), hide_index=True)
