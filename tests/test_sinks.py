@@ -264,6 +264,37 @@ async def test_node_events_carry_node_ids_that_tell_same_named_nodes_apart() -> 
     assert ["Node", "Node#2"] == [n["id"] for n in graph["nodes"]]
 
 
+def test_the_graph_of_a_later_run_follows_edits_to_the_flow() -> None:
+    """The graph is worked out once for many runs, yet a run after an edge is added, a
+    node renamed, or the start node replaced describes the flow as it is then."""
+    first, second, third = Node(), Node(), Node()
+    first.then("default", second)
+    flow = Flow(start=first)
+    heard: list[Event] = []
+    flow.add_sink(heard.append)
+
+    def graph_of_next_run() -> dict[str, Any]:
+        heard.clear()
+        flow.run({})
+        started = heard[0]
+        assert isinstance(started, FlowStarted)
+        assert started.graph is not None
+        return started.graph
+
+    assert [n["id"] for n in graph_of_next_run()["nodes"]] == ["Node", "Node#2"]
+    assert graph_of_next_run() is graph_of_next_run()  # unchanged: shared
+    second.then("default", third)
+    assert [n["id"] for n in graph_of_next_run()["nodes"]] == ["Node", "Node#2", "Node#3"]
+    third.name = "Last"
+    graph = graph_of_next_run()
+    assert [n["id"] for n in graph["nodes"]] == ["Node", "Node#2", "Last"]
+    assert {"from": "Node#2", "to": "Last", "action": "default"} in graph["edges"]
+    assert [e.node_id for e in heard if isinstance(e, NodeStarted)] == \
+        ["Node", "Node#2", "Last"]
+    flow.start = third
+    assert graph_of_next_run()["start"] == "Last"
+
+
 async def test_a_sink_hears_steps_only_after_the_database_recorded_them(tmp_path: Any) -> None:
     """With a database, a user sink called for node_end finds that step's checkpoint
     already committed (the recorder is heard first)."""
