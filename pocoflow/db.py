@@ -246,7 +246,6 @@ class AsyncWorkflowDB:
         rows deleted per table. Runs queued, running or paused are never deleted.
         """
         return await self._call(self.records.delete_runs, older_than, status=status, batch=batch)
-
     # ── end of generated methods ──
 
 
@@ -442,7 +441,6 @@ class WorkflowDB:
         rows deleted per table. Runs queued, running or paused are never deleted.
         """
         return self.records.delete_runs(older_than, status=status, batch=batch)
-
     # ── end of generated methods ──
 
 
