@@ -189,7 +189,8 @@ def claim(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Claim queued runs (and runs whose worker stopped heartbeating before
     *stale_before*) of *queue* for *owner*. Returns the claimed rows as they were
-    before the claim (``resume_updates``: the updates still to apply, if any), and the
+    before the claim (``resume_updates``: the updates still to apply, if any;
+    ``input_json``, for a run's first start: the store it starts from), and the
     ids of runs ended instead: failed for having used up *max_attempts*, or cancelled
     because a cancel was asked before their worker died.
 
@@ -231,6 +232,7 @@ def claim(
         runs.c.resume_updates,
         runs.c.total_steps,
         runs.c.cancel_requested_at,
+        runs.c.next_node,
     )
     waiting = (
         select(*columns)
@@ -293,19 +295,29 @@ def claim(
         )
     for run_id in (*worn_out, *cancelled):
         notify(conn, DONE_CHANNEL, run_id)
+    first = [row["run_id"] for row in taken if _first_start(row)]
+    again = [row["run_id"] for row in taken if not _first_start(row)]
+    claimed = {"status": "running", "owner": owner, "heartbeat_at": now,
+               "attempts": runs.c.attempts + 1, "cancel_requested_at": None}
+    if first:  # started_at becomes the claim's time (until now, when it was queued)
+        conn.execute(update(runs).where(runs.c.run_id.in_(first))
+                     .values({**claimed, "started_at": now}))
+        inputs = dict(conn.execute(  # what the run starts from, so the worker reads nothing
+            select(run_inputs.c.run_id, run_inputs.c.input_json)
+            .where(run_inputs.c.run_id.in_(first))).all())
+        for row in taken:
+            if row["run_id"] in inputs:
+                row["input_json"] = inputs[row["run_id"]]
+    if again:
+        conn.execute(update(runs).where(runs.c.run_id.in_(again)).values(claimed))
     for row in taken:
-        values: dict[str, Any] = {
-            "status": "running",
-            "owner": owner,
-            "heartbeat_at": now,
-            "attempts": runs.c.attempts + 1,
-            "cancel_requested_at": None,
-        }
-        if row["status"] == "queued" and row["total_steps"] is None:  # its first start
-            values["started_at"] = now
-        conn.execute(update(runs).where(runs.c.run_id == row["run_id"]).values(values))
         row["resume_updates"] = pending_updates(conn, row["run_id"], row["resume_updates"])
     return taken, [*worn_out, *cancelled]
+
+
+def _first_start(row: dict[str, Any]) -> bool:
+    """A queued run that never ran a step (nor was resumed with updates)."""
+    return row["status"] == "queued" and row["total_steps"] is None
 
 
 def claimable(engine: Any, queue: str, flow_name: str | None, lease_seconds: float) -> bool:

@@ -102,8 +102,12 @@ def prepare_claimed(
     """Where a run a worker claimed goes on (from its last checkpoint, or its input if it
     never ran a step), with the updates a ``db.resume`` left for it."""
     run_id = claimed["run_id"]
-    run = records.get_run(run_id) or {"run_id": run_id}
-    point = stopped_at(records, run_id, run)
+    if claimed.get("input_json") and not claimed.get("attempts"):  # a first start: the
+        # claim read its input already, and it has no checkpoint yet
+        point: StoppedRun | None = StoppedRun(
+            dict(claimed), json.loads(claimed["input_json"]), -1, claimed.get("next_node"), [])
+    else:
+        point = stopped_at(records, run_id, records.get_run(run_id) or {"run_id": run_id})
     if point is None:
         raise ResumeError(
             f"Run '{run_id}' has neither a checkpoint nor an input to start "
