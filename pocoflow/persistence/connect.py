@@ -90,9 +90,12 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
             )
         if text == ":memory:":
             return memory_url()
+        if not str(text).strip():
+            raise ValueError(f"Database path {text!r} is empty; give db_path a file name, e.g. "
+                             "db_path='pocoflow.db' (or ':memory:' for a database in memory).")
         path = Path(target).expanduser().absolute()
         if create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(path)
         return URL.create("sqlite", database=str(path))
     else:
         raise TypeError(
@@ -110,8 +113,24 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
         return memory_url()
     if create_dirs and driver == "sqlite" and not is_memory(url) \
             and not url.query.get("uri"):
-        Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(Path(url.database).expanduser().absolute())
     return url
+
+
+def _make_folder(path: Path) -> None:
+    """Create the folder of the SQLite file *path*; DatabaseFileError naming the file if
+    it cannot be made (a part of it is a file, no permission)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from pocoflow.errors import DatabaseFileError
+
+        error = DatabaseFileError(
+            f"Cannot create the folder of the database file {path}: {exc.strerror} "
+            f"({exc.filename}). Give a path whose folders are folders this process may "
+            "create, or create them first.")
+        error.filename = str(path)
+        raise error from exc
 
 
 def memory_url() -> URL:
@@ -247,7 +266,9 @@ def _explain_sqlite(error: BaseException, url: URL) -> BaseException | None:
             "this file away if it is in the way.",
         11: f"The database file {path} is damaged ({cause}). Restore it from a backup, or "
             "recover what it holds with the sqlite3 shell's .recover command.",
-        14: f"Could not open the database file {path} ({cause}). Check that its directory "
+        14: f"{path} is a directory, not a database file; give a file name inside it, e.g. "
+            f"{os.path.join(path, 'pocoflow.db')}." if os.path.isdir(path) else
+            f"Could not open the database file {path} ({cause}). Check that its directory "
             "exists and that this process may write there.",
         8: f"The database file {path} is read-only for this process ({cause}). Give it "
            "write permission, or choose a path this process may write.",
