@@ -10,6 +10,7 @@ serve many runs at once. The engine (``pocoflow.engine``) executes them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
@@ -288,13 +289,14 @@ class Node(Wired):
                 f"Node '{self.name}': max_retries must be an int >= 1 (total attempts), got "
                 f"{retries!r}. Example: {cls}.max_retries = 3 for three attempts."
             )
-        if not _is_number(self.retry_delay) or self.retry_delay < 0:
+        if not _is_number(self.retry_delay) or not 0 <= self.retry_delay < math.inf:
             raise FlowConfigError(
-                f"Node '{self.name}': retry_delay must be seconds >= 0, got {self.retry_delay!r}."
+                f"Node '{self.name}': retry_delay must be a finite number of seconds >= 0, got "
+                f"{self.retry_delay!r}."
             )
-        if not _is_number(self.retry_backoff) or self.retry_backoff <= 0:
+        if not _is_number(self.retry_backoff) or not 0 < self.retry_backoff < math.inf:
             raise FlowConfigError(
-                f"Node '{self.name}': retry_backoff must be a multiplier > 0 (2 doubles the "
+                f"Node '{self.name}': retry_backoff must be a finite multiplier > 0 (2 doubles the "
                 f"delay after each retry), got {self.retry_backoff!r}."
             )
         types = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
@@ -305,7 +307,7 @@ class Node(Wired):
                 f"Node '{self.name}': retry_on must be an exception class or a tuple of them, "
                 f"got {self.retry_on!r}. Example: retry_on = (TimeoutError, ConnectionError)."
             )
-        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+        if self.timeout is not None and (not _is_number(self.timeout) or not self.timeout > 0):
             raise FlowConfigError(
                 f"Node '{self.name}': timeout must be None or seconds > 0, got {self.timeout!r}."
             )

@@ -100,13 +100,21 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
             )
         if text == ":memory:":
             return memory_url()
+        if not str(text).strip():
+            raise ValueError(f"Database path {text!r} is empty; give db_path a file name, e.g. "
+                             "db_path='pocoflow.db' (or ':memory:' for a database in memory).")
         path = Path(target).expanduser().absolute()
         if create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(path)
         return URL.create("sqlite", database=str(path))
     else:
         raise TypeError(
             f"A database is a file path or a SQLAlchemy URL string, got {type(target).__name__}."
+        )
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError(
+            f"Database URL {safe_url(url)!r}: the port {url.port} is out of range (1 to "
+            "65535). Write host:5432 (PostgreSQL's usual port), or leave ':port' out."
         )
     driver = _SYNC_DRIVERS.get(url.drivername)
     if driver is None:
@@ -118,9 +126,30 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
     url = url.set(drivername=driver)
     if driver == "sqlite" and url.database in (None, "", ":memory:"):
         return memory_url()
-    if create_dirs and driver == "sqlite" and not is_memory(url) and not url.query.get("uri"):
-        Path(url.database).expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+    if create_dirs and driver == "sqlite" and not is_memory(url) \
+            and not url.query.get("uri"):
+        _make_folder(Path(url.database).expanduser().absolute())
     return url
+
+
+def _make_folder(path: Path) -> None:
+    """Create the folder of the SQLite file *path*; DatabaseFileError naming the file if
+    it cannot be made (a part of it is a file, no permission)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from pocoflow.errors import DatabaseFileError
+
+        in_the_way = next((part for part in path.parents if part.is_file()), None)
+        if in_the_way is not None:
+            reason = f"{in_the_way} is a file, not a directory"
+        else:
+            reason = f"{exc.strerror} ({exc.filename})"
+        error = DatabaseFileError(
+            f"Cannot create the folder of the database file {path}: {reason}. Give a path "
+            "whose folders are directories this process may create, or create them first.")
+        error.filename = str(path)
+        raise error from exc
 
 
 def memory_url() -> URL:
@@ -272,9 +301,11 @@ def _explain_sqlite(error: BaseException, url: URL) -> BaseException | None:
         "cannot open it. Give db_path a PocoFlow database or a new file name, and move "
         "this file away if it is in the way.",
         11: f"The database file {path} is damaged ({cause}). Restore it from a backup, or "
-        "recover what it holds with the sqlite3 shell's .recover command.",
-        14: f"Could not open the database file {path} ({cause}). Check that its directory "
-        "exists and that this process may write there.",
+            "recover what it holds with the sqlite3 shell's .recover command.",
+        14: f"{path} is a directory, not a database file; give a file name inside it, e.g. "
+            f"{os.path.join(path, 'pocoflow.db')}." if os.path.isdir(path) else
+            f"Could not open the database file {path} ({cause}). Check that its directory "
+            "exists and that this process may write there.",
         8: f"The database file {path} is read-only for this process ({cause}). Give it "
         "write permission, or choose a path this process may write.",
     }[code]

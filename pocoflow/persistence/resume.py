@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pocoflow.errors import FlowConfigError, ResumeError, RunNotFoundError
+from pocoflow.errors import CheckpointEncodeError, FlowConfigError, ResumeError, RunNotFoundError
 from pocoflow.graph import Start, find_node, nested_start, validate_graph
 from pocoflow.persistence.codec import decode_state
 from pocoflow.persistence.database import describe_owner
@@ -44,10 +44,13 @@ async def prepare_resume(
             "with Flow(..., db_path='pocoflow.db') (or db_url=/db=), the one the run used."
         )
     if updates is not None and not isinstance(updates, Mapping):
-        raise TypeError(
-            f"resume(updates=...) takes a mapping of store keys to values, got "
-            f"{type(updates).__name__}."
-        )
+        raise TypeError(f"resume(updates=...) takes a mapping of store keys to values, got "
+                        f"{type(updates).__name__}.")
+    for key in updates or ():  # refused before the claim, as db.resume refuses it
+        if not isinstance(key, str):
+            raise CheckpointEncodeError(
+                f"resume(updates=...): store key {key!r} is a {type(key).__name__}; "
+                "checkpoints need str keys. Use a string key.")
     records = flow.db.records
     return await anyio.to_thread.run_sync(_prepare, flow, records, run_id, updates)
 
