@@ -83,7 +83,7 @@ class Flow(Wired):
         self.db_path = Path(db_path) if db_path is not None else None
         self._recorder: Any = None
         self.db = _database(db_path, db_url, db)
-        self._fixed_run_id = run_id
+        self._fixed_run_id = checked_run_id(run_id, f"Flow '{flow_name or type(start).__name__}'")
         self._last_run_id: str | None = None
         self._last_background_run_id: str | None = None
         self.flow_name = flow_name or type(start).__name__
@@ -125,7 +125,7 @@ class Flow(Wired):
 
     @run_id.setter
     def run_id(self, value: str | None) -> None:
-        self._fixed_run_id = value
+        self._fixed_run_id = checked_run_id(value, f"Flow '{self.flow_name}'")
 
     @property
     def fixed_run_id(self) -> str | None:
@@ -382,3 +382,19 @@ def _database(db_path: Any, db_url: Any, db: Any) -> Any:
     from pocoflow.db import AsyncWorkflowDB
 
     return AsyncWorkflowDB(db_path if db_path is not None else db_url)
+
+
+def checked_run_id(run_id: object, where: str) -> str | None:
+    """*run_id* if it can name a run (a non-empty str) or is None (a new id per run):
+    an id such as ``5`` or ``""`` would be stored as something else or not at all."""
+    if run_id is None or (isinstance(run_id, str) and run_id):
+        return run_id
+    if not isinstance(run_id, str):
+        raise TypeError(
+            f"{where}: run_id must be a str (or None for a new id per run), got "
+            f"{type(run_id).__name__} {run_id!r}. Pass it as a string, e.g. run_id={str(run_id)!r}."
+        )
+    raise ValueError(
+        f"{where}: run_id must not be empty. Give a name such as 'nightly-2026-11-29', or "
+        "None for a new id per run."
+    )

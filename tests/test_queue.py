@@ -141,7 +141,8 @@ async def test_submit_async_queues_a_run(db_url: str) -> None:
     ({"priority": 1.5}, TypeError, "priority must be an int"),
     ({"priority": True}, TypeError, "priority must be an int"),
     ({"dedup_key": ""}, ValueError, "dedup_key must be a non-empty str"),
-    ({"run_id": 7}, ValueError, "run_id must be a non-empty str"),
+    ({"run_id": 7}, TypeError, "run_id must be a str"),
+    ({"run_id": ""}, ValueError, "run_id must not be empty"),
     ({"not_before": "tomorrow"}, ValueError, "submit: not_before='tomorrow' is not an ISO"),
     ({"not_before": 5}, TypeError, "submit: not_before must be a datetime, a timedelta"),
 ])

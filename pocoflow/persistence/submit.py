@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from pocoflow.flow import checked_run_id
 from pocoflow.graph import describe, node_ids
 from pocoflow.persistence import rows
 from pocoflow.store import Store, as_store
@@ -36,8 +37,7 @@ def submission(
         raise TypeError(f"submit: priority must be an int (higher runs first), got {priority!r}.")
     if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
         raise ValueError(f"submit: dedup_key must be a non-empty str or None, got {dedup_key!r}.")
-    if run_id is not None and (not isinstance(run_id, str) or not run_id):
-        raise ValueError(f"submit: run_id must be a non-empty str or None, got {run_id!r}.")
+    checked_run_id(run_id, f"Flow '{flow.flow_name}'.submit")
     from pocoflow.engine import new_run_id
     from pocoflow.graph import validate_graph
 
