@@ -46,20 +46,30 @@ def upsert_checkpoint(conn: Connection, row: dict[str, Any]) -> None:
 
 def heartbeat(conn: Connection, owned: dict[str, str]) -> list[str]:
     """Refresh the heartbeat of each running run still owned by its token; return the
-    runs another owner took over (a run that just ended under its token is not lost)."""
+    runs another owner took over (a run that just ended under its token is not lost).
+
+    Rows locked at this moment (a commit of this process writing that run's step, or a
+    takeover in progress) are skipped until the next beat: the heartbeat never waits on
+    a row, so it cannot deadlock with the commits it runs beside (PostgreSQL; SQLite's
+    single writer lock already orders them)."""
     stamp = now_iso()
-    lost = []
-    for run_id, token in owned.items():
-        done = conn.execute(
-            update(runs)
-            .where(runs.c.run_id == run_id, runs.c.owner == token, runs.c.status == "running")
-            .values(heartbeat_at=stamp)
-        )
-        if done.rowcount == 0:
-            row = conn.execute(select(runs.c.owner).where(runs.c.run_id == run_id)).first()
-            if row is not None and row.owner != token:
-                lost.append(run_id)
+    lost: list[str] = []
+    ids = sorted(owned)
+    for at in range(0, len(ids), _IN_LIST):
+        found = conn.execute(
+            select(runs.c.run_id, runs.c.owner, runs.c.status)
+            .where(runs.c.run_id.in_(ids[at : at + _IN_LIST]))
+            .with_for_update(skip_locked=True)
+        ).all()
+        beating = [r.run_id for r in found if r.owner == owned[r.run_id] and r.status == "running"]
+        lost += [r.run_id for r in found if r.owner != owned[r.run_id]]
+        if beating:
+            conn.execute(update(runs).where(runs.c.run_id.in_(beating)).values(heartbeat_at=stamp))
     return lost
+
+
+#: Ids per IN list (SQLite allows 32,766 parameters; PostgreSQL 65,535).
+_IN_LIST = 1000
 
 
 def cancel_requested(conn: Connection, run_ids: list[str]) -> list[str]:
