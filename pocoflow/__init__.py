@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pocoflow.errors import (
     CheckpointDecodeError,
     CheckpointEncodeError,
+    DatabaseConnectionError,
     DatabaseFileError,
     DatabaseTimeoutError,
     DatabaseVersionError,
@@ -59,6 +60,7 @@ __all__ = [
     "BatchNode",
     "CheckpointDecodeError",
     "CheckpointEncodeError",
+    "DatabaseConnectionError",
     "DatabaseFileError",
     "DatabaseTimeoutError",
     "DatabaseVersionError",

@@ -18,6 +18,8 @@ Every error subclasses the built-in type a caller would naturally catch, so
             ├── DatabaseFileError (OSError)         a database file that cannot be opened
             │                                       or written (not a database, disk full)
             ├── DatabaseTimeoutError (TimeoutError) a database server that did not answer
+            ├── DatabaseConnectionError (ConnectionError) a server that refused the
+            │                                       connection (down, no such database, login)
             ├── RunNotFoundError (KeyError)         no run or checkpoint by that id
             ├── RunExistsError (ValueError)         a new run on a run_id already recorded
             ├── RunTakenOverError (RuntimeError)    another process took the run over
@@ -101,6 +103,12 @@ class DatabaseFileError(PersistenceError, OSError):
 class DatabaseTimeoutError(PersistenceError, TimeoutError):
     """A database server did not answer in time (connect, statement or a silent
     connection); the message names the server and the setting that ran out."""
+
+
+class DatabaseConnectionError(PersistenceError, ConnectionError):
+    """A database server refused the connection: nothing listens there, the database
+    does not exist, or the login failed; the message names the server, never the
+    password."""
 
 
 class RunNotFoundError(PersistenceError, KeyError):

@@ -37,6 +37,60 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PostgresServer:
+    """A PostgreSQL cluster of its own in a temporary directory, on a free port: it can
+    be stopped the hard way (as a crash or a power cut would) and started again on the
+    same port and data."""
+
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        self.bin_dir = bin_dir
+        self.data = Path(tempfile.mkdtemp(prefix="pocoflow-pg-", dir="/tmp"))
+        self.prefix: list[str] = []
+        if os.geteuid() == 0:  # the server refuses to run as root
+            shutil.chown(self.data, "postgres", "postgres")
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        self.port = _free_port()
+        self.options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} " \
+                       f"-c fsync={'on' if durable else 'off'} -c max_connections=300"
+        subprocess.run([*self.prefix, str(bin_dir / "initdb"), "-D", str(self.data), "-U",
+                        "postgres", "--auth=trust", "--no-sync", "--encoding=UTF8",
+                        "--locale=C.UTF-8"], check=True, capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        subprocess.run([*self.prefix, str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
+                        "-l", str(self.data / "server.log"), "-w", "-t", "30", "-o",
+                        self.options, "start"], check=True, capture_output=True)
+
+    def kill(self) -> None:
+        """Stop at once, without a checkpoint or a goodbye to clients (mode immediate)."""
+        subprocess.run([*self.prefix, str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
+                        "-m", "immediate", "-w", "stop"], capture_output=True)
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+@contextmanager
+def own_postgres_server(*, durable: bool = False) -> Iterator[PostgresServer | None]:
+    """A started :class:`PostgresServer` (None without PostgreSQL's binaries), removed
+    at the end."""
+    bin_dir = _bin_dir()
+    if bin_dir is None:
+        yield None
+        return
+    server = PostgresServer(bin_dir, durable=durable)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
 @contextmanager
 def postgres_server(*, durable: bool = False) -> Iterator[str | None]:
     """Yield a base URL (``postgresql+psycopg://postgres@127.0.0.1:PORT``), or None.
@@ -47,31 +101,8 @@ def postgres_server(*, durable: bool = False) -> Iterator[str | None]:
     if given and not durable:
         yield given.rsplit("/", 1)[0]
         return
-    bin_dir = _bin_dir()
-    if bin_dir is None:
-        yield None
-        return
-    as_root = os.geteuid() == 0
-    data = Path(tempfile.mkdtemp(prefix="pocoflow-pg-", dir="/tmp"))
-    prefix: list[str] = []
-    if as_root:
-        shutil.chown(data, "postgres", "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    log = data / "server.log"
-    subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
-                    "--auth=trust", "--no-sync", "--encoding=UTF8", "--locale=C.UTF-8"],
-                   check=True, capture_output=True)
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} " \
-              f"-c fsync={'on' if durable else 'off'} -c max_connections=300"
-    subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
-                    "-t", "30", "-o", options, "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+    with own_postgres_server(durable=durable) as server:
+        yield server.url if server is not None else None
 
 
 def create_database(base_url: str, name: str) -> str:

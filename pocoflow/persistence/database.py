@@ -79,6 +79,8 @@ class Database:
         self.owner = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # run_id (as stored) -> (owner token, lease seconds, top-level?, id of its RunControl)
         self._owned: dict[str, tuple[str, float, bool, str]] = {}
+        #: owner tokens of runs that stopped here with their end unrecorded (see abandon)
+        self.abandoned: set[str] = set()
         #: top-level runs this process runs on this database now (their steps share commits
         #: when there are several: see the recorder)
         self.runs_in_flight = 0
@@ -231,6 +233,13 @@ class Database:
         """Count a top-level run recorded from this process starting (or, -1, ending)."""
         with self._owned_lock:
             self.runs_in_flight += delta
+
+    def abandon(self, token: str) -> None:
+        """The run (and its nested runs) under *token* stopped in this process without
+        its end being recorded: its row says ``running``, but nothing runs it, so it
+        reads as interrupted here at once (other processes wait out the lease)."""
+        with self._owned_lock:
+            self.abandoned.add(token)
 
     def disown(self, run_id: str) -> None:
         with self._owned_lock:

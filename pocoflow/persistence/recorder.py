@@ -305,7 +305,7 @@ class Recorder:
         try:
             pending = self._commit(write, gather=parent is None)
         except BaseException:
-            self._forget(run_id)
+            self._forget(run_id, ended=False)
             raise
         owner = (run_id, fence[1], records.lease_seconds, parent is None)
         if pending is None:
@@ -338,7 +338,7 @@ class Recorder:
         try:
             await pending
         except BaseException:
-            self._forget(run_id)
+            self._forget(run_id, ended=False)
             raise
         self._own(run_id, token, lease, top_level)
 
@@ -385,7 +385,7 @@ class Recorder:
         try:
             pending = self._commit(write)
         except BaseException:
-            self._forget(event.run_id)
+            self._forget(event.run_id, ended=False)
             raise
         if pending is None:
             self._forget(event.run_id)
@@ -395,15 +395,21 @@ class Recorder:
     async def _forget_when_done(self, run_id: str, pending: Awaitable[None]) -> None:
         try:
             await pending
-        finally:
-            self._forget(run_id)
+        except BaseException:
+            self._forget(run_id, ended=False)
+            raise
+        self._forget(run_id)
 
-    def _forget(self, run_id: str) -> None:
-        """Stop recording (and heartbeating) a run, by the engine's run id."""
+    def _forget(self, run_id: str, *, ended: bool = True) -> None:
+        """Stop recording (and heartbeating) a run, by the engine's run id. A run whose
+        end could not be written (``ended=False``: the database failed) is marked
+        abandoned, so this process can resume it without waiting out its lease."""
         state = self._runs.pop(run_id, None)
         key = state.key if state is not None else rows.storable(run_id)
         self._engine_ids.pop(key, None)
         database = self._records.database
+        if not ended and state is not None:
+            database.abandon(state.fence[1])
         database.disown(key)
         if state is not None and state.parent is None:
             database.run_begins(-1)

@@ -250,6 +250,7 @@ class RunRecords:
             and (
                 (row.get("heartbeat_at") or row["started_at"]) < rows.iso_ago(self.lease_seconds)
                 or owner_is_dead(row["owner"])
+                or (self._database is not None and row["owner"] in self._database.abandoned)
             )
         ):
             row["status"] = "interrupted"

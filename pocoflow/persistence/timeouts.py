@@ -257,6 +257,8 @@ def explain(error: BaseException, url: URL) -> BaseException | None:
             "host, the port and that the server is up; a slower server gets a larger "
             "?connect_timeout= (seconds) in the URL."
         )
+    if kind in ("OperationalError", "ProgrammingError", "AdminShutdown"):
+        return _lost(str(cause), url) or _refused(str(cause), url)
     if kind == "QueryCanceled" and "statement timeout" in str(cause):
         return DatabaseTimeoutError(
             f"PostgreSQL server {server} cancelled a statement after statement_timeout "
@@ -265,3 +267,58 @@ def explain(error: BaseException, url: URL) -> BaseException | None:
             "(?options=-c%20statement_timeout%3D120000, in ms; 0 turns it off)."
         )
     return None
+
+
+def _refused(message: str, url: URL) -> BaseException | None:
+    """A clear error for a connection the server (or libpq) refused, by what libpq
+    said; None for an error that is not about connecting."""
+    from pocoflow.errors import DatabaseConnectionError
+
+    server = server_of(url)
+    option = re.search(r'invalid connection option "([^"]+)"', message)
+    if option:
+        return ValueError(
+            f"Database URL for PostgreSQL server {server}: {option.group(1)!r} is not a "
+            "connection option libpq knows (such as connect_timeout, sslmode, options, "
+            "application_name). Remove it from the URL's query, or check its spelling."
+        )
+    if not message.startswith(("connection failed", "connection is bad")):
+        return None
+    said = message.strip().splitlines()[0].split("failed: ")[-1].removeprefix("FATAL:").strip()
+    missing = re.search(r'database "([^"]+)" does not exist', message)
+    if missing:
+        fix = (f"Create it (createdb {missing.group(1)}, or CREATE DATABASE), then open it "
+               "again: PocoFlow makes its tables (from a shell: pocoflow db upgrade URL). Or "
+               "fix the database name at the end of the URL.")
+    elif "authentication failed" in message or re.search(r'role "[^"]+" does not', message):
+        fix = ("Check the user name and password in the URL (or PGPASSWORD, ~/.pgpass) and "
+               "that pg_hba.conf lets this user in from here.")
+    elif "Connection refused" in message or "No such file" in message:
+        fix = ("Check that the server is up and listens on that host and port "
+               "(pg_isready -h HOST -p PORT), and the URL's host and port.")
+    else:
+        fix = "Check the URL's host, port, user and database, and that the server is up."
+    return DatabaseConnectionError(
+        f"Could not connect to PostgreSQL server {server}: {said}. {fix}"
+    )
+
+
+#: What libpq and psycopg say when a connection that worked is gone.
+_LOST = ("server closed the connection unexpectedly", "consuming input failed",
+         "terminating connection due to administrator command", "the connection is lost",
+         "connection already closed", "SSL SYSCALL error: EOF detected")
+
+
+def _lost(message: str, url: URL) -> BaseException | None:
+    """A clear error for a connection lost mid-work (the server stopped, restarted or
+    the network broke); None for any other error."""
+    from pocoflow.errors import DatabaseConnectionError
+
+    if not any(words in message for words in _LOST):
+        return None
+    said = " ".join(message.split())
+    return DatabaseConnectionError(
+        f"Lost the connection to PostgreSQL server {server_of(url)}: {said} What was "
+        "committed before is kept. Check that the server is up; a run stopped by this "
+        "resumes from its last checkpoint (flow.resume(run_id)) once it is."
+    )
