@@ -84,18 +84,12 @@ class TransientKeys(frozenset):  # type: ignore[type-arg]
         if key in self.warned:
             return
         self.warned.add(key)
-        type_name = getattr(error, "type_name", "value")
         logger.warning(
-            "Store '%s': key '%s' holds %s %s, which checkpoints cannot encode; it is left "
-            "out of checkpoints and snapshots (listed under 'excluded'), so a resume will "
-            "not have it. Declare it transient (Store(..., transient={'%s'})) to say so and "
-            "silence this warning, or create the Store with strict_checkpoints=True to make "
-            "it an error.",
+            "Store '%s': %s It is left out of checkpoints and snapshots (listed under "
+            "'excluded'), so a resume will not have it. Declaring it transient says so and "
+            "silences this warning; Store(..., strict_checkpoints=True) makes it an error.",
             self.store_name,
-            key,
-            _article(type_name),
-            type_name,
-            key,
+            str(error).removeprefix("Checkpoint: "),
         )
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -409,7 +410,9 @@ def test_tail_of_every_run_stops_on_ctrl_c(recorded: str, capsys: Capture,
     def interrupt(_: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pocoflow.cli.follow.time.sleep", interrupt)
+    # the follow module's own view of time: patching time.sleep itself would interrupt
+    # every thread that sleeps (PocoFlow's own daemon threads too)
+    monkeypatch.setattr("pocoflow.cli.follow.time", types.SimpleNamespace(sleep=interrupt))
     code, out, err = run_cli(capsys, "runs", "tail", recorded, "-n", "3", "--json")
     assert (0, "") == (code, err)
     assert newest == [json.loads(line)["id"] for line in out.splitlines()]
@@ -432,7 +435,9 @@ def test_tail_finds_the_newest_events_of_a_long_log(many_events: Path, capsys: C
     def interrupt(_: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pocoflow.cli.follow.time.sleep", interrupt)
+    # the follow module's own view of time: patching time.sleep itself would interrupt
+    # every thread that sleeps (PocoFlow's own daemon threads too)
+    monkeypatch.setattr("pocoflow.cli.follow.time", types.SimpleNamespace(sleep=interrupt))
     code, out, _ = run_cli(capsys, "runs", "tail", many_events, "-n", "5", "--json")
     assert 0 == code
     assert [295, 296, 297, 298, 299] == [json.loads(line)["step"] for line in out.splitlines()]
