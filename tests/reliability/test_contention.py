@@ -17,12 +17,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 from pocoflow import WorkflowDB
 from pocoflow.persistence.connect import WAL_LIMIT_BYTES
+from tests.reliability.walsampler import WalSampler
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITERS = 4
@@ -94,34 +94,6 @@ READER = textwrap.dedent('''
 ''')
 
 
-class WalSampler:
-    """Samples the size of the -wal file beside a SQLite database every 2 ms."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.wal = Path(f"{path}-wal") if path is not None else None
-        self.largest = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while self.wal is not None and not self._stop.wait(0.002):
-            try:
-                size = self.wal.stat().st_size
-            except OSError:
-                size = 0
-            self.largest = max(self.largest, size)
-            self.samples += 1
-
-    def __enter__(self) -> WalSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def test_four_writers_and_a_reader_on_one_database(db_url: str, tmp_path: Path) -> None:
     """4 processes x 50 runs of 30 steps, a reader polling throughout: every process
     exits 0 with no "locked" in its output, every run is completed with all its events
@@ -136,7 +108,8 @@ def test_four_writers_and_a_reader_on_one_database(db_url: str, tmp_path: Path) 
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     sqlite = db_url.startswith("sqlite:///")
     began = time.monotonic()
-    with WalSampler(Path(db_url.removeprefix("sqlite:///")) if sqlite else None) as sampler:
+    with WalSampler(Path(db_url.removeprefix("sqlite:///")) if sqlite else None,
+                    every=0.002) as sampler:
         read = subprocess.Popen([sys.executable, str(reader), db_url, str(stop)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         writers = [subprocess.Popen([sys.executable, str(writer), db_url, str(who), str(RUNS),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,29 +19,12 @@ from sqlalchemy.engine import make_url
 from pocoflow import DatabaseTimeoutError, Flow, Node, Store, WorkflowDB
 from pocoflow.persistence import timeouts
 from tests.postgres_server import create_database
+from tests.reliability.hangs import bounded
 from tests.reliability.netfaults import FreezableProxy, silent_server
 
 SECRET = "s3cret-pw"
 #: A generous bound on a call that must fail fast: reached only if something hangs.
 BOUND = 60.0
-
-
-def bounded(call: Callable[[], Any]) -> BaseException | None:
-    """Run *call* in a thread; return what it raised (None: nothing). Fails the test if
-    it is still running after BOUND seconds: a hang, not a slow failure."""
-    raised: list[BaseException | None] = [None]
-
-    def target() -> None:
-        try:
-            call()
-        except BaseException as exc:
-            raised[0] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(BOUND)
-    assert not thread.is_alive(), f"the call still hangs after {BOUND} s"
-    return raised[0]
 
 
 class Count(Node):

@@ -5,12 +5,12 @@ retry) and a NaN timeout."""
 from __future__ import annotations
 
 import math
-import threading
 from typing import Any
 
 import pytest
 
 from pocoflow import Flow, FlowConfigError, Node
+from tests.reliability.hangs import bounded
 
 RAN: list[int] = []
 
@@ -40,23 +40,6 @@ def test_a_retry_policy_that_cannot_work_is_refused_before_the_run(option: str,
     assert f"Node 'Fetch': {option} must be" in str(error)
     assert repr(value) in str(error)
     assert [] == RAN
-
-
-def bounded(call: Any) -> BaseException | None:
-    """What *call* raised, run in a thread; fails (rather than hangs) after 60 s."""
-    raised: list[BaseException | None] = [None]
-
-    def target() -> None:
-        try:
-            call()
-        except BaseException as exc:
-            raised[0] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the run hangs"
-    return raised[0]
 
 
 def test_an_infinite_timeout_is_still_no_timeout() -> None:

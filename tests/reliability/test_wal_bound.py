@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pocoflow import Flow, Node, Store, WorkflowDB
 from pocoflow.persistence.connect import WAL_LIMIT_BYTES
+from tests.reliability.walsampler import WalSampler
 
 #: What the bound may be passed by: writes between two looks at the WAL's size, and the
 #: group commits of several threads (a step adds ~22 KB of WAL frames).
@@ -38,34 +39,6 @@ class Count(Node):
 
 def counting_flow(path: Path, steps: int, run_id: str) -> Flow:
     return Flow(start=Count(steps), db_path=path, run_id=run_id, max_steps=steps + 1)
-
-
-class WalSampler:
-    """Samples the size of the -wal file beside a database, every millisecond."""
-
-    def __init__(self, path: Path) -> None:
-        self.wal = Path(f"{path}-wal")
-        self.largest = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.001):
-            try:
-                size = self.wal.stat().st_size
-            except OSError:
-                size = 0
-            self.largest = max(self.largest, size)
-            self.samples += 1
-
-    def __enter__(self) -> WalSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def test_wal_stays_bounded_under_sustained_writes_and_reads(tmp_path: Path) -> None:
