@@ -749,7 +749,7 @@ def params() -> Iterator[Any]:
         yield pytest.param(one, id=one.id, marks=marks)
 
 
-@pytest.mark.parametrize("bad", params())
+@pytest.mark.parametrize("bad", list(params()))
 def test_bad_input(bad: Case, recorded: Path, tmp_path: Path, request: pytest.FixtureRequest,
                    capsys: pytest.CaptureFixture[str]) -> None:
     """Each misuse is refused with the right type and a message that names the thing and
