@@ -1,4 +1,6 @@
-"""The ``pocoflow`` command. It only calls the public API.
+"""The ``pocoflow`` command. It works through the public API (WorkflowDB, Flow, Worker),
+with two exceptions: it reads through ``db.records``, the synchronous implementation
+behind both facades, and closes the files it opened with ``Database.forget`` at exit.
 
     pocoflow runs ls DB [--status S] [--flow NAME] [--search TEXT] [--since WHEN]
                         [--until WHEN] [--limit N] [--offset N] [--all] [--json]
