@@ -1,6 +1,9 @@
 """The monitor in a real browser: headless Chromium (Playwright) on a monitor served by
 ``pocoflow.ui.server.start_monitor`` over a database of real runs, one of them live in
-another process. Also saves the screenshots the README shows (docs/monitor*.png).
+another process. Also takes the screenshots the README shows: into a temporary
+folder, or into ``$POCOFLOW_SCREENSHOTS`` when set
+(``POCOFLOW_SCREENSHOTS=docs pytest tests/test_monitor_browser.py`` refreshes
+docs/monitor*.png), so a test run leaves the checkout as it was.
 
 Locally it skips without Playwright or Chromium (``apt-get install chromium``,
 ``pip install playwright``; no ``playwright install``); under CI=true a missing
@@ -9,6 +12,7 @@ browser is a failure.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -32,8 +36,6 @@ from tests.test_monitor import (
     write_flows,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs"
 ROW_PX = 35  # the height of a header or row of st.dataframe
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
@@ -122,26 +124,29 @@ def click_row(page: Any, run_id: str) -> None:
     settle(page)
 
 
-def shoot(page: Any, name: str) -> None:
+def shoot(page: Any, folder: Path, name: str) -> None:
     """A screenshot of the whole page (its height measured: Streamlit scrolls inside)."""
     height = page.evaluate(
         "Math.ceil(document.querySelector('[data-testid=\"stMainBlockContainer\"]')"
         ".getBoundingClientRect().bottom)")
     page.set_viewport_size({"width": 1400, "height": max(900, int(height) + 40)})
     page.wait_for_timeout(600)
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / name), full_page=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=True)
+    assert (folder / name).read_bytes().startswith(b"\x89PNG")
 
 
 def test_the_monitor_works_in_a_real_browser(
-        recorded: Recorded, served: tuple[str, subprocess.Popen[str]]) -> None:
+        recorded: Recorded, served: tuple[str, subprocess.Popen[str]], tmp_path: Path) -> None:
     """The runs table shows every run with its status; the live run's timeline says
     what runs now; Cancel (confirmed) stops the run in the other process and the page
     shows it cancelled; a failed run's timeline and error show, stored HTML as text,
-    and no script of the database runs. Screenshots go to docs/."""
+    and no script of the database runs. Screenshots go to $POCOFLOW_SCREENSHOTS, else a
+    temporary folder."""
     from playwright.sync_api import sync_playwright
 
     executable = chromium()
+    pictures = Path(os.environ.get("POCOFLOW_SCREENSHOTS") or tmp_path / "screenshots")
     url, live = served
     dialogs: list[str] = []
     with sync_playwright() as playwright:
@@ -195,23 +200,23 @@ def test_the_monitor_works_in_a_real_browser(
             assert page.locator('[data-testid="stCode"]').filter(has_text=XSS_ERROR).count()
             assert 0 == page.locator("b", has_text="boom").count()
             assert 0 == page.locator('img[src="x"]').count()
-            shoot(page, "monitor.png")
+            shoot(page, pictures, "monitor.png")
 
             open_run(page, "mon-done")
             page.get_by_role("tab", name="Gantt").click()
             page.wait_for_selector('[data-testid="stVegaLiteChart"]')
             settle(page)
-            shoot(page, "monitor-gantt.png")
+            shoot(page, pictures, "monitor-gantt.png")
             page.get_by_role("tab", name="Store Inspector").click()
             settle(page)
             assert 0 == page.locator("script", has_text="alert(1)").count()
-            shoot(page, "monitor-store.png")
+            shoot(page, pictures, "monitor-store.png")
 
             open_run(page, "mon-nested")
             page.get_by_role("tab", name="Graph").click()
             page.wait_for_selector('[data-testid="stGraphVizChart"] svg')
             settle(page)
-            shoot(page, "monitor-graph.png")
+            shoot(page, pictures, "monitor-graph.png")
         finally:
             browser.close()
     assert [] == dialogs
