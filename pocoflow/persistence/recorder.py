@@ -71,17 +71,21 @@ class _Batch:
 
 async def batched(writer: Any, write: StepWrite) -> None:
     """Commit *write* together with the writes of the other runs of this event loop that
-    are ready in the same turn of the loop: the first to arrive yields the loop once (so
-    the others' ready steps join it), then commits them all in one transaction, on this
-    thread when SQLite lets it without waiting, else in a worker thread. Each step is
-    still durable before its run's next node starts; a cancel never cuts a commit short
-    (a run cancelled while its write waits still waits for the commit, then stops).
+    are ready by then: the first to arrive yields the loop once (so the others' ready
+    steps join it) and, if a commit of this loop is still under way (in a worker
+    thread), waits for it, gathering all the while; then it commits them all in one
+    transaction, on this thread when SQLite lets it without waiting, else in a worker
+    thread. One commit at a time per loop, so the busier the loop, the bigger each
+    commit. Each step is still durable before its run's next node starts; a cancel
+    never cuts a commit short (a run cancelled while its write waits still waits for
+    the commit, then stops).
     """
     import anyio
     import anyio.lowlevel
     import anyio.to_thread
 
     batches: dict[int, _Batch] = writer.batches
+    committing: dict[int, _Batch] = writer.committing
     loop = threading.get_ident()  # a thread runs one event loop at a time
     batch = batches.get(loop)
     if batch is not None:  # a run of this loop is gathering: join it
@@ -98,9 +102,13 @@ async def batched(writer: Any, write: StepWrite) -> None:
         index = 0
         batch.writes.append(write)
         try:
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            with anyio.CancelScope(shield=True):  # it carries the others' writes too
+                await anyio.lowlevel.checkpoint()
+                while (under_way := committing.get(loop)) is not None:
+                    await under_way.done.wait()
         finally:
             del batches[loop]
+        committing[loop] = batch
         try:
             errors = writer.commit_all_now(batch.writes)
             if errors is None:
@@ -108,6 +116,8 @@ async def batched(writer: Any, write: StepWrite) -> None:
                     errors = await anyio.to_thread.run_sync(writer.commit_all, batch.writes)
         except BaseException as exc:
             errors = [exc] * len(batch.writes)
+        finally:
+            del committing[loop]
         batch.errors = errors
         batch.done.set()
     error = batch.errors[index]

@@ -469,6 +469,8 @@ class Writer:
         self.commits = 0  # transactions so far (the WAL checkpointer watches it)
         #: per event loop thread: the writes gathering for one commit (the recorder's)
         self.batches: dict[int, Any] = {}
+        #: per event loop thread: the batch whose commit is under way (recorder.batched)
+        self.committing: dict[int, Any] = {}
         self._lanes = [_Lane(self) for _ in range(1 if self.sqlite else POSTGRES_LANES)]
         self._next = 0
         self._now: Any = None  # SQLite fast path: its own connection, busy_timeout 0
