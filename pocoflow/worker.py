@@ -124,6 +124,7 @@ class Worker:
         self._hurry = False  # stop now: no (more) grace period
         self._handed_back: set[str] = set()
         self._wake: anyio.Event | None = None
+        self._notified = False  # a NOTIFY came since the last claim
         self._stop_call: Any = None
         self._served = False
 
@@ -225,9 +226,10 @@ class Worker:
             claimed: list[dict[str, Any]] = []
             pause = poll
             if free > 0:
+                notified, self._notified = self._notified, False
                 try:
                     claimed = await anyio.to_thread.run_sync(
-                        self._claim, replace(self._limits, room=free)
+                        self._claim, replace(self._limits, room=free), notified
                     )
                     failures = 0
                 except Exception as exc:  # the database is away: try again, later and later
@@ -248,11 +250,13 @@ class Worker:
             with anyio.move_on_after(pause):
                 await self._wake.wait()
 
-    def _claim(self, limits: Any) -> list[dict[str, Any]]:
+    def _claim(self, limits: Any, notified: bool = False) -> list[dict[str, Any]]:
+        """Claim what there is room for; unless a NOTIFY said a run was queued, look
+        first with a read (a worker polling an empty queue takes no lock)."""
         from pocoflow.persistence.queue import claimable
 
         records = self._records
-        if not claimable(
+        if not notified and not claimable(
             records.database.engine, self.queue, limits.flow_name, records.lease_seconds
         ):
             return []
@@ -345,6 +349,7 @@ class Worker:
             if await anyio.to_thread.run_sync(
                 listener.wait, min(poll, LISTEN_SLICE_S), abandon_on_cancel=True
             ):
+                self._notified = True
                 self._nudge()
 
     async def _watch_signals(self) -> None:

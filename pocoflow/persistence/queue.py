@@ -198,8 +198,13 @@ def claim(
     never another flow's that shares the queue. ``started_at`` becomes the claim's time
     for a run that never ran a step (until then it is when the run was queued)."""
     limited = limits.concurrency is not None or limits.rate is not None
-    if limited and _postgres(conn):  # claims of this queue one at a time: the limits hold
-        conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(queue))))
+    if _postgres(conn):
+        # a claim need not wait for the disk: if the server loses it in a crash, the run
+        # is queued again, and this worker's writes to it are fenced out (its token is
+        # not the row's), so it stops; no step is recorded twice
+        conn.execute(select(func.set_config("synchronous_commit", "off", True)))
+        if limited:  # claims of this queue one at a time: the limits hold
+            conn.execute(select(func.pg_advisory_xact_lock(func.hashtext(queue))))
     room = limits.room
     in_queue = runs.c.queue == queue
     if limits.concurrency is not None:
