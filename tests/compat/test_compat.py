@@ -21,12 +21,14 @@ import pytest
 from tests.compat.harness import REPO, expected, expected_stderr, program_names, run_program
 
 XFAIL = {
-    # ── differences still to settle ──
-    "llm_private_stubs": "the names of 0.2's pocoflow/utils.py that tests patch are gone: "
-                         "utils._global_llm (ignored by call_llm), utils.time, "
-                         "UniversalLLMProvider._create_openai_client, _make_call, "
-                         "_default_model, _client_factories",
     # ── by design (docs/migrating-from-0.2.md says what to do instead) ──
+    "llm_private_stubs": "by design: 0.2's private names that tests patched are gone "
+                         "(utils._global_llm, utils.time, UniversalLLMProvider."
+                         "_create_openai_client, _make_call, _default_model, "
+                         "_client_factories): they were never part of 0.2's public surface, "
+                         "and the provider is built differently; tests use the supported "
+                         "seams instead, client_factory= and sleep= on UniversalLLMProvider "
+                         "and set_default_provider() for call_llm",
     "db_rows_raw": "by design: pf_events records more than 0.2 did (a node_retry row per "
                    "retry, a flow_end row after a node_error, the last action on flow_end) "
                    "so the monitor can show retries and how every run ended; a failed "
