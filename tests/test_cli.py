@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -95,6 +96,27 @@ def test_db_upgrade_of_a_02_file(old_db: Path, capsys: Capture) -> None:
     assert f"already at revision {head_revision()} (head)" in out
     code, out, _ = run_cli(capsys, "db", "current", old_db)
     assert f"revision {head_revision()};" in out
+
+
+def test_db_upgrade_json_says_what_it_did(old_db: Path, tmp_path: Path,
+                                         capsys: Capture) -> None:
+    """`db upgrade --json` prints one JSON document: the revision before (0.2's file
+    has none) and after, whether it created the file; a second time, nothing to do."""
+    code, out, _ = run_cli(capsys, "db", "upgrade", old_db, "--json")
+    first = json.loads(out)
+    code_again, out_again, _ = run_cli(capsys, "db", "upgrade", old_db, "--json")
+    again = json.loads(out_again)
+    code_new, out_new, _ = run_cli(capsys, "db", "upgrade", tmp_path / "new.db", "--json")
+    created = json.loads(out_new)
+
+    assert (0, 0, 0) == (code, code_again, code_new)
+    assert str(old_db) == first["file"]
+    assert (False, head_revision(), head_revision()) == (
+        first["created"], first["after"], first["head"])
+    assert first["before"] != head_revision()
+    assert (head_revision(), head_revision()) == (again["before"], again["after"])
+    assert (True, None, head_revision()) == (
+        created["created"], created["before"], created["after"])
 
 
 def test_db_upgrade_creates_a_new_file(tmp_path: Path, capsys: Capture) -> None:
@@ -273,6 +295,31 @@ def test_resume_continues_a_paused_run_with_set_values(tmp_path: Path, capsys: C
     store = WorkflowDB(db_path).load_checkpoint("ask-1", 1)
     assert "answer was 42" == store["final"]
     assert 1 == store["asked"]  # the paused node re-ran from the checkpoint before it
+
+
+def test_resume_json_reports_the_run_and_its_store(tmp_path: Path, capsys: Capture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pocoflow resume ... --json` prints one JSON document: the run id, its status
+    after the resume and the keys of its final store."""
+    (tmp_path / "askflow.py").write_text(FLOW_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db_path = tmp_path / "runs.db"
+    import importlib
+    import sys
+
+    try:
+        flow = importlib.import_module("askflow").build()
+        flow.db = WorkflowDB(db_path).aio
+        flow.run({})
+        code, out, err = run_cli(capsys, "resume", "askflow:build", "ask-1", "--db", db_path,
+                                 "--set", 'answer="42"', "--json")
+    finally:
+        sys.modules.pop("askflow", None)
+
+    assert 0 == code, err
+    assert {"run_id": "ask-1", "status": "completed",
+            "store_keys": ["answer", "asked", "final"]} == json.loads(out)
 
 
 def test_resume_with_a_bad_target_is_a_one_line_error(tmp_path: Path, capsys: Capture,
