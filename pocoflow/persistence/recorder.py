@@ -283,6 +283,7 @@ class Recorder:
             write.run_update = rows.resumed_run(
                 stamp, fence[1], event.start_node, event.start_node_id
             )
+            write.lazy = True  # its claim was committed: this start need not wait the disk
         else:
             write.run_insert = rows.started_run(
                 key,
