@@ -106,6 +106,8 @@ FLOWS = textwrap.dedent('''
 
     class Wait(AsyncNode):
         async def exec_async(self, prep_res):
+            if os.path.exists(os.environ.get("MONITOR_WAIT_OK", "/nonexistent")):
+                return "released"
             print("waiting", flush=True)
             await anyio.sleep(3600)
 
@@ -721,6 +723,46 @@ def test_with_a_flow_reference_a_failed_run_resumes_in_the_background(
         assert time.monotonic() < deadline, texts(at)
         time.sleep(0.2)
     assert any("mon-failed-resumed: completed" in c for c in codes(at))
+    for job in at.session_state[f"{KEY}_jobs"]:
+        job.process.wait(WAIT)
+
+
+@pytest.mark.parametrize("kind", ["cancelled", "interrupted"])
+def test_with_a_flow_reference_a_stopped_run_resumes_in_the_background(
+        kind: str, recorded: Recorded, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A run cancelled mid-node, or whose process was killed (interrupted), gets a
+    resume button too; the run goes on in another process from its last checkpoint, at
+    the node it stopped in, and completes."""
+    import monitor_flows as flows  # type: ignore[import-not-found]
+
+    run_id = f"mon-{kind}-resumed"
+    if kind == "cancelled":
+        flow = flows.waiting()
+        flow.db, flow.run_id = str(recorded.db), run_id
+        handle = flow.run_background({})
+        deadline = time.monotonic() + WAIT
+        while handle.status != "running" or not WorkflowDB(recorded.db).checkpoint_steps(run_id):
+            assert time.monotonic() < deadline, "the run to cancel never got going"
+            time.sleep(0.05)
+        handle.cancel()
+        handle.wait(WAIT)
+    else:
+        child = start_waiting(recorded, run_id)
+        child.send_signal(signal.SIGKILL)
+        stop(child)
+    assert kind == WorkflowDB(recorded.db).get_run(run_id)["status"]  # type: ignore[index]
+    marker = tmp_path / "ok"
+    marker.write_text("ok")
+    monkeypatch.setenv("MONITOR_WAIT_OK", str(marker))
+    monkeypatch.setenv("PYTHONPATH", recorded.env()["PYTHONPATH"])
+    at = pick(monitor(monkeypatch, recorded.db, flow="monitor_flows:waiting"), run_id)
+
+    at.button(key=f"{KEY}_resume_{run_id}").click().run()
+
+    run = wait_for_status(recorded.db, run_id, "completed")
+    assert 3 == run["total_steps"]  # First, Wait (again, from its checkpoint), Never
+    nodes = [s["node_name"] for s in WorkflowDB(recorded.db).checkpoint_steps(run_id)]
+    assert ["First", "Wait", "Never"] == nodes
     for job in at.session_state[f"{KEY}_jobs"]:
         job.process.wait(WAIT)
 
