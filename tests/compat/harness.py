@@ -8,6 +8,7 @@ proxies pointing at a closed local port, so nothing can reach the network.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +68,21 @@ def expected(name: str) -> str:
 def expected_stderr(name: str) -> str:
     path = EXPECTED / f"{name}.stderr.txt"
     return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def by_design(name: str) -> str:
+    """What this build prints for a program that differs from 0.2.1 on purpose."""
+    return (EXPECTED / f"{name}.by-design.txt").read_text(encoding="utf-8")
+
+
+def by_design_stderr(name: str) -> list[str]:
+    path = EXPECTED / f"{name}.by-design.stderr.txt"
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def warning_lines(stderr: str, known: str) -> list[str]:
+    """The lines of *stderr* not in *known* (0.2.1's stderr), without the source lines
+    Python quotes under a warning and without file paths, which vary by machine."""
+    old = set(known.splitlines())
+    return [re.sub(r"^\S+\.py:\d+: ", "", line) for line in stderr.splitlines()
+            if line not in old and line[:1] not in (" ", "\t")]

@@ -5,6 +5,11 @@ Usage, from the repository root::
     python3 -m venv /tmp/p021venv && /tmp/p021venv/bin/pip install pocoflow==0.2.1
     python tests/compat/record_expected.py /tmp/p021venv/bin/python [program ...]
 
+``python tests/compat/record_expected.py --by-design`` records instead what this
+build prints for the programs that differ from 0.2.1 on purpose (``BY_DESIGN`` in
+test_compat.py): ``<program>.by-design.txt`` and, for warnings it adds,
+``<program>.by-design.stderr.txt``.
+
 Writes ``tests/compat/expected/<program>.txt`` (stdout, then the exit code),
 ``<program>.stderr.txt`` when 0.2.1 wrote to stderr, and ``api-0.2.1.json``
 (0.2.1's public names and signatures, from ``api_surface.py``). The interpreter
@@ -40,7 +45,28 @@ def check_version(python: str) -> None:
                  "pocoflow 0.2.1 from PyPI (pip install pocoflow==0.2.1 in a venv).")
 
 
+def record_by_design() -> int:
+    """This build's output for each program in BY_DESIGN."""
+    from tests.compat.harness import REPO, expected_stderr, warning_lines
+    from tests.compat.test_compat import BY_DESIGN
+
+    for name in sorted(BY_DESIGN):
+        with tempfile.TemporaryDirectory(prefix=f"compat-{name}-") as cwd:
+            outcome = run_program(sys.executable, name, Path(cwd), str(REPO))
+        (EXPECTED / f"{name}.by-design.txt").write_text(outcome.recorded(), encoding="utf-8")
+        added = warning_lines(outcome.stderr, expected_stderr(name))
+        stderr_file = EXPECTED / f"{name}.by-design.stderr.txt"
+        if added:
+            stderr_file.write_text("\n".join(added) + "\n", encoding="utf-8")
+        else:
+            stderr_file.unlink(missing_ok=True)
+        print(f"{name}: exit {outcome.returncode} (this build)")
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--by-design"]:
+        return record_by_design()
     if not argv:
         print(__doc__)
         return 2

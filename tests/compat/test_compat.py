@@ -4,12 +4,12 @@ printed under pocoflow 0.2.1 (``expected/<name>.txt``, recorded by
 
 Where this build legitimately differs (longer run ids, ``cancelled`` for
 ``failed``, a dict written through), the program itself normalises its output and
-says why in a comment. Where a 0.2 program would notice a difference, the test is
-a strict xfail naming it: fix the library, and the xfail turns into a failure
-that asks for the marker to go. A reason that starts with "by design:" marks a
-difference kept on purpose (the program stays as its documentation, and
-docs/migrating-from-0.2.md tells users what to do); the strict xfail still
-catches a change of behaviour either way.
+says why in a comment. Where a 0.2 program would notice a difference kept on
+purpose, the program is listed in ``BY_DESIGN`` with the reason
+(docs/migrating-from-0.2.md tells users what to do), and its test asserts what
+this build prints instead (``expected/<name>.by-design.txt``, recorded by
+``record_expected.py --by-design``) and that it still differs from 0.2.1: a change
+of behaviour either way fails.
 """
 
 from __future__ import annotations
@@ -18,10 +18,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.harness import REPO, expected, expected_stderr, program_names, run_program
+from tests.compat.harness import (
+    REPO,
+    by_design,
+    by_design_stderr,
+    expected,
+    expected_stderr,
+    program_names,
+    run_program,
+    warning_lines,
+)
 
-XFAIL = {
-    # ── by design (docs/migrating-from-0.2.md says what to do instead) ──
+#: Programs that behave differently from 0.2.1 on purpose, and why
+#: (docs/migrating-from-0.2.md says what to do instead).
+BY_DESIGN = {
     "llm_private_stubs": "by design: 0.2's private names that tests patched are gone "
                          "(utils._global_llm, utils.time, UniversalLLMProvider."
                          "_create_openai_client, _make_call, _default_model, "
@@ -76,18 +86,13 @@ XFAIL = {
 }
 
 
-def _cases() -> list[object]:
-    return [pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=True,
-                                                                  reason=XFAIL[name])]
-                         if name in XFAIL else []) for name in program_names()]
+def test_every_difference_names_a_program_and_says_why() -> None:
+    """The by-design list only names programs that exist, each with its reason."""
+    assert [] == sorted(set(BY_DESIGN) - set(program_names()))
+    assert all(reason.startswith("by design: ") for reason in BY_DESIGN.values())
 
 
-def test_every_xfail_names_a_program() -> None:
-    """The xfail list only names programs that exist."""
-    assert [] == sorted(set(XFAIL) - set(program_names()))
-
-
-@pytest.mark.parametrize("name", _cases())
+@pytest.mark.parametrize("name", [n for n in program_names() if n not in BY_DESIGN])
 def test_program_behaves_as_under_021(name: str, tmp_path: Path) -> None:
     """The program prints what it printed under 0.2.1, exits the same, and adds
     nothing to stderr."""
@@ -98,3 +103,18 @@ def test_program_behaves_as_under_021(name: str, tmp_path: Path) -> None:
     assert expected(name) == outcome.recorded(), outcome.stderr
     old_lines = set(expected_stderr(name).splitlines())
     assert [] == [line for line in outcome.stderr.splitlines() if line not in old_lines]
+
+
+@pytest.mark.parametrize("name", sorted(BY_DESIGN))
+def test_a_difference_kept_by_design_is_exactly_the_documented_one(
+        name: str, tmp_path: Path) -> None:
+    """A program that behaves differently on purpose prints what this build is meant to
+    print (expected/<name>.by-design.txt, its reason in BY_DESIGN), which is still not
+    what 0.2.1 printed: a change either way shows here."""
+    import sys
+
+    outcome = run_program(sys.executable, name, tmp_path, str(REPO))
+
+    assert by_design(name) == outcome.recorded(), outcome.stderr
+    assert expected(name) != outcome.recorded()
+    assert by_design_stderr(name) == warning_lines(outcome.stderr, expected_stderr(name))

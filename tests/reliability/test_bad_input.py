@@ -29,7 +29,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
@@ -241,14 +241,12 @@ class Case:
     fix: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
     exit: int | None = None
-    xfail: str | None = None
 
 
 def case(id: str, call: Callable[[Ctx], Any], raises: type[BaseException],
          builtin: type[BaseException] | None = None, names: tuple[str, ...] = (),
-         fix: tuple[str, ...] = (), hidden: tuple[str, ...] = (),
-         xfail: str | None = None) -> Case:
-    return Case(id, call, raises, builtin or raises, names, fix, hidden, xfail=xfail)
+         fix: tuple[str, ...] = (), hidden: tuple[str, ...] = ()) -> Case:
+    return Case(id, call, raises, builtin or raises, names, fix, hidden)
 
 
 def cli(id: str, argv: Callable[[Ctx], list[Any]], exit: int, names: tuple[str, ...] = (),
@@ -743,13 +741,7 @@ def asking(ctx: Ctx) -> Flow:
     return Flow(node, db=ctx.db(), flow_name="asks")
 
 
-def params() -> Iterator[Any]:
-    for one in CASES:
-        marks = [pytest.mark.xfail(strict=True, reason=one.xfail)] if one.xfail else []
-        yield pytest.param(one, id=one.id, marks=marks)
-
-
-@pytest.mark.parametrize("bad", list(params()))
+@pytest.mark.parametrize("bad", [pytest.param(one, id=one.id) for one in CASES])
 def test_bad_input(bad: Case, recorded: Path, tmp_path: Path, request: pytest.FixtureRequest,
                    capsys: pytest.CaptureFixture[str]) -> None:
     """Each misuse is refused with the right type and a message that names the thing and
