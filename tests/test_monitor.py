@@ -195,18 +195,30 @@ def record_runs(recorded: Recorded) -> None:
     flow.db, flow.run_id = db, "mon-failed"
     with pytest.raises(ValueError, match="flaky"):
         flow.run({})
+    cancel_waiting(recorded, "mon-cancelled")
+    kill_waiting(recorded, "mon-killed")
+
+
+def cancel_waiting(recorded: Recorded, run_id: str) -> None:
+    """A `waiting` run cancelled in its waiting node, after its first step."""
+    import monitor_flows as flows  # type: ignore[import-not-found]
+
     flow = flows.waiting()
-    flow.db, flow.run_id = db, "mon-cancelled"
+    flow.db, flow.run_id = str(recorded.db), run_id
     handle = flow.run_background({})
     deadline = time.monotonic() + WAIT
-    while handle.status != "running" or not WorkflowDB(db).checkpoint_steps("mon-cancelled"):
+    while handle.status != "running" or not WorkflowDB(recorded.db).checkpoint_steps(run_id):
         assert time.monotonic() < deadline, "the run to cancel never got going"
         time.sleep(0.05)
     handle.cancel()
     handle.wait(WAIT)
-    killed = start_waiting(recorded, "mon-killed")
-    killed.send_signal(signal.SIGKILL)
-    stop(killed)
+
+
+def kill_waiting(recorded: Recorded, run_id: str) -> None:
+    """A `waiting` run whose process is killed in its waiting node (interrupted)."""
+    child = start_waiting(recorded, run_id)
+    child.send_signal(signal.SIGKILL)
+    stop(child)
 
 
 @pytest.fixture(scope="module")
@@ -733,23 +745,9 @@ def test_with_a_flow_reference_a_stopped_run_resumes_in_the_background(
     """A run cancelled mid-node, or whose process was killed (interrupted), gets a
     resume button too; the run goes on in another process from its last checkpoint, at
     the node it stopped in, and completes."""
-    import monitor_flows as flows  # type: ignore[import-not-found]
 
     run_id = f"mon-{kind}-resumed"
-    if kind == "cancelled":
-        flow = flows.waiting()
-        flow.db, flow.run_id = str(recorded.db), run_id
-        handle = flow.run_background({})
-        deadline = time.monotonic() + WAIT
-        while handle.status != "running" or not WorkflowDB(recorded.db).checkpoint_steps(run_id):
-            assert time.monotonic() < deadline, "the run to cancel never got going"
-            time.sleep(0.05)
-        handle.cancel()
-        handle.wait(WAIT)
-    else:
-        child = start_waiting(recorded, run_id)
-        child.send_signal(signal.SIGKILL)
-        stop(child)
+    (cancel_waiting if kind == "cancelled" else kill_waiting)(recorded, run_id)
     assert kind == WorkflowDB(recorded.db).get_run(run_id)["status"]  # type: ignore[index]
     marker = tmp_path / "ok"
     marker.write_text("ok")

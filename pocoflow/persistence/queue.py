@@ -270,38 +270,16 @@ def claim(
             worn_out.append(row["run_id"])
         else:
             taken.append(row)
-    if worn_out:
-        conn.execute(
-            update(runs)
-            .where(runs.c.run_id.in_(worn_out))
-            .values(
-                status="failed",
-                completed_at=now,
-                heartbeat_at=now,
-                owner=None,
-                error_msg=(
-                    f"its worker stopped {max_attempts} times while running it (killed, or "
-                    "out of memory?); it is not retried again. Resume it by hand to try once "
-                    "more."
-                ),
-            )
-        )
-    if cancelled:
-        conn.execute(
-            update(runs)
-            .where(runs.c.run_id.in_(cancelled))
-            .values(
-                status="cancelled",
-                completed_at=now,
-                heartbeat_at=now,
-                owner=None,
-                error_msg="cancelled",
-            )
-        )
+    _end_unowned(conn, worn_out, now, "failed", (
+        f"its worker stopped {max_attempts} times while running it (killed, or out of "
+        "memory?); it is not retried again. Resume it by hand to try once more."))
+    _end_unowned(conn, cancelled, now, "cancelled", "cancelled")
     for run_id in (*worn_out, *cancelled):
         notify(conn, DONE_CHANNEL, run_id)
-    first = [row["run_id"] for row in taken if _first_start(row)]
-    again = [row["run_id"] for row in taken if not _first_start(row)]
+    first: list[str] = []
+    again: list[str] = []
+    for row in taken:
+        (first if _first_start(row) else again).append(row["run_id"])
     claimed = {"status": "running", "owner": owner, "heartbeat_at": now,
                "attempts": runs.c.attempts + 1, "cancel_requested_at": None}
     if first:  # started_at becomes the claim's time (until now, when it was queued)
@@ -318,6 +296,20 @@ def claim(
     for row in taken:
         row["resume_updates"] = pending_updates(conn, row["run_id"], row["resume_updates"])
     return taken, [*worn_out, *cancelled]
+
+
+def _end_unowned(
+    conn: Connection, run_ids: list[str], now: str, status: str, error_msg: str
+) -> None:
+    """End runs no worker runs any more (a claim found them used up, or asked to cancel
+    before their worker died)."""
+    if run_ids:
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_id.in_(run_ids))
+            .values(status=status, completed_at=now, heartbeat_at=now, owner=None,
+                    error_msg=error_msg)
+        )
 
 
 def _first_start(row: dict[str, Any]) -> bool:
