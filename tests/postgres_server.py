@@ -48,7 +48,10 @@ class PostgresServer:
         self.prefix: list[str] = []
         if os.geteuid() == 0:  # the server refuses to run as root
             shutil.chown(self.data, "postgres", "postgres")
-            self.prefix = ["runuser", "-u", "postgres", "--"]
+            runuser = shutil.which("runuser") or next(
+                (p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)),
+                "runuser")  # in sbin, which a plain user's PATH may not hold
+            self.prefix = [runuser, "-u", "postgres", "--"]
         self.port = _free_port()
         self.options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} " \
                        f"-c fsync={'on' if durable else 'off'} -c max_connections=300"

@@ -534,3 +534,19 @@ def test_an_unexpected_error_is_one_line_and_the_traceback_on_demand(
     code, _, err = run_cli(capsys, "runs", "ls", one_run)
     assert 1 == code
     assert "Traceback" in err
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql://bob@127.0.0.1:99999/db?password={PASSWORD}",
+    f"postgresql://bob@127.0.0.1:abc/db?password={PASSWORD}",
+    f"postgresql:/bob@h/db?sslpassword={PASSWORD}",
+    f"postgresql:/bob:{PASSWORD}@h/db?password={PASSWORD}x",
+])
+def test_a_password_in_the_query_of_a_bad_url_is_never_shown(capsys: Capture,
+                                                            url: str) -> None:
+    """A URL refused before any connection (a bad port, a slash missing) names the URL
+    with its ?password= (and any user-part password) hidden."""
+    code, out, err = run_cli(capsys, "runs", "ls", url)
+
+    assert_one_line_error(code, out, err, "***")
+    assert PASSWORD not in out + err

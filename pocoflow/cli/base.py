@@ -128,9 +128,11 @@ def note(text: str) -> None:
 def write(text: str) -> None:
     """*text* on stdout, in pieces smaller than its buffer: a larger write that the pipe
     takes only in part (its reader went away) can end without an error in CPython, and
-    the rest is lost silently; pieces make the next write report the broken pipe."""
+    the rest is lost silently; pieces make the next write report the broken pipe. It is
+    flushed at once, so a reader gone away is noticed before anything goes to stderr."""
     for start in range(0, len(text), 4096):
         sys.stdout.write(text[start : start + 4096])
+    sys.stdout.flush()
 
 
 def emit_json(document: Any) -> None:
@@ -166,6 +168,7 @@ def table(headers: list[str], rows: list[list[Any]], *, right: tuple[int, ...] =
             for i, (c, s) in enumerate(zip(row[:-1], sizes, strict=False))
         ]
         print("  ".join([*out, clip(row[-1], last)]).rstrip())
+    sys.stdout.flush()  # a reader gone away is noticed before a note goes to stderr
 
 
 def short_time(stamp: str | None) -> str:

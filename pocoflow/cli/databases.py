@@ -66,22 +66,19 @@ def _userinfo(text: str) -> tuple[str, str, str | None, str] | None:
 
 
 def hide_password(text: str) -> str:
-    """*text* with the password of a URL in it replaced by ``***``."""
-    parts = _userinfo(text)
-    if parts is None or not parts[2]:
-        return text
-    head, user, _, rest = parts
-    return f"{head}{user}:***@{rest}"
+    """*text* with every secret of a URL in it (the password, a ``?password=``)
+    replaced by ``***``."""
+    from pocoflow.persistence.connect import redact
+
+    return redact(text)
 
 
 def secrets_of(text: str) -> tuple[str, ...]:
-    """Every spelling of the password in *text* a message could repeat: as typed and
-    percent-decoded. (A password with an ``@`` in it is refused before any use.)"""
-    parts = _userinfo(text)
-    if parts is None or not parts[2]:
-        return ()
-    found = {parts[2], unquote(parts[2])}
-    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+    """Every spelling of a secret in *text* a message could repeat (see
+    :func:`pocoflow.persistence.connect.secret_values`)."""
+    from pocoflow.persistence.connect import secret_values
+
+    return secret_values(text)
 
 
 def parse_target(text: str) -> Target:

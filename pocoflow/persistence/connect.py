@@ -51,7 +51,7 @@ _URL_LIKE = re.compile(
 #: Query parameters that carry a secret (libpq's password and sslpassword, and the like);
 #: ``passfile`` is a path and stays visible.
 _SECRET_PARAM = re.compile(r"pass(word|wd)|secret|token", re.IGNORECASE)
-_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:/*[^:/@?#]*:)[^@/?#]*@")
+_USERINFO = re.compile(r"^([A-Za-z][\w+.-]*:/*[^:/@?#]*:)[^/?#]*@")  # to the last @
 _QUERY_SECRET = re.compile(
     r"([?&][^=&#]*(?:pass(?:word|wd)|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE
 )
@@ -192,6 +192,23 @@ def redact(text: str) -> str:
     """*text* holding a URL that may not parse, with its secrets replaced by ``***``."""
     text = _USERINFO.sub(r"\1***@", text)
     return _QUERY_SECRET.sub(r"\1***", text)
+
+
+def secret_values(text: str) -> tuple[str, ...]:
+    """Every spelling of a secret in *text* (a URL that may not parse) that a message
+    could repeat: the user part's password and each secret query parameter, as typed
+    and percent-decoded; longest first, so a shorter one never hides part of another."""
+    from urllib.parse import unquote
+
+    found: set[str] = set()
+    userinfo = _USERINFO.match(text)
+    if userinfo:
+        password = text[userinfo.end(1) : userinfo.end() - 1]
+        found |= {password, unquote(password)}
+    for match in _QUERY_SECRET.finditer(text):
+        value = text[match.end(1) : match.end()]
+        found |= {value, unquote(value)}
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -81,8 +81,16 @@ def by_design_stderr(name: str) -> list[str]:
 
 
 def warning_lines(stderr: str, known: str) -> list[str]:
-    """The lines of *stderr* not in *known* (0.2.1's stderr), without the source lines
-    Python quotes under a warning and without file paths, which vary by machine."""
+    """What *stderr* adds to *known* (0.2.1's stderr), in words that do not depend on
+    the machine or on when the garbage collector ran: the coroutines reported never
+    awaited (by name, sorted), and any other line that is not Python quoting source or
+    a traceback."""
     old = set(known.splitlines())
-    return [re.sub(r"^\S+\.py:\d+: ", "", line) for line in stderr.splitlines()
-            if line not in old and line[:1] not in (" ", "\t")]
+    added = [line for line in stderr.splitlines() if line not in old]
+    never_awaited = sorted({m for line in added
+                            for m in re.findall(r"coroutine (?:object )?'?(\w+)", line)})
+    other = [line for line in added
+             if line[:1] not in (" ", "\t") and "coroutine" not in line
+             and "tracemalloc" not in line and not line.startswith("Traceback")
+             and not line.startswith("Exception ignored")]
+    return [f"never awaited: {name}" for name in never_awaited] + other
