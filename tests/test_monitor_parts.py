@@ -325,3 +325,43 @@ def test_serve_monitor_stops_its_server_on_ctrl_c(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(server, "wait_until_ready", interrupted)
     assert 0 == server.serve_monitor(tmp_path / "x.db", port=server.free_port())
     assert started[0].poll() is not None
+
+
+def test_pocoflow_monitor_stops_its_server_on_sigterm(tmp_path: Path) -> None:
+    """`kill` (SIGTERM) on `pocoflow monitor` stops its Streamlit server too: the
+    command exits 0 and nothing listens on the port any more (the server used to live
+    on, orphaned, still serving the database)."""
+    import os
+    import signal
+    import time
+
+    from pocoflow import WorkflowDB
+
+    WorkflowDB(tmp_path / "runs.db").create_run("r1", "f")
+    port = server.free_port()
+    command = subprocess.Popen(
+        [sys.executable, "-m", "pocoflow", "monitor", str(tmp_path / "runs.db"),
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        seen = ""
+        while "PocoFlow monitor:" not in seen:  # the server's own lines come first
+            line = command.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"the monitor ended before it served: {seen}"
+            seen += line
+        assert f"http://127.0.0.1:{port}" in seen, seen
+        command.send_signal(signal.SIGTERM)
+        assert 0 == command.wait(30)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait(10)
+        command.stdout.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        assert time.monotonic() < deadline, f"something still listens on port {port}"
+        time.sleep(0.1)

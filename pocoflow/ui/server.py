@@ -14,9 +14,11 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -133,6 +135,9 @@ def serve_monitor(
     ModuleNotFoundError with a message that says what to do.
     """
     process = start_monitor(db, port=port, host=host, flow=flow, title=title, wait=None)
+    # SIGTERM (kill, a service manager) stops it as Ctrl-C does: its server goes too,
+    # rather than living on, orphaned, still serving the database
+    previous = _on_sigterm_interrupt()
     try:
         wait_until_ready(host, port, process, 60.0)
         shown = f"[{host}]" if ":" in host else host
@@ -141,6 +146,8 @@ def serve_monitor(
     except KeyboardInterrupt:
         return 0
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
             process.terminate()
             try:
@@ -148,6 +155,18 @@ def serve_monitor(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _on_sigterm_interrupt() -> Any:
+    """Make SIGTERM raise KeyboardInterrupt in this (main) thread; the handler it
+    replaced, to put back (None: not the main thread, nothing changed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def wait_until_ready(
