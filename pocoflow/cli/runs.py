@@ -120,7 +120,8 @@ def add_parser(commands: Any) -> None:
         "cancel",
         help="stop a run, from any process",
         description="Stop a run. A running run's process sees the request within a second "
-        "and ends it 'cancelled' with its checkpoint; a queued, paused or "
+        "and ends it 'cancelled' with its checkpoint once the node running now lets it "
+        "(a sync exec finishes first); a queued, paused or "
         "interrupted run is marked cancelled at once; an ended run is left as "
         "it is.",
     )
@@ -387,8 +388,9 @@ def cancel_run(args: argparse.Namespace, ctx: Context) -> int:
         )
     elif result == "requested":
         print(
-            f"{args.run_id}: cancel requested; the process running it stops it within a "
-            "second and records it as cancelled"
+            f"{args.run_id}: cancel requested; the process running it sees it within a "
+            "second and stops it as soon as the node running now lets it (a sync exec "
+            "finishes first), then records it as cancelled"
         )
     elif result == "cancelled":
         print(f"{args.run_id}: cancelled (no process was running it)")

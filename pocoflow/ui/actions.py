@@ -173,8 +173,9 @@ def render_cancel(db: Any, run: dict[str, Any], key: str) -> None:
             st.session_state[done] = f"Cancel failed: {exc}"
             return
         st.session_state[done] = {
-            "requested": "🚫 Cancel requested: the process running it stops within a second "
-            "or two (before its next node); its checkpoints are kept.",
+            "requested": "🚫 Cancel requested: the process running it sees it within a "
+            "second and stops as soon as the node running now lets it (a sync exec "
+            "finishes first); its checkpoints are kept.",
             "cancelled": "🚫 Cancelled: no process was running it; its checkpoints are kept.",
         }.get(result, f"Nothing to cancel: the run is {result}.")
 
