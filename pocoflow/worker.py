@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import signal
+import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -125,6 +126,8 @@ class Worker:
         self._handed_back: set[str] = set()
         self._wake: anyio.Event | None = None
         self._notified = False  # a NOTIFY came since the last claim
+        self._orphans_looked_at = -math.inf  # (time.monotonic) see _claim
+        self._orphans_every = POSTGRES_POLL_S  # (the poll interval, once serving)
         self._stop_call: Any = None
         self._served = False
 
@@ -188,6 +191,7 @@ class Worker:
             if listener.listening:  # before the first claim: no NOTIFY falls in between
                 await anyio.to_thread.run_sync(listener.listen)
             poll = self._poll or (POSTGRES_POLL_S if listener.listening else SQLITE_POLL_S)
+            self._orphans_every = poll
             _log.info(
                 "Worker serving queue '%s' of flow '%s' on %s (concurrency %d)",
                 self.queue,
@@ -252,7 +256,9 @@ class Worker:
 
     def _claim(self, limits: Any, notified: bool = False) -> list[dict[str, Any]]:
         """Claim what there is room for; unless a NOTIFY said a run was queued, look
-        first with a read (a worker polling an empty queue takes no lock)."""
+        first with a read (a worker polling an empty queue takes no lock). A claim a
+        NOTIFY woke looks for runs whose worker died (orphans) at most once a poll
+        interval: that query is a round trip of its own, and a lease is far longer."""
         from pocoflow.persistence.queue import claimable
 
         records = self._records
@@ -260,10 +266,15 @@ class Worker:
             records.database.engine, self.queue, limits.flow_name, records.lease_seconds
         ):
             return []
+        now = time.monotonic()
+        orphans = not notified or now - self._orphans_looked_at >= self._orphans_every
+        if orphans:
+            self._orphans_looked_at = now
         return records.claim_queued(
             self.queue,
             limits,  # type: ignore[no-any-return]
             max_attempts=self.max_attempts,
+            orphans=orphans,
         )
 
     async def _run_one(self, row: dict[str, Any]) -> None:

@@ -288,6 +288,37 @@ def test_a_cancel_asked_before_its_worker_died_is_honoured_not_lost(db_url: str)
     assert [] == seen
 
 
+def test_a_run_whose_worker_died_is_taken_over_while_new_runs_keep_coming(
+    db_url: str,
+) -> None:
+    """A worker kept busy by a stream of submits (on PostgreSQL each one a NOTIFY that
+    wakes it) still looks for runs whose worker died, and finishes them while the stream
+    goes on: it does not wait for a quiet moment."""
+    seen: list[tuple[str, str]] = []
+    flow = Flow(start=Record(seen), db=WorkflowDB(db_url, lease_seconds=0.5),
+                flow_name="busy")
+    orphan = flow.submit({"job": "orphan"})
+    dead_claim(db_url, "busy", 0.5)
+    db = WorkflowDB(db_url)
+
+    def orphan_done() -> bool:
+        return db.get_run(orphan)["status"] == "completed"  # type: ignore[index]
+
+    submitted = 0
+    with serving(flow, concurrency=4, poll_interval=0.5):
+        deadline = time.monotonic() + WAIT
+        while not orphan_done():
+            assert time.monotonic() < deadline, "the orphaned run was never taken over"
+            flow.submit({"job": f"new-{submitted}"})
+            submitted += 1
+            time.sleep(0.02)
+        flow.submit({"job": "last"})  # the stream was still going when it finished
+        wait_for(lambda: db.count_runs().get("queued", 0) == 0, "the queue emptied")
+
+    assert ("orphan", "Record") in seen
+    assert submitted >= 10  # it waited out the lease under a stream of submits
+
+
 class Ask(Node):
     """Pauses until the store holds as many approvals as it asks for."""
 

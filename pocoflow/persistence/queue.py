@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from pocoflow.errors import RunExistsError
 from pocoflow.persistence.models import IN_FLIGHT, checkpoints, events, run_inputs, runs
@@ -56,19 +57,21 @@ def submit(conn: Connection, row: dict[str, Any], inputs: dict[str, Any]) -> str
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
-    if conn.execute(select(runs.c.run_id).where(runs.c.run_id == row["run_id"])).first():
-        raise RunExistsError(
-            f"Run '{row['run_id']}' already exists; a submitted run needs a new run_id (leave "
-            "submit(run_id=...) and Flow(run_id=...) unset for a fresh one each time), and a "
-            "stopped run goes back to the workers with db.resume(run_id). Nothing was queued."
-        )
     statement = insert(runs).values(row)
     if row.get("dedup_key") is not None:
         statement = statement.on_conflict_do_nothing(
             index_elements=["dedup_key"], index_where=text(IN_FLIGHT)
         )
-    # an INSERT's rowcount is kept only when asked for (SQLAlchemy 2; psycopg reports -1)
-    if conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount == 0:
+    try:  # (no read first: a taken run_id is the one conflict left, one round trip less)
+        # an INSERT's rowcount is kept only when asked for (SQLAlchemy 2; psycopg reports -1)
+        inserted = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+    except IntegrityError:
+        raise RunExistsError(
+            f"Run '{row['run_id']}' already exists; a submitted run needs a new run_id (leave "
+            "submit(run_id=...) and Flow(run_id=...) unset for a fresh one each time), and a "
+            "stopped run goes back to the workers with db.resume(run_id). Nothing was queued."
+        ) from None
+    if inserted == 0:
         held = select(runs.c.run_id).where(
             runs.c.dedup_key == row["dedup_key"], runs.c.status.in_(("queued", "running"))
         )
@@ -186,13 +189,15 @@ def claim(
     stale_before: str,
     rate_since: str,
     max_attempts: int,
+    orphans: bool = True,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Claim queued runs (and runs whose worker stopped heartbeating before
     *stale_before*) of *queue* for *owner*. Returns the claimed rows as they were
     before the claim (``resume_updates``: the updates still to apply, if any;
     ``input_json``, for a run's first start: the store it starts from), and the
     ids of runs ended instead: failed for having used up *max_attempts*, or cancelled
-    because a cancel was asked before their worker died.
+    because a cancel was asked before their worker died. Without *orphans*, queued
+    runs only (one query less).
 
     Only runs of ``limits.flow_name`` are taken: a worker runs its own flow's runs,
     never another flow's that shares the queue. ``started_at`` becomes the claim's time
@@ -240,7 +245,9 @@ def claim(
         runs.c.next_node,
     )
     waiting = (
-        select(*columns)
+        # with what a first start starts from, so the worker reads nothing more
+        select(*columns, run_inputs.c.input_json)
+        .select_from(runs.outerjoin(run_inputs, run_inputs.c.run_id == runs.c.run_id))
         .where(
             *mine,
             runs.c.status == "queued",
@@ -255,9 +262,9 @@ def claim(
         .limit(room)
     )
     if _postgres(conn):
-        waiting = waiting.with_for_update(skip_locked=True)
+        waiting = waiting.with_for_update(skip_locked=True, of=runs)
         orphaned = orphaned.with_for_update(skip_locked=True)
-    found = [dict(r) for r in conn.execute(orphaned).mappings()]
+    found = [dict(r) for r in conn.execute(orphaned).mappings()] if orphans else []
     if len(found) < room:
         found += [dict(r) for r in conn.execute(waiting.limit(room - len(found))).mappings()]
     taken, worn_out, cancelled = [], [], []
@@ -279,18 +286,16 @@ def claim(
     first: list[str] = []
     again: list[str] = []
     for row in taken:
-        (first if _first_start(row) else again).append(row["run_id"])
+        if _first_start(row):
+            first.append(row["run_id"])
+        else:  # it goes on from its checkpoints, not from its input
+            row.pop("input_json", None)
+            again.append(row["run_id"])
     claimed = {"status": "running", "owner": owner, "heartbeat_at": now,
                "attempts": runs.c.attempts + 1, "cancel_requested_at": None}
     if first:  # started_at becomes the claim's time (until now, when it was queued)
         conn.execute(update(runs).where(runs.c.run_id.in_(first))
                      .values({**claimed, "started_at": now}))
-        inputs = dict(conn.execute(  # what the run starts from, so the worker reads nothing
-            select(run_inputs.c.run_id, run_inputs.c.input_json)
-            .where(run_inputs.c.run_id.in_(first))).all())
-        for row in taken:
-            if row["run_id"] in inputs:
-                row["input_json"] = inputs[row["run_id"]]
     if again:
         conn.execute(update(runs).where(runs.c.run_id.in_(again)).values(claimed))
     for row in taken:

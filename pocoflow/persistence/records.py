@@ -459,9 +459,11 @@ class RunRecords:
         limits: Any,
         *,
         max_attempts: int,
+        orphans: bool = True,
     ) -> list[dict[str, Any]]:
         """Claim runs of *queue_name* for this process (see persistence.queue.claim); each
-        claimed run is heartbeated under the claim's owner token from now on."""
+        claimed run is heartbeated under the claim's owner token from now on. *orphans*:
+        also take runs whose worker stopped heartbeating (False: queued runs only)."""
         from pocoflow.persistence import queue
 
         database = self.database
@@ -477,6 +479,7 @@ class RunRecords:
             stale_before=rows.iso_ago(self.lease_seconds),
             rate_since=rate_since,
             max_attempts=max_attempts,
+            orphans=orphans,
         )
         for row in taken:
             database.own(row["run_id"], token, self.lease_seconds)
