@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 class _RunState:
     """What the recorder keeps about one run between its events."""
 
-    __slots__ = ("fence", "full_next", "key", "parent", "pending", "pending_update", "tracker")
+    __slots__ = ("fence", "full_next", "key", "parent", "pending", "tracker")
 
     def __init__(
         self, key: str, tracker: DeltaTracker, parent: str | None, fence: tuple[str, str]
@@ -54,8 +54,6 @@ class _RunState:
         self.fence = fence  # (top-level run_id, owner token): every write is fenced by it
         self.full_next = True  # the next checkpoint is a full snapshot
         self.pending: list[dict[str, Any]] = []  # event rows waiting for the step's commit
-        #: run row columns waiting for the next commit (a claimed run's start)
-        self.pending_update: dict[str, Any] | None = None
 
 
 class _Batch:
@@ -197,12 +195,6 @@ class Recorder:
         taken, state.pending = state.pending, []
         return taken
 
-    @staticmethod
-    def _with_pending(state: _RunState, update: dict[str, Any]) -> dict[str, Any]:
-        """*update* of the run row, after the columns still waiting for a commit."""
-        waiting, state.pending_update = state.pending_update, None
-        return update if waiting is None else {**waiting, **update}
-
     def _commit(self, write: StepWrite, *, gather: bool = False) -> Awaitable[None] | None:
         """Commit on this thread when that cannot block (SQLite, no contention), else in
         a worker thread; either way the step is durable before the engine goes on. When
@@ -291,6 +283,7 @@ class Recorder:
             write.run_update = rows.resumed_run(
                 stamp, fence[1], event.start_node, event.start_node_id
             )
+            write.lazy = True  # its claim was committed: this start need not wait the disk
         else:
             write.run_insert = rows.started_run(
                 key,
@@ -319,18 +312,13 @@ class Recorder:
             if claimed is None:  # a queued run's input was written when it was submitted
                 write.run_input = rows.run_input(self._json_of(event.graph), store_json)
             self._add(state, event, "flow_start", node_name=event.start_node)
-        owner = (run_id, fence[1], records.lease_seconds, parent is None)
-        if claimed is not None:  # its claim (committed) made it running and ours: where it
-            # stands and its start event go with its first step's commit, one wait less
-            state.pending_update = write.run_update
-            self._own(*owner)
-            return None
         write.event_rows = self._take(state)
         try:
             pending = self._commit(write, gather=parent is None)
         except BaseException:
             self._forget(run_id, ended=False)
             raise
+        owner = (run_id, fence[1], records.lease_seconds, parent is None)
         if pending is None:
             self._own(*owner)
             return None
@@ -401,7 +389,7 @@ class Recorder:
         write = StepWrite(
             state.key,
             event_rows=self._take(state),
-            run_update=self._with_pending(state, update),
+            run_update=update,
             fence=state.fence,
             ended=ended,
         )
@@ -475,11 +463,8 @@ class Recorder:
         write = StepWrite(
             run_id,
             event_rows=found,
-            run_update=self._with_pending(
-                state,
-                rows.step_done(
-                    event.step + 1, stamp, event.next_node or event.node_name, event.next_node_id
-                ),
+            run_update=rows.step_done(
+                event.step + 1, stamp, event.next_node or event.node_name, event.next_node_id
             ),
             checkpoint=rows.checkpoint_row(
                 run_id,

@@ -131,6 +131,10 @@ class StepWrite:
     fence: tuple[str, str] | None = None
     new_run: bool = False
     ended: bool = False  # a top-level run's end: waiters elsewhere are told (PostgreSQL)
+    #: commit without waiting for the disk (PostgreSQL): for a claimed run's start, whose
+    #: loss in a server crash loses no step (the run's first step commit, which waits,
+    #: makes it durable before any node's work counts as done)
+    lazy: bool = False
 
 
 # Row builders take run ids already made storable (callers look runs up by them too).

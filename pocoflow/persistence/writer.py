@@ -98,6 +98,16 @@ class WriteStatements:
             if self.sqlite
             else self._compile(select(func.pg_notify(bindparam("channel"), bindparam("run_id"))))
         )
+        #: this transaction need not wait for the disk (see StepWrite.lazy)
+        self.lazy_commit = (
+            None
+            if self.sqlite
+            else str(
+                select(func.set_config("synchronous_commit", "off", True)).compile(
+                    dialect=dialect, compile_kwargs={"literal_binds": True}
+                )
+            )
+        )
         self.revision: str | None = None  # the schema revision new runs expect
         self._new_runs: dict[tuple[str, ...], str] = {}
         self._child_runs: dict[tuple[str, ...], str] = {}
@@ -269,6 +279,8 @@ def _apply_pipelined(
     event_rows: list[dict[str, Any]] = []
     checkpoint_rows: list[dict[str, Any]] = []
     revision = None
+    if writes and all(write.lazy for write in writes):
+        conn.cursor().execute(statements.lazy_commit)
     for write in writes:
         proof: Any = None
         if write.new_run and revision is None and statements.revision is not None:
