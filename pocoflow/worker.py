@@ -110,8 +110,13 @@ class Worker:
                     f"Worker: {name} must be a number of seconds "
                     f"{'>= 0' if least else '> 0'}, got {number!r}."
                 )
-        if not isinstance(queue, str) or not queue:
-            raise ValueError(f"Worker: queue must be a non-empty str, got {queue!r}.")
+        from pocoflow.persistence.rows import storable
+
+        if not isinstance(queue, str) or not queue or storable(queue) != queue:
+            raise ValueError(
+                "Worker: queue must be a non-empty str without NUL or lone surrogates, "
+                f"got {queue!r}."
+            )
         self.flow = flow
         self.queue = queue
         self.concurrency = concurrency

@@ -138,6 +138,7 @@ async def test_submit_async_queues_a_run(db_url: str) -> None:
 
 @pytest.mark.parametrize(("options", "error", "match"), [
     ({"queue": ""}, ValueError, "queue must be a non-empty str"),
+    ({"queue": "a\x00b"}, ValueError, "queue must be a non-empty str without NUL"),
     ({"priority": 1.5}, TypeError, "priority must be an int"),
     ({"priority": True}, TypeError, "priority must be an int"),
     ({"dedup_key": ""}, ValueError, "dedup_key must be a non-empty str"),
@@ -166,6 +167,107 @@ def test_submit_on_a_run_id_that_exists_is_a_run_exists_error(db_url: str) -> No
     with pytest.raises(RunExistsError, match="'fixed' already exists"):
         flow.submit({"n": 2}, run_id="fixed")
     assert '{"n":1}' == WorkflowDB(db_url).get_run_input("fixed")["input_json"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("holder", ["itself", "another run", "nobody"])
+def test_a_taken_run_id_is_refused_whatever_its_dedup_key(db_url: str, holder: str) -> None:
+    """submit(run_id=taken, dedup_key=k) raises RunExistsError whoever holds k (the run
+    itself, another run in flight, nobody), and changes nothing."""
+    db = WorkflowDB(db_url)
+    flow = Flow(start=Node(), db=db, flow_name="jobs")
+    flow.submit({"n": 1}, run_id="taken", dedup_key="k" if holder == "itself" else None)
+    if holder == "another run":
+        flow.submit({"n": 2}, run_id="other", dedup_key="k")
+    runs_before = sorted(run["run_id"] for run in db.list_runs())
+
+    with pytest.raises(RunExistsError, match="'taken' already exists"):
+        flow.submit({"n": 3}, run_id="taken", dedup_key="k")
+    assert runs_before == sorted(run["run_id"] for run in db.list_runs())
+    assert '{"n":1}' == db.get_run_input("taken")["input_json"]  # type: ignore[index]
+
+
+def test_concurrent_submits_of_one_run_id_and_key_queue_it_once(db_url: str) -> None:
+    """Twelve threads submit the same run_id with the same dedup_key at once: one queues
+    it, the others get RunExistsError; one row."""
+    flow = Flow(start=Node(), db_url=db_url, flow_name="jobs")
+    flow.submit({}, run_id="warm-up")  # opened (and migrated) before the race
+    outcome: list[Any] = []
+    go = threading.Barrier(12)
+
+    def submit() -> None:
+        go.wait()
+        try:
+            outcome.append(flow.submit({}, run_id="once", dedup_key="k"))
+        except RunExistsError as exc:
+            outcome.append(type(exc))
+
+    threads = [threading.Thread(target=submit) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+
+    assert sorted(outcome, key=str) == sorted(["once"] + [RunExistsError] * 11, key=str)
+    queued = [run["run_id"] for run in WorkflowDB(db_url).list_runs()]
+    assert ["once"] == [run_id for run_id in queued if run_id != "warm-up"]
+
+
+def race_a_key(flow: Flow, db: WorkflowDB, key: str, holder: str) -> list[Any]:
+    """Eight threads submit with *key* while one cancels its *holder*; what each got."""
+    go = threading.Barrier(9)
+    got: list[Any] = []
+
+    def submit() -> None:
+        go.wait()
+        try:
+            got.append(flow.submit({}, dedup_key=key))
+        except Exception as exc:
+            got.append(exc)
+
+    def cancel() -> None:
+        go.wait()
+        db.cancel_run(holder)
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    threads.append(threading.Thread(target=cancel))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    return got
+
+
+def test_submits_racing_a_key_whose_holder_ends_queue_one_new_run(db_url: str) -> None:
+    """While the run holding a dedup_key is cancelled, eight threads submit with that key:
+    every submit returns a run id (no database error), and one run at most is in flight
+    with the key afterwards."""
+    db = WorkflowDB(db_url)
+    flow = Flow(start=Node(), db=db, flow_name="jobs")
+    for round_ in range(80):
+        key = f"k{round_}"
+        got = race_a_key(flow, db, key, flow.submit({}, dedup_key=key))
+
+        assert [g for g in got if not isinstance(g, str)] == []
+        in_flight = [r for r in db.list_runs(flow_name="jobs")
+                     if r["status"] in ("queued", "running") and r["run_id"] in got]
+        assert len(in_flight) <= 1
+
+
+@pytest.mark.parametrize("odd", ["s\x00ub", "a\udcffb"])
+def test_a_run_id_or_key_with_nul_or_a_lone_surrogate_is_stored_escaped(
+    db_url: str, odd: str
+) -> None:
+    """A run id or dedup_key no database column takes as is (NUL, a lone surrogate) is
+    stored escaped, as every other path stores it, and found again by what was given."""
+    db = WorkflowDB(db_url)
+    flow = Flow(start=Node(), db=db, flow_name="jobs")
+
+    run_id = flow.submit({}, run_id=odd, dedup_key=odd)
+
+    assert db.get_run(odd) is not None
+    assert db.get_run(run_id) is not None
+    assert "queued" == RunHandle.for_run(odd, db).status
+    assert run_id == flow.submit({}, dedup_key=odd)  # the key is found again too
 
 
 def test_dedup_key_returns_the_run_in_flight_and_a_new_run_once_it_ended(db_url: str) -> None:
@@ -426,6 +528,7 @@ def test_a_worker_that_cannot_reach_the_database_keeps_trying(
     ({"poll_interval": -1}, "poll_interval must be a number of seconds > 0"),
     ({"grace_period": -1}, "grace_period must be a number of seconds >= 0"),
     ({"queue": ""}, "queue must be a non-empty str"),
+    ({"queue": "a\udcffb"}, "queue must be a non-empty str without NUL"),
 ])
 def test_worker_refuses_bad_options(db_url: str, options: dict[str, Any], match: str) -> None:
     """A bad Worker option is a ValueError naming it."""

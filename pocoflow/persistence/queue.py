@@ -28,7 +28,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pocoflow.errors import RunExistsError
+from pocoflow.errors import PersistenceError, RunExistsError
 from pocoflow.persistence.models import IN_FLIGHT, checkpoints, events, run_inputs, runs
 
 #: The PostgreSQL channels: a run was queued (payload: the queue), a run ended (its id).
@@ -50,38 +50,63 @@ def notify(conn: Connection, channel: str, payload: str) -> None:
 # ── submitting ──────────────────────────────────────────────────────────────
 
 
+#: A submit whose dedup_key changes hands (its holder ends, another run takes it) this
+#: many times while it looks gives up; each turn is one more run of that key ending.
+DEDUP_TRIES = 5
+
+
 def submit(conn: Connection, row: dict[str, Any], inputs: dict[str, Any]) -> str:
     """Insert a queued run and its input; return its run_id, or, when its ``dedup_key``
-    is held by a run still queued or running, that run's id (nothing inserted)."""
+    is held by a run still queued or running, that run's id (nothing inserted).
+
+    It inserts without reading first (a taken run_id fails the insert): one round trip
+    less on the way from submit to the first node."""
     if conn.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         from sqlalchemy.dialects.postgresql import insert
+    key = row.get("dedup_key")
     statement = insert(runs).values(row)
-    if row.get("dedup_key") is not None:
+    if key is not None:  # a key held by a run in flight inserts nothing (no error)
         statement = statement.on_conflict_do_nothing(
             index_elements=["dedup_key"], index_where=text(IN_FLIGHT)
         )
-    try:  # (no read first: a taken run_id is the one conflict left, one round trip less)
-        # an INSERT's rowcount is kept only when asked for (SQLAlchemy 2; psycopg reports -1)
-        inserted = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
-    except IntegrityError:
-        raise RunExistsError(
-            f"Run '{row['run_id']}' already exists; a submitted run needs a new run_id (leave "
-            "submit(run_id=...) and Flow(run_id=...) unset for a fresh one each time), and a "
-            "stopped run goes back to the workers with db.resume(run_id). Nothing was queued."
-        ) from None
-    if inserted == 0:
-        held = select(runs.c.run_id).where(
-            runs.c.dedup_key == row["dedup_key"], runs.c.status.in_(("queued", "running"))
+    # an INSERT's rowcount is kept only when asked for (SQLAlchemy 2; psycopg reports -1)
+    statement = statement.execution_options(preserve_rowcount=True)
+    for _ in range(DEDUP_TRIES):
+        try:
+            if conn.execute(statement).rowcount != 0:
+                break
+        except IntegrityError:
+            raise _run_exists(row["run_id"]) from None
+        # the key is held: a taken run_id says so first, as it does without a key
+        if conn.execute(select(runs.c.run_id).where(runs.c.run_id == row["run_id"])).first():
+            raise _run_exists(row["run_id"])
+        holder = conn.execute(
+            select(runs.c.run_id).where(
+                runs.c.dedup_key == key, runs.c.status.in_(("queued", "running"))
+            )
+        ).scalar()
+        if holder is not None:
+            return str(holder)
+        # its holder ended meanwhile: try again (a run that took the key since is found)
+    else:
+        raise PersistenceError(
+            f"submit: dedup_key {key!r} changed hands {DEDUP_TRIES} times while run "
+            f"'{row['run_id']}' was being queued (runs holding it kept ending); nothing was "
+            "queued. Submit again."
         )
-        existing = conn.execute(held).scalar()
-        if existing is not None:
-            return str(existing)
-        conn.execute(insert(runs).values(row))  # the holder ended meanwhile
     conn.execute(run_inputs.insert().values(run_id=row["run_id"], **inputs))
     notify(conn, QUEUE_CHANNEL, row["queue"])
     return str(row["run_id"])
+
+
+def _run_exists(run_id: str) -> RunExistsError:
+    return RunExistsError(
+        f"Run '{run_id}' already exists; a submitted run needs a new run_id (leave "
+        "submit(run_id=...) and Flow(run_id=...) unset for a fresh one each time), and a "
+        "stopped run goes back to the workers with db.resume(run_id). Nothing was queued."
+    )
 
 
 def requeue(conn: Connection, run: dict[str, Any], values: dict[str, Any]) -> int:

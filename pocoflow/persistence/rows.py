@@ -304,15 +304,15 @@ def queued_run(
     queued until a worker starts it."""
     return {
         "run_id": run_id,
-        "flow_name": flow_name,
+        "flow_name": storable(flow_name),
         "status": "queued",
         "started_at": at,
         "queue": queue,
         "priority": priority,
-        "dedup_key": dedup_key,
+        "dedup_key": storable(dedup_key),
         "not_before": not_before,
-        "current_node": start_node,
-        "next_node": start_node,
+        "current_node": storable(start_node),
+        "next_node": storable(start_node),
         "attempts": 0,
     }
 

@@ -31,8 +31,11 @@ def submission(
 
     ``not_before`` is a time (a datetime, naive meaning UTC, or ISO-8601 text) or a
     delay from now (a timedelta)."""
-    if not isinstance(queue, str) or not queue:
-        raise ValueError(f"submit: queue must be a non-empty str, got {queue!r}.")
+    if not isinstance(queue, str) or not queue or rows.storable(queue) != queue:
+        raise ValueError(
+            f"submit: queue must be a non-empty str without NUL or lone surrogates (a "
+            f"worker names it too), got {queue!r}."
+        )
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise TypeError(f"submit: priority must be an int (higher runs first), got {priority!r}.")
     if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
@@ -47,7 +50,7 @@ def submission(
     encoded = records.tracker().full(data.untracked(), data.transient, strict=True)
     start_id = node_ids(flow.start)[id(flow.start)]
     row = rows.queued_run(
-        run_id or new_run_id(flow),
+        rows.storable(run_id or new_run_id(flow)),  # looked up the way it is stored
         flow.flow_name,
         rows.now_iso(),
         queue,
