@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pocoflow.errors import PersistenceError, RunExistsError
 from pocoflow.persistence.models import IN_FLIGHT, checkpoints, events, run_inputs, runs
+from pocoflow.persistence.rows import claimed_run
 
 #: The PostgreSQL channels: a run was queued (payload: the queue), a run ended (its id).
 QUEUE_CHANNEL = "pocoflow_queue"
@@ -316,8 +317,7 @@ def claim(
         else:  # it goes on from its checkpoints, not from its input
             row.pop("input_json", None)
             again.append(row["run_id"])
-    claimed = {"status": "running", "owner": owner, "heartbeat_at": now,
-               "attempts": runs.c.attempts + 1, "cancel_requested_at": None}
+    claimed = {**claimed_run(owner, now), "attempts": runs.c.attempts + 1}
     if first:  # started_at becomes the claim's time (until now, when it was queued)
         conn.execute(update(runs).where(runs.c.run_id.in_(first))
                      .values({**claimed, "started_at": now}))

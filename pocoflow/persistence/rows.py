@@ -243,29 +243,30 @@ def started_run(
     }
 
 
-def resumed_run(at: str, owner: str, node_name: str, next_node: str | None) -> dict[str, Any]:
-    """A run this process takes up again (a resume): running, owned, its end unset."""
+def owned_run(owner: str, at: str) -> dict[str, Any]:
+    """A run this process now runs: running, owned by *owner*, its end unset."""
     return {
         "status": "running",
         "owner": owner,
         "heartbeat_at": at,
         "completed_at": None,
         "error_msg": None,
+    }
+
+
+def resumed_run(at: str, owner: str, node_name: str, next_node: str | None) -> dict[str, Any]:
+    """A run this process takes up again (a resume): owned, and where it stands."""
+    return {
+        **owned_run(owner, at),
         "current_node": storable(node_name),
         "next_node": storable(next_node),
     }
 
 
 def claimed_run(owner: str, at: str) -> dict[str, Any]:
-    """A stopped run taken over by a new owner (a resume): running, no cancel pending."""
-    return {
-        "status": "running",
-        "owner": owner,
-        "heartbeat_at": at,
-        "completed_at": None,
-        "error_msg": None,
-        "cancel_requested_at": None,
-    }
+    """A stopped run taken over by a new owner (a resume, a worker's claim): owned, no
+    cancel pending."""
+    return {**owned_run(owner, at), "cancel_requested_at": None}
 
 
 def step_done(steps: int, at: str, current_node: str, next_node: str | None) -> dict[str, Any]:
