@@ -18,7 +18,8 @@ import anyio
 import pytest
 
 from pocoflow import AsyncNode, Flow, Node, Store, WorkflowDB
-from pocoflow.errors import RunExistsError, RunTakenOverError
+from pocoflow.errors import PersistenceError, RunExistsError, RunTakenOverError
+from pocoflow.persistence import writer as writer_module
 from pocoflow.persistence.database import Database
 
 RUNS = 40
@@ -196,3 +197,58 @@ def test_runs_in_flight_counts_back_to_zero(tmp_path: Path) -> None:
 
     anyio.run(main)
     assert database_of(db).runs_in_flight == 0
+
+
+async def test_an_interrupt_in_a_shared_commit_leaves_the_database_usable(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C (KeyboardInterrupt) landing while one run commits the steps of many:
+    that run raises it, every other run of the batch gets its own PersistenceError
+    naming it (not one exception object raised in ten tasks), the transaction is
+    rolled back rather than left holding the database's write lock, and the next runs
+    record as usual."""
+    db = WorkflowDB(db_url)
+    db.checkpoint_steps("none")  # opened (and migrated) before the interrupt is armed
+    real_apply = writer_module.apply_locked if "sqlite" in db_url else writer_module.apply_all
+    calls = itertools.count()
+
+    def interrupted(*args: Any) -> Any:
+        writes = args[-1]
+        if len(writes) > 1 and next(calls) == 2:  # the third shared commit: mid-run
+            raise KeyboardInterrupt
+        return real_apply(*args)
+
+    name = "apply_locked" if "sqlite" in db_url else "apply_all"
+    monkeypatch.setattr(writer_module, name, interrupted)
+    flow = Flow(chain(lambda: Checked(db)), db=db, flow_name="interrupted")
+    stores = [Store({"i": i}) for i in range(10)]
+    outcome: list[BaseException | None] = [None] * len(stores)
+
+    async def one(index: int) -> None:
+        try:
+            await flow.run_async(stores[index])
+        except BaseException as exc:  # the interrupt is one of the outcomes looked at
+            outcome[index] = exc
+
+    async with anyio.create_task_group() as group:
+        for index in range(len(stores)):
+            group.start_soon(one, index)
+
+    interrupts = [o for o in outcome if isinstance(o, KeyboardInterrupt)]
+    refusals = [o for o in outcome if isinstance(o, PersistenceError)]
+    assert len(interrupts) == 1
+    assert len(refusals) == len(stores) - 1
+    assert len({id(o) for o in outcome}) == len(stores)  # each its own error
+    for store, error in zip(stores, outcome, strict=True):
+        if isinstance(error, PersistenceError):
+            assert f"Run '{store.run_id}'" in str(error)
+            assert "KeyboardInterrupt" in str(error)
+            assert error.__cause__ is interrupts[0]
+        steps = [c["step"] for c in db.checkpoint_steps(store.run_id)]
+        assert steps == list(range(len(steps)))  # what was recorded is whole
+
+    monkeypatch.setattr(writer_module, name, real_apply)
+    after = [Store({"i": i}) for i in range(5)]
+    assert await run_many(flow, after) == [None] * 5  # not wedged by an open transaction
+    for store in after:
+        assert db.get_run(store.run_id)["status"] == "completed"  # type: ignore[index]

@@ -32,7 +32,7 @@ from pocoflow.events import (
 from pocoflow.persistence import rows
 from pocoflow.persistence.queue import handed_back_row
 from pocoflow.persistence.rows import StepWrite, event_row, iso
-from pocoflow.persistence.writer import SchemaMoved
+from pocoflow.persistence.writer import SchemaMoved, cut_short
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
@@ -114,8 +114,8 @@ async def batched(writer: Any, write: StepWrite) -> None:
             if errors is None:
                 with anyio.CancelScope(shield=True):
                     errors = await anyio.to_thread.run_sync(writer.commit_all, batch.writes)
-        except BaseException as exc:
-            errors = [exc] * len(batch.writes)
+        except BaseException as exc:  # raised here; each other run gets its own error
+            errors = [exc, *(cut_short(write, exc) for write in batch.writes[1:])]
         finally:
             del committing[loop]
         batch.errors = errors

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, exists, func, select, update
 from sqlalchemy.engine import URL
 
-from pocoflow.errors import RunExistsError, RunTakenOverError
+from pocoflow.errors import PersistenceError, RunExistsError, RunTakenOverError
 from pocoflow.logging import get_logger
 from pocoflow.persistence.connect import (
     SQLITE_BEGIN_WRITE,
@@ -351,6 +351,21 @@ def taken_over(write: StepWrite) -> RunTakenOverError:
     )
 
 
+def cut_short(write: StepWrite, error: BaseException) -> PersistenceError:
+    """The error for a run whose write shared a commit that *error* cut short (raised
+    in the run that led the commit: each other run gets its own error, not the same
+    object raised in many tasks)."""
+    run_id = write.fence[0] if write.fence is not None else write.run_id
+    refusal = PersistenceError(
+        f"Run '{run_id}': the commit its step shared with other runs was cut short by "
+        f"{type(error).__name__}: {error}. That step may not be recorded; "
+        "db.get_run(run_id) shows where the run stands, and flow.resume(run_id) goes on "
+        "from its last recorded step."
+    )
+    refusal.__cause__ = error
+    return refusal
+
+
 def _rollback(cursor: Any) -> None:
     """End a failed fast-path transaction (a failed COMMIT may have ended it already)."""
     try:
@@ -606,8 +621,10 @@ class Writer:
             try:
                 kept = apply_locked(cursor, self.statements, writes)
                 cursor.execute(SQLITE_COMMIT)
-            except Exception:
+            except BaseException as exc:  # (a KeyboardInterrupt must not leave it open)
                 _rollback(cursor)
+                if not isinstance(exc, Exception):
+                    raise
                 return None
             self.committed()
             return [
