@@ -614,14 +614,11 @@ class Writer:
             if self.wal_due and not self._fold_now():
                 return None
             cursor = self._now.driver_connection.cursor()
-            try:
+            try:  # (BEGIN fails if another process holds the write lock, or no room)
                 cursor.execute(SQLITE_BEGIN_WRITE)
-            except Exception:  # another process holds the write lock, or no room
-                return None
-            try:
                 kept = apply_locked(cursor, self.statements, writes)
                 cursor.execute(SQLITE_COMMIT)
-            except BaseException as exc:  # (a KeyboardInterrupt must not leave it open)
+            except BaseException as exc:  # a KeyboardInterrupt too must not leave it open
                 _rollback(cursor)
                 if not isinstance(exc, Exception):
                     raise
