@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+import sqlalchemy
+import sqlalchemy.pool
 
 from pocoflow import AsyncNode, Flow, Node, Store, WorkflowDB
 from pocoflow.errors import PersistenceError, RunExistsError, RunTakenOverError
@@ -211,10 +214,12 @@ async def test_an_interrupt_in_a_shared_commit_leaves_the_database_usable(
     db.checkpoint_steps("none")  # opened (and migrated) before the interrupt is armed
     real_apply = writer_module.apply_locked if "sqlite" in db_url else writer_module.apply_all
     calls = itertools.count()
+    shared: list[int] = []  # how many runs the interrupted commit carried
 
     def interrupted(*args: Any) -> Any:
         writes = args[-1]
         if len(writes) > 1 and next(calls) == 2:  # the third shared commit: mid-run
+            shared.append(len(writes))
             raise KeyboardInterrupt
         return real_apply(*args)
 
@@ -237,13 +242,15 @@ async def test_an_interrupt_in_a_shared_commit_leaves_the_database_usable(
     interrupts = [o for o in outcome if isinstance(o, KeyboardInterrupt)]
     refusals = [o for o in outcome if isinstance(o, PersistenceError)]
     assert len(interrupts) == 1
-    assert len(refusals) == len(stores) - 1
-    assert len({id(o) for o in outcome}) == len(stores)  # each its own error
+    assert len(refusals) == shared[0] - 1
+    assert len({id(o) for o in interrupts + refusals}) == shared[0]  # each its own error
     for store, error in zip(stores, outcome, strict=True):
         if isinstance(error, PersistenceError):
             assert f"Run '{store.run_id}'" in str(error)
             assert "KeyboardInterrupt" in str(error)
             assert error.__cause__ is interrupts[0]
+        elif error is None:  # a run whose step was not in that commit
+            assert db.get_run(store.run_id)["status"] == "completed"  # type: ignore[index]
         steps = [c["step"] for c in db.checkpoint_steps(store.run_id)]
         assert steps == list(range(len(steps)))  # what was recorded is whole
 
@@ -252,3 +259,60 @@ async def test_an_interrupt_in_a_shared_commit_leaves_the_database_usable(
     assert await run_many(flow, after) == [None] * 5  # not wedged by an open transaction
     for store in after:
         assert db.get_run(store.run_id)["status"] == "completed"  # type: ignore[index]
+
+
+async def test_runs_cancelled_while_their_start_waits_for_the_database_end_cancelled(
+    db_url: str,
+) -> None:
+    """Another process holds the database's write lock as runs start, and the runs are
+    cancelled while their start waits for it: once the lock is let go, each run is
+    recorded start to end as 'cancelled' (its start could not be cut short, so neither
+    is its end), not left 'running' (read as interrupted) with no end."""
+    db = WorkflowDB(db_url)
+    db.checkpoint_steps("none")  # opened (and migrated) before the lock is taken
+    engine = sqlalchemy.create_engine(db_url, poolclass=sqlalchemy.pool.NullPool)
+    holder = engine.connect()
+    if "sqlite" in db_url:
+        holder.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        holder.exec_driver_sql("BEGIN")
+        holder.exec_driver_sql("LOCK TABLE pf_runs IN EXCLUSIVE MODE")
+
+    class Yielding(AsyncNode):  # (a node that awaits is where a cancel gets in)
+        async def exec_async(self, prep_res: Any) -> None:
+            await anyio.lowlevel.checkpoint()
+
+    flow = Flow(chain(Yielding), db=db, flow_name="held")
+    stores = [Store({"i": i}) for i in range(6)]
+    outcome: list[BaseException | None] = [None] * len(stores)
+
+    async def one(index: int) -> None:
+        try:
+            await flow.run_async(stores[index])
+        except BaseException as exc:  # a cancel is one of the outcomes looked at
+            outcome[index] = exc
+            raise
+
+    try:
+        async with anyio.create_task_group() as group:
+            for index in range(len(stores)):
+                group.start_soon(one, index)
+            await anyio.sleep(0.3)  # the starts are waiting for the lock by now
+            group.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.2)
+                holder.rollback()  # let go: the starts commit, then the runs stop
+    finally:
+        holder.close()
+        engine.dispose()
+
+    cancelled = anyio.get_cancelled_exc_class()
+    assert all(isinstance(o, cancelled) for o in outcome)
+    for store in stores:
+        run = db.get_run(store.run_id)
+        assert run is not None
+        assert run["status"] == "cancelled"
+        kinds = [e["event"] for e in db.get_events(store.run_id)]
+        assert kinds[0] == "flow_start"
+        assert kinds[-1] == "flow_end"
+    assert db.list_runs(status="interrupted") == []

@@ -77,8 +77,9 @@ async def batched(writer: Any, write: StepWrite) -> None:
     transaction, on this thread when SQLite lets it without waiting, else in a worker
     thread. One commit at a time per loop, so the busier the loop, the bigger each
     commit. Each step is still durable before its run's next node starts; a cancel
-    never cuts a commit short (a run cancelled while its write waits still waits for
-    the commit, then stops).
+    never cuts a commit short: a run cancelled while its write waits still waits for
+    the commit, then stops (the cancel is raised only if the write landed; if it
+    failed, its error is).
     """
     import anyio
     import anyio.lowlevel
@@ -96,7 +97,8 @@ async def batched(writer: Any, write: StepWrite) -> None:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await batch.done.wait()
-            raise
+            if batch.errors[index] is None:
+                raise  # the write landed: the cancel goes on (a failed write raises below)
     else:
         batch = batches[loop] = _Batch()
         index = 0
@@ -346,8 +348,15 @@ class Recorder:
     async def _own_when_done(
         self, pending: Awaitable[None], run_id: str, token: str, lease: float, top_level: bool
     ) -> None:
+        import anyio
+
         try:
             await pending
+        except anyio.get_cancelled_exc_class():
+            # a cancel raised once the start's commit landed (see batched): the run is
+            # recorded, so it is owned, and the end the engine emits next is recorded
+            self._own(run_id, token, lease, top_level)
+            raise
         except BaseException:
             self._forget(run_id, ended=False)
             raise
@@ -404,8 +413,13 @@ class Recorder:
         return self._forget_when_done(event.run_id, pending)
 
     async def _forget_when_done(self, run_id: str, pending: Awaitable[None]) -> None:
+        import anyio
+
         try:
             await pending
+        except anyio.get_cancelled_exc_class():  # raised once the end's commit landed
+            self._forget(run_id)
+            raise
         except BaseException:
             self._forget(run_id, ended=False)
             raise
