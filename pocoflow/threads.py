@@ -59,6 +59,8 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from pocoflow.logging import get_logger
+
 try:
     from sniffio import AsyncLibraryNotFoundError as _NoLibrary
     from sniffio import current_async_library as _current_library
@@ -71,6 +73,9 @@ except ImportError:  # pragma: no cover - anyio assumes asyncio then, and so do 
 
     def _current_library() -> str:
         return "asyncio"
+
+
+_log = get_logger("threads")
 
 
 __all__ = ["IDLE_TIMEOUT", "MAX_WORKERS", "run_in_worker"]
@@ -289,7 +294,10 @@ class _Inbox:
         items = self.items
         while items:
             report, ticket, result, error = items.popleft()
-            report(ticket, result, error)
+            try:
+                report(ticket, result, error)
+            except Exception:  # one bad report must not stop every later one
+                _log.error("Reporting a worker thread's result failed", exc_info=True)
 
 
 # ── asyncio ──────────────────────────────────────────────────────────────────
@@ -409,6 +417,9 @@ def _trio_home() -> _TrioHome:
 
         _trio, _outcome = trio, outcome
         _trio_homes = trio.lowlevel.RunVar("pocoflow.threads")
+        # as trio.to_thread: a Ctrl-C must not land between handing a call to its worker
+        # and waiting for the result (the report would then wake a task gone elsewhere)
+        trio.lowlevel.enable_ki_protection(_on_trio)
     home: _TrioHome | None = _trio_homes.get(None)
     if home is not None:
         return home

@@ -502,3 +502,64 @@ def test_a_child_forked_inside_a_call_ends_with_the_call(anyio_backend: str) -> 
                             env={"PYTHONPATH": str(ROOT), "PATH": ""})
 
     assert ["child exit 0", "again 42"] == result.stdout.splitlines(), result.stderr
+
+
+CTRL_C_IN_A_HOP = textwrap.dedent("""
+    import signal, sys
+    import anyio
+    from pocoflow import Flow, Node, Store, threads
+
+    handed_over = threads._start
+
+    def hand_over_then_ctrl_c(*args):
+        handed_over(*args)
+        if not getattr(hand_over_then_ctrl_c, "fired", False):
+            hand_over_then_ctrl_c.fired = True
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C, once a call is with its worker
+
+    threads._start = hand_over_then_ctrl_c
+
+    class Step(Node):  # a sync node: its exec hops to a worker thread
+        def exec(self, prep_res):
+            return None
+
+    first = node = Step()
+    for _ in range(30):
+        node = node.then("default", Step())
+    flow = Flow(first)
+    if sys.argv[2] == "portable":
+        threads._has_eventfd = False
+
+    async def main():
+        async with anyio.create_task_group() as group:
+            for _ in range(20):
+                group.start_soon(flow.run_async, Store())
+
+    def kinds(error):  # (trio raises it in a group, from the task group)
+        inner = getattr(error, "exceptions", None)
+        return [k for e in inner for k in kinds(e)] if inner else [type(error).__name__]
+
+    try:
+        anyio.run(main, backend=sys.argv[1])
+    except BaseException as error:
+        print(*kinds(error), flush=True)
+    else:
+        print("not interrupted", flush=True)
+""")
+
+
+def test_a_ctrl_c_while_calls_are_with_their_workers_stops_the_program(
+    anyio_backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Ctrl-C lands right after a call was handed to its worker thread, while twenty
+    runs hop: the program stops with KeyboardInterrupt. (On trio it could land in the
+    task before it waited for the result; the result then woke a task that was gone,
+    which killed the loop's inbox: every later call waited forever, and the program
+    hung.)"""
+    path = request.node.callspec.params["pool"]  # eventfd or portable, as the pool fixture
+    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_HOP, anyio_backend, path],
+                            cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False,
+                            env={"PYTHONPATH": str(ROOT), "PATH": ""})
+
+    assert ["KeyboardInterrupt"] == result.stdout.splitlines(), result.stderr
