@@ -644,20 +644,13 @@ class Writer:
             cursor = self._now.driver_connection.cursor()
             try:
                 cursor.execute(SQLITE_BEGIN_WRITE)
-            except Exception as exc:  # another process holds the write lock: don't wait here
-                if is_busy(exc) or out_of_space(exc):
-                    return False
-                error = explain(exc, self.engine.url)
-                if error is exc:
-                    raise
-                raise error from exc
-            try:
                 [still_owned] = apply_locked(cursor, self.statements, [write])
                 cursor.execute(SQLITE_COMMIT)
-            except BaseException as exc:
+            except BaseException as exc:  # rolled back, whatever it is (a Ctrl-C too)
                 _rollback(cursor)
-                # no room: a worker thread folds the WAL in and tries again; busy (a
-                # COMMIT waiting for readers, in-memory databases have no WAL): it waits
+                # busy (another process holds the write lock; a COMMIT waits for readers;
+                # in-memory databases have no WAL) or no room (the WAL must be folded
+                # in): a worker thread tries again, and waits
                 if out_of_space(exc) or is_busy(exc):
                     return False
                 error = refused(write, exc, self.engine.url)
