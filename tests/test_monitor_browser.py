@@ -136,6 +136,18 @@ def shoot(page: Any, folder: Path, name: str) -> None:
     assert (folder / name).read_bytes().startswith(b"\x89PNG")
 
 
+def shown_after(page: Any, text: str, what: str) -> None:
+    """Wait for *text*; if it never shows, fail with what the page says instead (the
+    app's answer, a lost click and a slow rerun look alike from outside)."""
+    from playwright.sync_api import TimeoutError as PageTimeout
+
+    try:
+        page.get_by_text(text).first.wait_for()
+    except PageTimeout:
+        body = page.inner_text("body")
+        pytest.fail(f"no {text!r} after {what}; the page shows:\n{body[:4000]}")
+
+
 def test_the_monitor_works_in_a_real_browser(
         recorded: Recorded, served: tuple[str, subprocess.Popen[str]], tmp_path: Path) -> None:
     """The runs table shows every run with its status; the live run's timeline says
@@ -181,7 +193,7 @@ def test_the_monitor_works_in_a_real_browser(
             # cancel it, confirmed: the other process stops, the run shows cancelled
             page.get_by_role("button", name="Cancel run…").click()
             page.get_by_role("button", name="Yes, cancel it").click()
-            page.get_by_text("Cancel requested").wait_for()
+            shown_after(page, "Cancel requested", "confirming the cancel")
             live.wait(WAIT)
             assert 0 == live.returncode
             assert "cancelled" == WorkflowDB(recorded.db).get_run("mon-browser-live")["status"]  # type: ignore[index]
