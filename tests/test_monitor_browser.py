@@ -192,6 +192,7 @@ def test_the_monitor_works_in_a_real_browser(
 
             # cancel it, confirmed: the other process stops, the run shows cancelled
             page.get_by_role("button", name="Cancel run…").click()
+            settle(page)
             page.get_by_role("button", name="Yes, cancel it").click()
             shown_after(page, "Cancel requested", "confirming the cancel")
             live.wait(WAIT)
