@@ -211,7 +211,7 @@ class Recorder:
             if self._records.commit_now(write):
                 return None
         except RunTakenOverError:
-            self._forget_stored(write.fence[0] if write.fence else write.run_id)
+            self._forget_stored(write.top_run)
             raise
         return self._commit_in_thread(write)
 
@@ -221,7 +221,7 @@ class Recorder:
         except SchemaMoved:  # nothing written: the one-write path looks at the schema again
             await self._commit_in_thread(write)
         except RunTakenOverError:
-            self._forget_stored(write.fence[0] if write.fence else write.run_id)
+            self._forget_stored(write.top_run)
             raise
 
     async def _commit_in_thread(self, write: StepWrite) -> None:
@@ -230,7 +230,7 @@ class Recorder:
         try:
             await anyio.to_thread.run_sync(functools.partial(self._records.commit, write))
         except RunTakenOverError:
-            self._forget_stored(write.fence[0] if write.fence else write.run_id)
+            self._forget_stored(write.top_run)
             raise
 
     # ── run start and end ───────────────────────────────────────────────────

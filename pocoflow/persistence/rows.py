@@ -136,6 +136,11 @@ class StepWrite:
     #: makes it durable before any node's work counts as done)
     lazy: bool = False
 
+    @property
+    def top_run(self) -> str:
+        """The top-level run this write belongs to: the one a takeover or an error names."""
+        return self.fence[0] if self.fence is not None else self.run_id
+
 
 # Row builders take run ids already made storable (callers look runs up by them too).
 

@@ -343,7 +343,7 @@ def refused(write: StepWrite, error: BaseException, url: URL) -> BaseException:
 
 
 def taken_over(write: StepWrite) -> RunTakenOverError:
-    run_id = write.fence[0] if write.fence is not None else write.run_id
+    run_id = write.top_run
     return RunTakenOverError(
         f"Run '{run_id}' was taken over by another process (this one stalled longer than "
         "its lease, and a resume claimed the run); this process wrote nothing more. See "
@@ -355,7 +355,7 @@ def cut_short(write: StepWrite, error: BaseException) -> PersistenceError:
     """The error for a run whose write shared a commit that *error* cut short (raised
     in the run that led the commit: each other run gets its own error, not the same
     object raised in many tasks)."""
-    run_id = write.fence[0] if write.fence is not None else write.run_id
+    run_id = write.top_run
     refusal = PersistenceError(
         f"Run '{run_id}': the commit its step shared with other runs was cut short by "
         f"{type(error).__name__}: {error}. That step may not be recorded; "
