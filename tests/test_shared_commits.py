@@ -61,19 +61,29 @@ def database_of(db: WorkflowDB) -> Database:
     return db.records.database
 
 
-async def run_many(flow: Flow, stores: list[Store]) -> list[BaseException | None]:
-    """Run every store at once in one task group; per run, the error it raised."""
+def start_runs(group: Any, flow: Flow, stores: list[Store]) -> list[BaseException | None]:
+    """Start a run of *flow* per store in *group*; the list fills with the error each
+    run raised (an interrupt too; a cancel is kept and raised on, for the group)."""
     outcome: list[BaseException | None] = [None] * len(stores)
 
     async def one(index: int) -> None:
         try:
             await flow.run_async(stores[index])
-        except Exception as exc:
+        except anyio.get_cancelled_exc_class() as exc:
+            outcome[index] = exc
+            raise
+        except BaseException as exc:  # a KeyboardInterrupt is an outcome looked at too
             outcome[index] = exc
 
+    for index in range(len(stores)):
+        group.start_soon(one, index)
+    return outcome
+
+
+async def run_many(flow: Flow, stores: list[Store]) -> list[BaseException | None]:
+    """Run every store at once in one task group; per run, the error it raised."""
     async with anyio.create_task_group() as group:
-        for index in range(len(stores)):
-            group.start_soon(one, index)
+        outcome = start_runs(group, flow, stores)
     return outcome
 
 
@@ -227,17 +237,7 @@ async def test_an_interrupt_in_a_shared_commit_leaves_the_database_usable(
     monkeypatch.setattr(writer_module, name, interrupted)
     flow = Flow(chain(lambda: Checked(db)), db=db, flow_name="interrupted")
     stores = [Store({"i": i}) for i in range(10)]
-    outcome: list[BaseException | None] = [None] * len(stores)
-
-    async def one(index: int) -> None:
-        try:
-            await flow.run_async(stores[index])
-        except BaseException as exc:  # the interrupt is one of the outcomes looked at
-            outcome[index] = exc
-
-    async with anyio.create_task_group() as group:
-        for index in range(len(stores)):
-            group.start_soon(one, index)
+    outcome = await run_many(flow, stores)
 
     interrupts = [o for o in outcome if isinstance(o, KeyboardInterrupt)]
     refusals = [o for o in outcome if isinstance(o, PersistenceError)]
@@ -284,19 +284,9 @@ async def test_runs_cancelled_while_their_start_waits_for_the_database_end_cance
 
     flow = Flow(chain(Yielding), db=db, flow_name="held")
     stores = [Store({"i": i}) for i in range(6)]
-    outcome: list[BaseException | None] = [None] * len(stores)
-
-    async def one(index: int) -> None:
-        try:
-            await flow.run_async(stores[index])
-        except BaseException as exc:  # a cancel is one of the outcomes looked at
-            outcome[index] = exc
-            raise
-
     try:
         async with anyio.create_task_group() as group:
-            for index in range(len(stores)):
-                group.start_soon(one, index)
+            outcome = start_runs(group, flow, stores)
             await anyio.sleep(0.3)  # the starts are waiting for the lock by now
             group.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
