@@ -90,7 +90,9 @@ def served(recorded: Recorded, tmp_path: Path) -> Iterator[tuple[str, subprocess
 
 
 def settle(page: Any) -> None:
-    """Wait until the script run is over and the page has drawn."""
+    """Wait until the script run is over and the page has drawn (the app's own run
+    state: the status widget shows only for runs slower than its delay)."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]')
     page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached")
     page.wait_for_timeout(400)
 
@@ -192,8 +194,10 @@ def test_the_monitor_works_in_a_real_browser(
 
             # cancel it, confirmed: the other process stops, the run shows cancelled
             page.get_by_role("button", name="Cancel run…").click()
-            settle(page)
-            page.get_by_role("button", name="Yes, cancel it").click()
+            confirm = page.get_by_role("button", name="Yes, cancel it")
+            confirm.wait_for()
+            settle(page)  # the run that drew the question is over: a click now is heard
+            confirm.click()
             shown_after(page, "Cancel requested", "confirming the cancel")
             live.wait(WAIT)
             assert 0 == live.returncode
