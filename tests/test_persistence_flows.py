@@ -37,6 +37,7 @@ from pocoflow import (
     WorkflowDB,
 )
 from pocoflow.errors import MaxStepsExceeded
+from pocoflow.events import NodeFinished
 
 EVENT_LIMIT = 60.0  # seconds: a guard against a hang, never a timed assertion
 
@@ -303,6 +304,31 @@ def test_cancelled_background_run_is_recorded_cancelled(db_url: str) -> None:
     assert {"a": 1} == partial.as_dict()
     assert [0] == [c["step"] for c in db.get_checkpoints(handle.run_id)]
     assert "flow_end" == db.get_events(handle.run_id)[-1]["event"]
+
+
+@pytest.mark.anyio
+async def test_an_interrupt_once_a_step_is_recorded_keeps_that_step_counted(db_url: str) -> None:
+    """A Ctrl-C landing after a step's commit, before the engine counts the step (here
+    from a sink that hears the step after the database): the run ends cancelled and its
+    row still counts the step its checkpoint holds, so the monitor and ``pocoflow runs``
+    agree with what a resume will do."""
+    db = WorkflowDB(db_url)
+
+    def interrupt(event: Any) -> None:
+        if isinstance(event, NodeFinished) and event.step == 1:
+            raise KeyboardInterrupt
+
+    flow = Flow(chain(Put("a", lambda: 1), Put("b", lambda: 2), Finish()), db=db,
+                flow_name="interrupted", sinks=[interrupt])
+    store = Store()
+    with pytest.raises(KeyboardInterrupt):
+        await flow.run_async(store)
+
+    run = db.get_run(store.run_id)
+    assert run is not None
+    assert [0, 1] == [c["step"] for c in db.get_checkpoints(store.run_id)]
+    assert ("cancelled", 2) == (run["status"], run["total_steps"])
+    assert {"a": 1, "b": 2} == db.load_checkpoint(store.run_id, 1)
 
 
 def test_paused_run_is_recorded_paused_with_its_reason(db_url: str) -> None:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, exists, func, select, update
+from sqlalchemy import Engine, bindparam, case, exists, func, select, update
 from sqlalchemy.engine import URL
 
 from pocoflow.errors import PersistenceError, RunExistsError, RunTakenOverError
@@ -144,14 +144,20 @@ class WriteStatements:
 
     def update_run(self, columns: tuple[str, ...], top_level: bool) -> str:
         """Update a run's row while it is owned: a top-level run by its own ``owner``, a
-        nested flow's run by its top-level run's."""
+        nested flow's run by its top-level run's. ``total_steps`` never goes down: it
+        counts the steps committed, and an interrupt landing after a step's commit can
+        leave the engine's count (which an end write carries) one short."""
         sql_text = self._updates.get((columns, top_level))
         if sql_text is None:
             owned = runs.c.owner == bindparam("fence_owner") if top_level else self._owned
+            values: dict[str, Any] = {c: bindparam(c) for c in columns}
+            if "total_steps" in values:
+                steps = values["total_steps"]
+                values["total_steps"] = case(
+                    (runs.c.total_steps > steps, runs.c.total_steps), else_=steps
+                )
             statement = (
-                update(runs)
-                .where(runs.c.run_id == bindparam("pk_run_id"), owned)
-                .values({c: bindparam(c) for c in columns})
+                update(runs).where(runs.c.run_id == bindparam("pk_run_id"), owned).values(values)
             )
             sql_text = self._updates[(columns, top_level)] = self._compile(statement)
         return sql_text
