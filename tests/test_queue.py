@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy
 
 from pocoflow import (
     Flow,
@@ -737,3 +738,51 @@ def test_delete_runs_with_a_status_or_an_age_deletes_only_those(db_url: str) -> 
     assert (1, ["done"]) == (counts["runs"], [r["run_id"] for r in db.list_runs()])
     with pytest.raises(ValueError, match="runs in flight are never deleted"):
         db.delete_runs(timedelta(0), status="paused")
+
+
+def test_a_run_resumed_while_gc_deletes_it_is_not_queued_and_deleted(pg_url: str) -> None:
+    """PostgreSQL: gc locks the runs it deletes. A resume that comes while gc's batch is
+    under way (held up here by another connection's lock on a table it deletes from)
+    waits for it, then is refused: a run is never queued by a resume and deleted by gc
+    (a waiter would find nothing; a worker would fail)."""
+    db = WorkflowDB(pg_url)
+    with pytest.raises(RuntimeError):
+        Flow(start=Boom(), db=db, run_id="old").run({})
+    engine = sqlalchemy.create_engine(pg_url)
+    outcome: dict[str, Any] = {}
+
+    def attempt(name: str, call: Any) -> None:
+        try:
+            outcome[name] = call()
+        except Exception as exc:
+            outcome[name] = exc
+
+    def waiting_locks() -> int:
+        with engine.connect() as look:
+            return int(look.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted").scalar_one())
+
+    def until(done: Any) -> None:
+        deadline = time.monotonic() + 20
+        while not done():
+            assert time.monotonic() < deadline, f"stuck: {outcome}"
+            time.sleep(0.02)
+
+    with engine.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLE pf_run_inputs IN ACCESS EXCLUSIVE MODE")
+        gc = threading.Thread(target=attempt, args=("gc", lambda: db.delete_runs(timedelta(0))))
+        gc.start()
+        until(lambda: waiting_locks() == 1)  # gc has its runs and waits on the lock
+        resume = threading.Thread(
+            target=attempt, args=("resume", lambda: db.resume("old", updates={"fix": 1})))
+        resume.start()
+        until(lambda: "resume" in outcome or waiting_locks() == 2)
+        holder.rollback()
+    gc.join(20)
+    resume.join(20)
+    engine.dispose()
+
+    assert 1 == outcome["gc"]["runs"]
+    assert isinstance(outcome["resume"], RunNotFoundError), outcome
+    assert "deleted" in str(outcome["resume"])
+    assert db.get_run("old") is None

@@ -451,7 +451,11 @@ def handed_back_row(run_id: str, steps: int, at: str) -> dict[str, Any] | None:
 
 
 def old_runs(conn: Connection, before: str, statuses: tuple[str, ...], limit: int) -> list[str]:
-    """Top-level runs that ended with one of *statuses* before *before* (oldest first)."""
+    """Top-level runs that ended with one of *statuses* before *before* (oldest first),
+    locked until the transaction ends (PostgreSQL; SQLite's write transaction holds the
+    whole file): a run resumed or claimed meanwhile is skipped, and one that a resume
+    would take waits for the deletion, then finds no run, so a run in flight is never
+    deleted."""
     query = (
         select(runs.c.run_id)
         .where(
@@ -461,6 +465,7 @@ def old_runs(conn: Connection, before: str, statuses: tuple[str, ...], limit: in
         )
         .order_by(runs.c.started_at)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
     return list(conn.execute(query).scalars())
 

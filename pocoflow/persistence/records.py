@@ -406,6 +406,11 @@ class RunRecords:
         observed = {**run, "status": "running" if run["status"] == "interrupted" else run["status"]}
         target = run.get("queue") or "default"
         if not self._write(queue.requeue, observed, rows.requeued_run(target, text)):
+            if self.get_run(run_id) is None:
+                raise RunNotFoundError(
+                    f"Run '{run_id}' was deleted (pocoflow runs gc) while it was being "
+                    "resumed; nothing was queued."
+                )
             raise ResumeError(
                 f"Run '{run_id}' changed while it was being resumed; see db.get_run(run_id)."
             )
