@@ -349,6 +349,42 @@ def test_paused_run_is_recorded_paused_with_its_reason(db_url: str) -> None:
     assert {"reason": "need approval", "data": {"amount": 5}} == json.loads(end["detail"])
 
 
+@pytest.mark.parametrize("shape", ["circular", "deep"])
+def test_pause_data_json_cannot_hold_still_pauses_the_run(db_url: str, shape: str) -> None:
+    """Pause data that JSON cannot hold (a dict that holds itself; lists 2,000 deep) does
+    not leave the run 'running': it ends paused with its reason, the data's place says
+    why it was not stored, and the run resumes."""
+    value: Any
+    if shape == "circular":
+        value = {"a": 1}
+        value["self"] = value
+    else:
+        value = inner = []
+        for _ in range(2000):
+            inner.append([])
+            inner = inner[0]
+
+    class Approve(Node):
+        def prep(self, store: Any) -> Any:
+            return store.get("approved")
+
+        def exec(self, approved: Any) -> None:
+            if not approved:
+                raise Pause("need approval", draft=value)
+
+    db = WorkflowDB(db_url)
+    flow = Flow(chain(Put("a", lambda: 1), Approve(), Finish()), db=db, flow_name="pause")
+    store = flow.run({})
+
+    run = only_run(db)
+    assert "paused" == run["status"]
+    detail = json.loads(db.get_events(run["run_id"])[-1]["detail"])
+    assert "need approval" == detail["reason"]
+    assert detail["data"].startswith("(not stored: ")
+    resumed = flow.resume(store.run_id, updates={"approved": True})
+    assert (True, "completed") == (resumed["finished"], db.get_run(store.run_id)["status"])  # type: ignore[index]
+
+
 def test_a_script_resumes_a_paused_run_by_the_id_on_its_store(db_url: str) -> None:
     """flow.run returns the store; store.run_id is the paused run's id, so a script can
     resume it (pocoflow 0.2 scripts had no other way to learn it from run())."""

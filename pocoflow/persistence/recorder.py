@@ -363,6 +363,18 @@ class Recorder:
         self._own(run_id, token, lease, top_level)
 
     def _flow_finished(self, state: _RunState, event: FlowFinished) -> Awaitable[None] | None:
+        try:
+            pending = self._commit(self._end_write(state, event))
+        except BaseException:  # not written: the run reads as interrupted, resumable
+            self._forget(event.run_id, ended=False)
+            raise
+        if pending is None:
+            self._forget(event.run_id)
+            return None
+        return self._forget_when_done(event.run_id, pending)
+
+    def _end_write(self, state: _RunState, event: FlowFinished) -> StepWrite:
+        """The write of a run's end: its flow_end event and its run row."""
         error = event.error
         detail = None
         if event.status == "paused" and error is not None:
@@ -395,22 +407,13 @@ class Recorder:
         )
         if back is not None:  # a stopping worker hands the run back: queued, not ended
             update, ended = back, False
-        write = StepWrite(
+        return StepWrite(
             state.key,
             event_rows=self._take(state),
             run_update=update,
             fence=state.fence,
             ended=ended,
         )
-        try:
-            pending = self._commit(write)
-        except BaseException:
-            self._forget(event.run_id, ended=False)
-            raise
-        if pending is None:
-            self._forget(event.run_id)
-            return None
-        return self._forget_when_done(event.run_id, pending)
 
     async def _forget_when_done(self, run_id: str, pending: Awaitable[None]) -> None:
         import anyio

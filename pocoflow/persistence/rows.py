@@ -186,8 +186,21 @@ def check_event_fields(fields: Any) -> None:
 
 
 def detail(**fields: Any) -> str:
-    """The JSON ``detail`` of an event (pause data, retry attempt, error type)."""
-    return json.dumps(fields, default=repr)
+    """The JSON ``detail`` of an event (pause data, retry attempt, error type). A field
+    JSON cannot hold (a circular or too deeply nested value in a Pause's data, or one
+    whose repr() raises) is stored as a note saying why, never failing the write: the
+    event records the run's end."""
+    try:
+        return json.dumps(fields, default=repr)
+    except Exception:  # (a RecursionError too; or a repr() that raises)
+        kept: dict[str, Any] = {}
+        for name, value in fields.items():
+            try:
+                json.dumps(value, default=repr)
+                kept[name] = value
+            except Exception as exc:
+                kept[name] = f"(not stored: {type(exc).__name__}: {exc})"
+        return json.dumps(kept, default=repr)
 
 
 # ── pf_checkpoints ──────────────────────────────────────────────────────────
