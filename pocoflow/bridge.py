@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import math
 import os
 import sys
 import threading
@@ -193,6 +194,7 @@ class RunHandle:
         :meth:`for_run`: the last checkpointed store, ``RunFailedError`` with the
         recorded error if the run failed.
         """
+        _check_timeout(timeout)
         if self._watcher is not None:
             return self._watcher.wait(timeout)  # type: ignore[no-any-return]
         future = self._future
@@ -229,3 +231,19 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.run_id!r} {self.status}>"
+
+
+def _check_timeout(timeout: Any) -> None:
+    """A wait's timeout: None (no limit) or a number of seconds (at most 0: look once)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"RunHandle.wait(timeout=...) takes a number of seconds, or None to wait until "
+            f"the run stops; got {timeout!r} ({type(timeout).__name__})."
+        )
+    if math.isnan(timeout):
+        raise ValueError(
+            "RunHandle.wait(timeout=nan): give a number of seconds, or None to wait until "
+            "the run stops."
+        )

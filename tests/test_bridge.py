@@ -282,6 +282,10 @@ def test_wait_raises_timeout_error_naming_the_run_and_the_run_goes_on() -> None:
         assert gate.entered.wait(5)
         with pytest.raises(TimeoutError, match=re.escape(handle.run_id)):
             handle.wait(timeout=0.05)
+        with pytest.raises(ValueError, match=r"timeout=nan"):
+            handle.wait(timeout=float("nan"))
+        with pytest.raises(TypeError, match=r"takes a number of seconds"):
+            handle.wait(timeout="0.05")  # type: ignore[arg-type]
         assert "running" == handle.status
     finally:
         gate.release.set()

@@ -563,6 +563,9 @@ def test_run_handle_for_run_follows_a_queued_run_to_its_end(db_url: str) -> None
     assert ("queued", False) == (handle.status, handle.is_done)
     with pytest.raises(TimeoutError, match=r"did not stop within 0\.2 s; it is queued"):
         handle.wait(0.2)
+    for bad_timeout, error in (("1", TypeError), (True, TypeError), (float("nan"), ValueError)):
+        with pytest.raises(error, match=r"RunHandle\.wait\(timeout="):
+            handle.wait(bad_timeout)  # type: ignore[arg-type]
     with serving(flow, concurrency=1):
         store = handle.wait(WAIT)
     with serving(Flow(start=Boom(), db=db, flow_name="boom")), \
