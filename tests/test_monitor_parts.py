@@ -242,6 +242,8 @@ def test_only_runs_pocoflow_recorded_and_stopped_can_be_resumed() -> None:
     assert actions.can_resume({"status": "failed", "owner": "h:1:t"})
     assert not actions.can_resume({"status": "failed", "owner": None})  # pocoflow 0.2
     assert not actions.can_resume({"status": "completed", "owner": "h:1:t"})
+    assert not actions.can_resume(  # a nested flow's run goes on with its parent
+        {"status": "paused", "owner": "h:1:t", "parent_run_id": "top"})
 
 
 def test_the_resume_runner_passes_the_database_through_its_environment(

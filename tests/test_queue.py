@@ -23,6 +23,7 @@ from pocoflow import (
     Flow,
     Node,
     Pause,
+    ResumeError,
     RunExistsError,
     RunFailedError,
     RunHandle,
@@ -657,6 +658,83 @@ def test_a_fork_records_its_lineage_and_leaves_its_parent_untouched(db_url: str)
     assert [2, 3, 4, 5] == [c["step"] for c in db.checkpoint_steps(fork["run_id"])]
     assert [1, 2] == db.load_checkpoint(parent, 1)["trail"]
     assert before == (db.get_run(parent), db.get_events(parent), db.get_checkpoints(parent))
+
+
+class Approve(Node):
+    """Pauses until the store says approved."""
+
+    def prep(self, store: Any) -> Any:
+        return store.get("approved")
+
+    def exec(self, approved: Any) -> None:
+        if not approved:
+            raise Pause("approve")
+
+
+def test_a_nested_flows_run_is_acted_on_through_its_top_level_run(db_url: str) -> None:
+    """db.resume, db.cancel_run, flow.resume and flow.fork refuse a nested flow's run id
+    (RUN.STEP), naming the top-level run to act on; nothing changes. Alone, a queued child
+    would wait for a worker forever under a paused parent."""
+    db = WorkflowDB(db_url)
+    inner = Flow(start=chain(Inner(), Approve()), flow_name="inner")
+    outer = Flow(start=chain(Inner(), inner, Inner()), db=db, flow_name="outer")
+    top = outer.run({}).run_id
+    child = f"{top}.1"
+    before = (db.get_run(top), db.get_run(child))
+    assert ("paused", "paused") == (before[0]["status"], before[1]["status"])  # type: ignore[index]
+
+    refusals = [
+        (ResumeError, lambda: db.resume(child, updates={"approved": True}), "resume"),
+        (ValueError, lambda: db.cancel_run(child), "cancel"),
+        (ResumeError, lambda: outer.resume(child, updates={"approved": True}), "resume"),
+        (ResumeError, lambda: outer.fork(child, 0), "fork"),
+    ]
+    for error, act, verb in refusals:
+        with pytest.raises(error, match=rf"inside run '{top}': {verb} run '{top}' instead"):
+            act()
+    assert before == (db.get_run(top), db.get_run(child))
+    store = outer.resume(top, updates={"approved": True})
+    assert (3, "completed") == (store["inner"], db.get_run(child)["status"])  # type: ignore[index]
+
+
+def test_a_fork_that_stops_before_its_first_checkpoint_resumes_numbered_on(
+    db_url: str,
+) -> None:
+    """A fork paused at its first node (no checkpoint of its own yet) goes on numbered
+    from the step it was forked at, when resumed here or queued for a worker: its
+    checkpoints and total_steps continue the parent's numbering."""
+    db = WorkflowDB(db_url)
+    flow = Flow(start=chain(Inner(), Inner(), Approve(), Inner()), db=db, flow_name="gated")
+    parent = flow.run({}).run_id
+    assert [0, 1] == [c["step"] for c in db.checkpoint_steps(parent)]
+
+    here = flow.fork(parent, 1).run_id
+    queued = flow.fork(parent, 1).run_id
+    assert "paused" == db.get_run(here)["status"]  # type: ignore[index]
+    flow.resume(here, updates={"approved": True})
+    db.resume(queued, updates={"approved": True})
+    with serving(flow, concurrency=1):
+        RunHandle.for_run(queued, db).wait(WAIT)
+
+    for run_id in (here, queued):
+        run = db.get_run(run_id)
+        assert ("completed", 4) == (run["status"], run["total_steps"])  # type: ignore[index]
+        assert [2, 3] == [c["step"] for c in db.checkpoint_steps(run_id)]
+        assert {"inner": 3, "approved": True} == dict(db.load_checkpoint(run_id, 3))
+
+
+def test_fork_refuses_a_step_or_updates_of_the_wrong_kind(db_url: str) -> None:
+    """flow.fork names what is wrong with its step or updates, before anything is written."""
+    db = WorkflowDB(db_url)
+    flow = Flow(start=chain(Inner(), Inner()), db=db, flow_name="forky")
+    parent = flow.run({}).run_id
+    for step in (True, None, "1", 1.0):
+        with pytest.raises(TypeError, match=rf"step is the number of a step of run '{parent}'"):
+            flow.fork(parent, step)  # type: ignore[arg-type]
+    for updates in ("abc", [("x", 1)]):
+        with pytest.raises(TypeError, match=r"fork\(updates=\.\.\.\) takes a mapping"):
+            flow.fork(parent, 0, updates=updates)  # type: ignore[arg-type]
+    assert [parent] == [r["run_id"] for r in db.list_runs()]
 
 
 # ── deleting old runs ───────────────────────────────────────────────────────

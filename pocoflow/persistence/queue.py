@@ -269,6 +269,7 @@ def claim(
         runs.c.total_steps,
         runs.c.cancel_requested_at,
         runs.c.next_node,
+        runs.c.forked_at_step,
     )
     waiting = (
         # with what a first start starts from, so the worker reads nothing more

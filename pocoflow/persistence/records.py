@@ -356,11 +356,14 @@ class RunRecords:
         ``"cancelled"`` for one no process runs (queued, paused, interrupted, or left
         running by pocoflow 0.2 with no owner), or its status if it already ended.
         RunNotFoundError if there is no such run."""
+        from pocoflow.persistence.resume import refuse_nested
+
         run = self.get_run(run_id)
         if run is None:
             raise RunNotFoundError(
                 f"No run '{run_id}' in {self.safe_url}; db.list_runs() shows the runs there."
             )
+        refuse_nested(self, run, "cancel", ValueError)
         status = run["status"]
         stamp = rows.now_iso()
         if (
@@ -385,7 +388,7 @@ class RunRecords:
         again. Returns the queue. Works from any process; a run that was not queued goes
         to the ``default`` queue. To go on in this process instead: flow.resume(run_id)."""
         from pocoflow.persistence import queue
-        from pocoflow.persistence.resume import RESUMABLE, not_resumable
+        from pocoflow.persistence.resume import RESUMABLE, not_resumable, refuse_nested
 
         if updates is not None and not isinstance(updates, Mapping):
             raise TypeError(
@@ -397,6 +400,7 @@ class RunRecords:
             raise RunNotFoundError(
                 f"No run '{run_id}' in {self.safe_url}; db.list_runs() shows the runs there."
             )
+        refuse_nested(self, run, "resume")
         if run["status"] not in RESUMABLE:
             raise ResumeError(not_resumable(run))
         text = None

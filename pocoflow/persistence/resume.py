@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pocoflow.persistence.records import RunRecords
 
 RESUMABLE = ("failed", "cancelled", "paused", "interrupted")
+#: Levels of nested flows looked through to name a nested run's top-level run.
+MAX_NESTING = 100
 
 
 async def prepare_resume(
@@ -43,14 +45,7 @@ async def prepare_resume(
             f"Flow '{flow.flow_name}' has no database, so it has no runs to resume. Build it "
             "with Flow(..., db_path='pocoflow.db') (or db_url=/db=), the one the run used."
         )
-    if updates is not None and not isinstance(updates, Mapping):
-        raise TypeError(f"resume(updates=...) takes a mapping of store keys to values, got "
-                        f"{type(updates).__name__}.")
-    for key in updates or ():  # refused before the claim, as db.resume refuses it
-        if not isinstance(key, str):
-            raise CheckpointEncodeError(
-                f"resume(updates=...): store key {key!r} is a {type(key).__name__}; "
-                "checkpoints need str keys. Use a string key.")
+    check_updates(updates, "resume")  # refused before the claim, as db.resume refuses it
     records = flow.db.records
     return await anyio.to_thread.run_sync(_prepare, flow, records, run_id, updates)
 
@@ -107,8 +102,7 @@ def prepare_claimed(
     run_id = claimed["run_id"]
     if claimed.get("input_json") and not claimed.get("attempts"):  # a first start: the
         # claim read its input already, and it has no checkpoint yet
-        point: StoppedRun | None = StoppedRun(
-            dict(claimed), json.loads(claimed["input_json"]), -1, claimed.get("next_node"), [])
+        point: StoppedRun | None = from_input(dict(claimed), claimed["input_json"])
     else:
         point = stopped_at(records, run_id, records.get_run(run_id) or {"run_id": run_id})
     if point is None:
@@ -127,11 +121,32 @@ def prepare_claimed(
     return start, store
 
 
+def check_updates(updates: Any, doing: str) -> None:
+    """Updates for a store: a mapping with str keys (what a checkpoint holds)."""
+    if updates is not None and not isinstance(updates, Mapping):
+        raise TypeError(f"{doing}(updates=...) takes a mapping of store keys to values, got "
+                        f"{type(updates).__name__}.")
+    for key in updates or ():
+        if not isinstance(key, str):
+            raise CheckpointEncodeError(
+                f"{doing}(updates=...): store key {key!r} is a {type(key).__name__}; "
+                "checkpoints need str keys. Use a string key.")
+
+
 def prepare_fork(
     flow: Flow, records: RunRecords, run_id: str, step: int, updates: Mapping[str, Any] | None
 ) -> tuple[Start, Store]:
     """A new run from *run_id*'s checkpoint at *step*: it starts at the node that
     checkpoint names next, with its store (and *updates*), numbered on from *step*."""
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise TypeError(
+            f"fork(run_id, step): step is the number of a step of run '{run_id}' (an int "
+            f"from 0; db.checkpoint_steps(run_id) lists them), got {step!r}."
+        )
+    check_updates(updates, "fork")
+    run = records.get_run(run_id)
+    if run is not None:  # (none: checkpoint_rows says there is no such run)
+        refuse_nested(records, run, "fork")
     found = records.checkpoint_rows(run_id, step)
     last = found[-1]
     point = StoppedRun(
@@ -213,6 +228,7 @@ def resume_point(records: RunRecords, run_id: str) -> StoppedRun:
         raise RunNotFoundError(
             f"No run '{run_id}' in {records.safe_url}; db.list_runs() shows the runs there."
         )
+    refuse_nested(records, run, "resume")
     if run["status"] not in RESUMABLE:
         raise ResumeError(not_resumable(run))
     point = stopped_at(records, run_id, run)
@@ -258,7 +274,38 @@ def stopped_at(
     started = records.get_run_input(run_id) or {}
     if not started.get("input_json"):
         return None
-    return StoppedRun(run, json.loads(started["input_json"]), -1, run.get("next_node"), [])
+    return from_input(run, started["input_json"])
+
+
+def from_input(run: dict[str, Any], input_json: str) -> StoppedRun:
+    """Where a run that has no checkpoint goes on: its input, before its first step (a
+    fork's first step is numbered on from the step it was forked at)."""
+    forked_at = run.get("forked_at_step")
+    step = -1 if forked_at is None else forked_at
+    return StoppedRun(run, json.loads(input_json), step, run.get("next_node"), [])
+
+
+def refuse_nested(
+    records: RunRecords,
+    run: dict[str, Any],
+    doing: str,
+    error: type[Exception] = ResumeError,
+) -> None:
+    """A nested flow's run is acted on through the top-level run it belongs to: it goes
+    on, or stops, with it (alone, a worker would never take it up, and its parent would
+    not follow). *error* (ResumeError) naming that run."""
+    top = run.get("parent_run_id")
+    if top is None:
+        return
+    for _ in range(MAX_NESTING):
+        above = records.get_run(top)
+        if above is None or above.get("parent_run_id") is None:
+            break
+        top = above["parent_run_id"]
+    raise error(
+        f"Run '{run['run_id']}' is a nested flow's run, inside run '{top}': {doing} run "
+        f"'{top}' instead (its nested flows go on, or stop, with it)."
+    )
 
 
 def not_resumable(run: dict[str, Any]) -> str:

@@ -30,9 +30,14 @@ LOG_TAIL = 4000
 
 
 def can_resume(run: dict[str, Any]) -> bool:
-    """A run ``flow.resume(run_id)`` can continue: stopped, and recorded by a PocoFlow
-    that names the next node (pocoflow 0.2 runs have no owner and no next node)."""
-    return run.get("status") in RESUMABLE and bool(run.get("owner"))
+    """A run ``flow.resume(run_id)`` can continue: stopped, top-level (a nested flow's
+    run goes on with its parent's), and recorded by a PocoFlow that names the next node
+    (pocoflow 0.2 runs have no owner and no next node)."""
+    return (
+        run.get("status") in RESUMABLE
+        and bool(run.get("owner"))
+        and run.get("parent_run_id") is None
+    )
 
 
 def parse_updates(text: str) -> dict[str, Any]:
@@ -153,6 +158,12 @@ def render_cancel(db: Any, run: dict[str, Any], key: str) -> None:
     if st.session_state.get(done):
         st.text(st.session_state[done])
     if status not in CANCELLABLE:
+        return
+    if run.get("parent_run_id") is not None:
+        st.caption(
+            "A nested flow's run stops with the run it belongs to: open its parent "
+            "(above) to cancel it."
+        )
         return
     if status == "running" and not run.get("owner"):
         st.caption(

@@ -166,6 +166,8 @@ def _resume_tab(ctx: Context, run: dict[str, Any], pause: dict[str, Any] | None)
                 "Start the monitor with a flow (pocoflow monitor DB --flow "
                 "module:attr) to resume it from here."
             )
+    elif run.get("parent_run_id") is not None:
+        st.caption("A nested flow's run goes on with its parent: open the parent to resume it.")
     elif run.get("status") in actions.RESUMABLE:
         st.caption("Recorded without a resume point (pocoflow 0.2): use the recipe below.")
     if not steps:
