@@ -486,8 +486,8 @@ CASES: list[Case] = [
          names=("'done'", "step 99"), fix=("db.get_checkpoints(run_id)",)),
     case("fork-negative-step", lambda ctx: ctx.flow().fork("done", -1), KeyError,
          names=("'done'", "step -1")),
-    case("fork-step-str", lambda ctx: ctx.flow().fork("done", "1"), KeyError,  # type: ignore[arg-type]
-         names=("'done'", "step 1"), fix=("db.get_checkpoints(run_id)",)),
+    case("fork-step-str", lambda ctx: ctx.flow().fork("done", "1"), TypeError,  # type: ignore[arg-type]
+         names=("'done'", "'1'"), fix=("db.checkpoint_steps(run_id)",)),
     case("fork-unknown-run", lambda ctx: ctx.flow().fork("nope", 0), KeyError,
          names=("'nope'",)),
     case("fork-after-last-step", lambda ctx: ctx.flow().fork("done", 2), RuntimeError,
