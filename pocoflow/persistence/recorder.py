@@ -301,6 +301,7 @@ class Recorder:
                 write.run_insert["forked_from"] = rows.storable(origin)
                 write.run_insert["forked_at_step"] = step
             write.new_run = parent is None
+            write.rerun = parent is not None and event.resumed
         if event.resumed:
             self._add(
                 state,

@@ -119,7 +119,8 @@ class StepWrite:
     every row is written only if that run is still owned by ``owner`` (a process
     that stalled past its lease and lost the run to another writes nothing).
     A new top-level run (``run_insert`` and ``new_run``) is inserted unfenced,
-    and fails if its run_id exists.
+    and fails if its run_id exists; so does a nested flow's run, fenced, unless it
+    is started again after a resume (``rerun``), which resets its own row only.
     """
 
     run_id: str
@@ -130,6 +131,9 @@ class StepWrite:
     checkpoint: dict[str, Any] | None = None
     fence: tuple[str, str] | None = None
     new_run: bool = False
+    #: a nested flow's run started again after a resume: its row may exist, and is reset
+    #: (a first start inserts it, and fails if another run has that id)
+    rerun: bool = False
     ended: bool = False  # a top-level run's end: waiters elsewhere are told (PostgreSQL)
     #: commit without waiting for the disk (PostgreSQL): for a claimed run's start, whose
     #: loss in a server crash loses no step (the run's first step commit, which waits,

@@ -110,7 +110,7 @@ class WriteStatements:
         )
         self.revision: str | None = None  # the schema revision new runs expect
         self._new_runs: dict[tuple[str, ...], str] = {}
-        self._child_runs: dict[tuple[str, ...], str] = {}
+        self._child_runs: dict[tuple[tuple[str, ...], bool], str] = {}
         self._updates: dict[tuple[tuple[str, ...], bool], str] = {}
 
     def _compile(self, statement: Any, columns: Sequence[str] | None = None) -> str:
@@ -130,16 +130,23 @@ class WriteStatements:
             sql_text = self._new_runs[columns] = self._compile(statement)
         return sql_text
 
-    def child_run(self, columns: tuple[str, ...]) -> str:
-        """Insert a nested flow's run, or (run again after a resume) reset its row."""
-        sql_text = self._child_runs.get(columns)
+    def child_run(self, columns: tuple[str, ...], rerun: bool) -> str:
+        """Insert a nested flow's run (an IntegrityError if another run has its id), or
+        (*rerun*: started again after a resume) reset its row: only a row of the same
+        parent, never another run that happens to have that id."""
+        sql_text = self._child_runs.get((columns, rerun))
         if sql_text is None:
             insert = self._fenced_insert(runs, columns)
-            statement = insert.on_conflict_do_update(
-                index_elements=["run_id"],
-                set_={c: insert.excluded[c] for c in columns if c != "run_id"},
+            statement = (
+                insert.on_conflict_do_update(
+                    index_elements=["run_id"],
+                    set_={c: insert.excluded[c] for c in columns if c != "run_id"},
+                    where=runs.c.parent_run_id == insert.excluded.parent_run_id,
+                )
+                if rerun
+                else insert
             )
-            sql_text = self._child_runs[columns] = self._compile(statement)
+            sql_text = self._child_runs[(columns, rerun)] = self._compile(statement)
         return sql_text
 
     def update_run(self, columns: tuple[str, ...], top_level: bool) -> str:
@@ -203,7 +210,7 @@ def _run_row(cursor: Any, statements: WriteStatements, write: StepWrite) -> None
             cursor.execute(statements.new_run(tuple(write.run_insert)), write.run_insert)
         else:
             cursor.execute(
-                statements.child_run(tuple(write.run_insert)),
+                statements.child_run(tuple(write.run_insert), write.rerun),
                 {**write.run_insert, **_fence_of(write)},
             )
     elif write.run_update:
@@ -339,11 +346,19 @@ def refused(write: StepWrite, error: BaseException, url: URL) -> BaseException:
     """The error to raise for a failed write: a new run on a run_id that exists is a
     RunExistsError (the transaction wrote nothing), a known failure of the database is
     explained (:func:`connect.explain`), anything else stays as it is."""
-    if write.new_run and type(error).__name__ in ("IntegrityError", "UniqueViolation"):
+    taken = type(error).__name__ in ("IntegrityError", "UniqueViolation")
+    if taken and write.new_run:
         return RunExistsError(
             f"Run '{write.run_id}' already exists in {safe_url(url)}; a new run needs a new "
             "run_id (leave Flow(run_id=...) unset for a fresh one each run), and a stopped "
             "run goes on with flow.resume(run_id). Nothing was written."
+        )
+    if taken and write.run_insert is not None:  # a nested flow's run: RUN.STEP is taken
+        return RunExistsError(
+            f"Run '{write.top_run}' cannot record its nested flow's run '{write.run_id}': "
+            f"another run in {safe_url(url)} has that id (a run_id ending in '.<step>' "
+            "looks like a nested run's): give one of the two another run_id. Nothing of "
+            "the nested run was written."
         )
     return explain(error, url)
 

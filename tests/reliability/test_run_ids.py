@@ -43,6 +43,26 @@ def test_a_new_run_on_an_existing_run_id_is_refused_before_any_node_runs(db_url:
     assert "first" == db.load_checkpoint("report-7", 0)["by"]
 
 
+def test_a_run_whose_id_looks_like_a_nested_runs_is_never_overwritten(db_url: str) -> None:
+    """A run recorded as 'job.1' is not overwritten by the nested flow that run 'job'
+    starts at step 1 (the same id): that nested start is refused, naming both and the
+    fix, 'job' ends failed, and 'job.1' keeps its row, events and checkpoints."""
+    db = WorkflowDB(db_url)
+    Flow(start=Mark("billing"), db=db, run_id="job.1", flow_name="billing").run({})
+    before = (db.get_run("job.1"), db.get_events("job.1"), db.get_checkpoints("job.1"))
+    inner = Flow(start=Mark("inner"), flow_name="inner")
+    first = Mark("outer")
+    first.then("default", inner)
+
+    with pytest.raises(RunExistsError, match=r"Run 'job' cannot record its nested flow's "
+                       r"run 'job\.1': another run .* has that id"):
+        Flow(start=first, db=db, run_id="job", flow_name="outer").run({})
+
+    assert before == (db.get_run("job.1"), db.get_events("job.1"), db.get_checkpoints("job.1"))
+    assert {"job", "job.1"} == {r["run_id"] for r in db.list_runs()}
+    assert "failed" == db.get_run("job")["status"]  # type: ignore[index]
+
+
 def test_a_refused_run_id_is_also_a_value_error() -> None:
     """RunExistsError is caught as ValueError (bad input) too."""
     assert issubclass(RunExistsError, ValueError)
