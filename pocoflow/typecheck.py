@@ -109,7 +109,11 @@ def _compile_generic(spec: Any, origin: Any, args: tuple[Any, ...]) -> Check:
         )
     if issubclass(origin, _SEQUENCE_ORIGINS) and len(args) == 1:
         item_ok = _compile(args[0])
-        return lambda v: isinstance(v, origin) and all(item_ok(x) for x in v)
+        # items are looked at only in a collection: a one-shot iterator (a generator)
+        # would be used up by the check, or never end, so it does not pass
+        return lambda v: (
+            isinstance(v, origin) and isinstance(v, cabc.Collection) and all(item_ok(x) for x in v)
+        )
     raise _Unsupported(f"parameters of {origin.__name__} are not checked")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections.abc as cabc
+import itertools
 import json
 import logging
 from collections.abc import Mapping, MutableMapping
@@ -294,6 +296,24 @@ def test_schema_rejects_values_of_another_type(spec: Any, value: Any) -> None:
     with pytest.raises(SchemaError):
         store["k"] = value
     assert "k" not in store
+
+
+def test_an_iterable_entry_checks_collections_and_refuses_one_shot_iterators() -> None:
+    """Iterable[int] takes a list or a set whose items fit; a generator or an endless
+    iterator is refused (its items cannot be looked at without using it up, or at all),
+    and is left as it was."""
+    store = Store(schema={"ids": cabc.Iterable[int]})
+    store["ids"] = [1, 2]
+    store["ids"] = {3}
+    with pytest.raises(SchemaError):
+        store["ids"] = [1, "2"]
+    numbers = (n for n in [1, 2, 3])
+    endless = itertools.count()
+    for one_shot in (numbers, endless):
+        with pytest.raises(SchemaError):
+            store["ids"] = one_shot
+    assert ([1, 2, 3], 0) == (list(numbers), next(endless))
+    assert {3} == store["ids"]
 
 
 @pytest.mark.parametrize("value", [None, 0, "x", [1], object()])
