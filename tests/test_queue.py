@@ -332,6 +332,24 @@ def test_not_before_holds_a_run_back_until_its_time(db_url: str) -> None:
     assert db.get_run(delayed)["started_at"] >= db.get_run(delayed)["not_before"]  # type: ignore[index]
 
 
+def test_times_at_the_ends_of_the_calendar_compare_right(db_url: str) -> None:
+    """Times are compared as stored text: a not_before in the year 999 (long past) lets the
+    run start at once, list_runs(since=...) with it finds the run, and datetime.max as a
+    bound is a bound, not an error."""
+    seen: list[tuple[str, str]] = []
+    flow = Flow(start=Record(seen), db_url=db_url, flow_name="ancient")
+    long_ago = datetime(999, 1, 1, tzinfo=timezone.utc)
+    run_id = flow.submit({"job": "old"}, not_before=long_ago)
+    with serving(flow, concurrency=1):
+        RunHandle.for_run(run_id, WorkflowDB(db_url)).wait(WAIT)
+
+    db = WorkflowDB(db_url)
+    assert "0999-01-01T00:00:00.000000+00:00" == db.get_run(run_id)["not_before"]  # type: ignore[index]
+    assert [run_id] == [r["run_id"] for r in db.list_runs(since=long_ago, until=datetime.max)]
+    with pytest.raises(ValueError, match=r"list_runs: until=.* is out of range in UTC"):
+        db.list_runs(until=datetime.max.replace(tzinfo=timezone(-timedelta(hours=1))))
+
+
 # ── what a worker takes, and what it leaves ─────────────────────────────────
 
 def test_a_worker_takes_only_its_own_flow_s_runs_from_a_shared_queue(db_url: str) -> None:

@@ -437,8 +437,14 @@ class RunRecords:
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"delete_runs: batch must be an int >= 1, got {batch!r}.")
         if isinstance(older_than, timedelta):
-            older_than = datetime.now(timezone.utc) - older_than
-        before = _moment(older_than, "older_than")
+            try:
+                older_than = datetime.now(timezone.utc) - older_than
+            except OverflowError:
+                raise ValueError(
+                    f"delete_runs: older_than={older_than!r} reaches past the year 1; give "
+                    "a shorter age."
+                ) from None
+        before = rows.stored_time(older_than, "older_than", "delete_runs")
         statuses = (status,) if status is not None else queue.ENDED
         total = {"runs": 0, "events": 0, "checkpoints": 0, "inputs": 0}
         while True:
@@ -554,30 +560,9 @@ def _filter(
         _key(parent_run_id),
         not include_nested,
         rows.storable(search) or None,
-        _moment(since, "since"),
-        _moment(until, "until"),
+        None if since is None else rows.stored_time(since, "since", "list_runs"),
+        None if until is None else rows.stored_time(until, "until", "list_runs"),
     )
-
-
-def _moment(value: datetime | str | None, name: str) -> str | None:
-    """A start-time bound as stored (UTC ISO-8601 text)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"list_runs: {name}={value!r} is not an ISO-8601 time; give "
-                "a datetime or text like '2026-11-29T10:00:00+00:00'."
-            ) from None
-    if not isinstance(value, datetime):
-        raise TypeError(
-            f"list_runs: {name} must be a datetime or ISO-8601 text, got {type(value).__name__}."
-        )
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return rows.iso(value.timestamp())
 
 
 def _key(run_id: Any) -> Any:

@@ -98,9 +98,35 @@ def iso(ts: float) -> str:
     if cached[0] != whole:
         cached = _second = (
             whole,
-            datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-        )
+            datetime.fromtimestamp(whole, timezone.utc).replace(tzinfo=None).isoformat(),
+        )  # (isoformat, not strftime: its years have 4 digits, so they sort as text)
     return f"{cached[1]}.{micro:06d}+00:00"
+
+
+def stored_time(value: datetime | str, name: str, caller: str) -> str:
+    """A time a caller gives (a datetime, naive meaning UTC, or ISO-8601 text) as stored:
+    the text :func:`iso` writes, so comparing it with stored times as text is right."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{caller}: {name}={value!r} is not an ISO-8601 time; give a datetime or "
+                "text like '2026-11-29T10:00:00+00:00'."
+            ) from None
+    if not isinstance(value, datetime):
+        raise TypeError(
+            f"{caller}: {name} must be a datetime or ISO-8601 text, got {type(value).__name__}."
+        )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    except OverflowError:
+        raise ValueError(
+            f"{caller}: {name}={value!r} is out of range in UTC; give a time between the "
+            "years 1 and 9999."
+        ) from None
 
 
 def now_iso() -> str:

@@ -65,19 +65,13 @@ def submission(
 
 def _start_after(not_before: datetime | timedelta | str | None) -> str | None:
     """``not_before`` as stored (UTC ISO-8601 text), or None."""
-    from pocoflow.persistence.records import _moment
-
     if isinstance(not_before, timedelta):
         not_before = datetime.now(timezone.utc) + not_before
-    if not_before is not None and not isinstance(not_before, (datetime, str)):
+    if not_before is None:
+        return None
+    if not isinstance(not_before, (datetime, str)):
         raise TypeError(
             f"submit: not_before must be a datetime, a timedelta (a delay) or "
             f"ISO-8601 text, got {type(not_before).__name__}."
         )
-    try:
-        return _moment(not_before, "not_before")
-    except ValueError:
-        raise ValueError(
-            f"submit: not_before={not_before!r} is not an ISO-8601 time; give "
-            "a datetime, a timedelta, or text like '2026-11-29T10:00:00+00:00'."
-        ) from None
+    return rows.stored_time(not_before, "not_before", "submit")
