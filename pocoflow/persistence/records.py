@@ -36,6 +36,8 @@ _log = get_logger("db")
 #: Seconds without a heartbeat after which a running run counts as interrupted.
 LEASE_SECONDS = 30.0
 LIST_STATUSES = (*RUN_STATUSES, "interrupted")
+#: The largest step a checkpoint's INTEGER column holds on every database.
+MAX_STEP = 2**31 - 1
 
 Target = str | os.PathLike[str]
 
@@ -333,11 +335,18 @@ class RunRecords:
 
     def checkpoint_rows(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         """The rows that rebuild *step* (default: the last step), from a full snapshot on."""
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+            raise TypeError(
+                f"The step of a checkpoint of run '{run_id}' is an int from 0 "
+                f"(db.checkpoint_steps(run_id) lists them), got {step!r}."
+            )
         key = _key(run_id)
 
         def read(conn: Any) -> list[dict[str, Any]]:
             at = step if step is not None else queries.last_checkpoint_step(conn, key)
-            return [] if at is None else queries.get_checkpoint_rows(conn, key, at)
+            if at is None or not 0 <= at <= MAX_STEP:  # (no query a column cannot hold)
+                return []
+            return queries.get_checkpoint_rows(conn, key, at)
 
         found = self._read(read)
         if not found or (step is not None and found[-1]["step"] != step):
