@@ -200,7 +200,7 @@ class RunHandle:
         future = self._future
         assert future is not None
         try:
-            return future.result(timeout)
+            return future.result(_wait_limit(timeout))
         except concurrent.futures.TimeoutError:
             raise TimeoutError(
                 f"Run '{self.run_id}' did not finish within {timeout} s; it is still "
@@ -247,3 +247,9 @@ def _check_timeout(timeout: Any) -> None:
             "RunHandle.wait(timeout=nan): give a number of seconds, or None to wait until "
             "the run stops."
         )
+
+
+def _wait_limit(timeout: float | None) -> float | None:
+    """A checked timeout as the standard library's waits take it: past what they can wait
+    (inf, 1e308) is no limit, as it is when the run is followed from the database."""
+    return None if timeout is None or timeout >= threading.TIMEOUT_MAX else timeout

@@ -31,6 +31,7 @@ from pocoflow.errors import (
     Pause,
     UnmatchedActionError,
     UnmatchedActionWarning,
+    error_text,
 )
 from pocoflow.events import (
     Event,
@@ -334,7 +335,9 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
             run.paused_at = node_id
             raise
         except Exception as exc:
-            _log.error("Flow '%s' aborted at node '%s': %s", flow.flow_name, name, exc)
+            _log.error(
+                "Flow '%s' aborted at node '%s': %s", flow.flow_name, name, error_text(exc)
+            )
             if sinks:
                 await run.emit(
                     NodeFailed(

@@ -134,3 +134,12 @@ class RunFailedError(PersistenceError, RuntimeError):
 
 class ResumeError(PersistenceError, RuntimeError):
     """The run cannot be resumed: it completed, is still running, or its node is gone."""
+
+
+def error_text(error: BaseException) -> str:
+    """An exception's message as logged and recorded; one whose ``__str__`` raises (a
+    half-built exception) is named by its type, so telling of it never raises instead."""
+    try:
+        return str(error)
+    except Exception as exc:
+        return f"{type(error).__name__} (its message could not be read: {type(exc).__name__})"

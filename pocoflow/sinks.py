@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pocoflow.errors import error_text
 from pocoflow.events import Event, FlowFinished, NodeFailed, NodeFinished, NodeStarted
 from pocoflow.logging import get_logger, log_event
 from pocoflow.store import write_atomic
@@ -181,7 +182,7 @@ class LogSink:
             fields["elapsed_ms"] = round(elapsed * 1000, 3)
         error = getattr(event, "error", None)
         if error is not None:
-            fields["error"] = f"{type(error).__name__}: {error}"
+            fields["error"] = f"{type(error).__name__}: {error_text(error)}"
         log_event(_log, event.kind, **fields)
 
 

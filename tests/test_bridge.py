@@ -290,6 +290,7 @@ def test_wait_raises_timeout_error_naming_the_run_and_the_run_goes_on() -> None:
     finally:
         gate.release.set()
 
+    assert "opened" == handle.wait(timeout=float("inf"))["gate"]  # no limit, as None
     assert "opened" == handle.wait(timeout=5)["gate"]
     assert "completed" == handle.status
 

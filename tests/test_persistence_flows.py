@@ -385,6 +385,58 @@ def test_pause_data_json_cannot_hold_still_pauses_the_run(db_url: str, shape: st
     assert (True, "completed") == (resumed["finished"], db.get_run(store.run_id)["status"])  # type: ignore[index]
 
 
+class Unprintable:
+    """A value whose str() and repr() raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+class HalfBuilt(Exception):
+    """An exception whose message cannot be read (its __str__ needs what __init__ skipped)."""
+
+    def __str__(self) -> str:
+        return self.detail  # type: ignore[attr-defined, no-any-return]
+
+
+def test_an_exception_whose_message_cannot_be_read_is_still_the_runs_error(
+    db_url: str,
+) -> None:
+    """A node's exception whose str() raises: the caller gets that exception (not the
+    recorder's), and the run is recorded failed, its node_error event naming the type."""
+    class Breaks(Node):
+        def exec(self, prep_res: Any) -> None:
+            raise HalfBuilt()
+
+    db = WorkflowDB(db_url)
+    with pytest.raises(HalfBuilt):
+        Flow(chain(Put("a", lambda: 1), Breaks()), db=db, flow_name="half").run({})
+
+    run = only_run(db)
+    assert "failed" == run["status"]
+    assert run["error_msg"].startswith("HalfBuilt (its message could not be read")
+    kinds = [e["event"] for e in db.get_events(run["run_id"])]
+    assert ["node_error", "flow_end"] == kinds[-2:]
+
+
+def test_a_pause_whose_reason_cannot_be_read_still_pauses_the_run(db_url: str) -> None:
+    """Pause(reason) with a reason whose str() and repr() raise: the run ends paused, the
+    reason's place says why it was not stored."""
+    class Asks(Node):
+        def exec(self, prep_res: Any) -> None:
+            raise Pause(Unprintable())  # type: ignore[arg-type]
+
+    db = WorkflowDB(db_url)
+    Flow(chain(Put("a", lambda: 1), Asks()), db=db, flow_name="asks").run({})
+
+    run = only_run(db)
+    assert "paused" == run["status"]
+    detail = json.loads(db.get_events(run["run_id"])[-1]["detail"])
+    assert detail["reason"].startswith("(not stored: RuntimeError")
+
+
 def test_a_script_resumes_a_paused_run_by_the_id_on_its_store(db_url: str) -> None:
     """flow.run returns the store; store.run_id is the paused run's id, so a script can
     resume it (pocoflow 0.2 scripts had no other way to learn it from run())."""

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from pocoflow.errors import ResumeError, RunTakenOverError
+from pocoflow.errors import Pause, ResumeError, RunTakenOverError, error_text
 from pocoflow.events import (
     Event,
     FlowFinished,
@@ -157,7 +157,7 @@ class Recorder:
                 "node_retry",
                 step=event.step,
                 node_name=event.node_name,
-                error_msg=str(event.error),
+                error_msg=error_text(event.error),
                 detail=rows.detail(
                     attempt=event.attempt, delay_s=event.delay_s, type=type(event.error).__name__
                 ),
@@ -170,7 +170,7 @@ class Recorder:
                 "node_error",
                 step=event.step,
                 node_name=event.node_name,
-                error_msg=str(event.error),
+                error_msg=error_text(event.error),
                 detail=rows.detail(type=type(event.error).__name__),
             )
             return None
@@ -379,15 +379,14 @@ class Recorder:
         error = event.error
         detail = None
         if event.status == "paused" and error is not None:
-            detail = rows.detail(
-                reason=getattr(error, "reason", str(error)), data=getattr(error, "data", {})
-            )
+            reason = error.reason if isinstance(error, Pause) else error_text(error)
+            detail = rows.detail(reason=reason, data=getattr(error, "data", {}))
         elif error is not None:
             detail = rows.detail(type=type(error).__name__)
         elif event.unmatched_action is not None:
             detail = rows.detail(unmatched_action=event.unmatched_action)
         failed = event.status == "failed"
-        error_msg = str(error) if failed and error is not None else None
+        error_msg = error_text(error) if failed and error is not None else None
         self._add(
             state,
             event,
