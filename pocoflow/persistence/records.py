@@ -145,6 +145,8 @@ class RunRecords:
     def create_run(self, run_id: str, flow_name: str = "") -> None:
         """Insert a run with status ``running`` (ignored if the run_id exists)."""
         _check_id(run_id)
+        if not isinstance(flow_name, str):
+            raise TypeError(f"create_run: flow_name must be text, got {flow_name!r}.")
         self._write(queries.insert_run, rows.created_run(_key(run_id), flow_name, rows.now_iso()))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -163,11 +165,7 @@ class RunRecords:
                 f"update_run: status {fields['status']!r} is not one of {list(RUN_STATUSES)}."
             )
         if fields:
-            self._write(
-                queries.update_run,
-                _key(run_id),
-                {name: rows.storable(value) for name, value in fields.items()},
-            )
+            self._write(queries.update_run, _key(run_id), rows.run_fields("update_run", fields))
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """One run as a dict, or None."""
@@ -195,7 +193,7 @@ class RunRecords:
         ``include_nested`` or ``parent_run_id`` asks for them."""
         if status is not None and status not in LIST_STATUSES:
             raise ValueError(f"list_runs: status {status!r} is not one of {list(LIST_STATUSES)}.")
-        if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
+        if not all(isinstance(n, int) and 0 <= n < 2**62 for n in (limit, offset)):
             raise ValueError(
                 f"list_runs: limit and offset must be ints >= 0, got {limit!r}, {offset!r}."
             )
@@ -262,6 +260,8 @@ class RunRecords:
 
     def save_event(self, run_id: str, event: str, **kw: Any) -> None:
         """Append an event: step, node_name, action, elapsed_ms, error_msg, ts, detail."""
+        if not isinstance(event, str):
+            raise TypeError(f"save_event: event must be text (e.g. 'note'), got {event!r}.")
         ts = kw.pop("ts", None) or rows.now_iso()
         rows.check_event_fields(kw)
         self._write(
@@ -288,6 +288,14 @@ class RunRecords:
     ) -> None:
         """Write a full snapshot of *store* as the checkpoint of *step* (replacing one
         written before, as in 0.2)."""
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+            raise TypeError(f"save_checkpoint: step must be an int from 0, got {step!r}.")
+        if not isinstance(node_name, str):
+            raise TypeError(f"save_checkpoint: node_name must be text, got {node_name!r}.")
+        if not isinstance(store, Mapping):
+            raise TypeError(
+                f"save_checkpoint: store must be a Store or a dict, got {type(store).__name__}."
+            )
         transient = store.transient if isinstance(store, Store) else ()
         encoded = self.tracker().full(store, transient)
         self._write(

@@ -70,6 +70,28 @@ def _escaped(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+def run_fields(caller: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Run-row fields a caller sets (``db.update_run``), as stored: counts must be ints,
+    times datetimes or text, the rest text (or None). TypeError naming the field, before
+    anything is written: a count of "abc" would break every later resume of the run."""
+    stored: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None:
+            stored[name] = None
+        elif name == "total_steps":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+                raise TypeError(f"{caller}: total_steps must be an int from 0, got {value!r}.")
+            stored[name] = value
+        elif name.endswith("_at") and isinstance(value, datetime):
+            stored[name] = stored_time(value, name, caller)
+        elif isinstance(value, str):
+            stored[name] = storable(value)
+        else:
+            kind = "a datetime or ISO-8601 text" if name.endswith("_at") else "text"
+            raise TypeError(f"{caller}: {name} must be {kind} (or None), got {value!r}.")
+    return stored
+
+
 def storable(text: Any) -> Any:
     """*text* as every database can store it: NUL and lone surrogates written as the
     escapes Python's repr shows (``\\x00``, ``\\udcff``); anything else, and non-str

@@ -553,6 +553,22 @@ CASES: list[Case] = [
          names=("'done'", "step 99", "recorded.db"), fix=("db.get_checkpoints(run_id)",)),
     case("db-load-checkpoint-run", lambda ctx: ctx.db().load_checkpoint("nope", 0), KeyError,
          names=("'nope'",)),
+    case("db-update-run-steps-str", lambda ctx: ctx.db().update_run("done", total_steps="abc"),
+         TypeError, names=("update_run", "total_steps", "'abc'")),
+    case("db-update-run-time-int", lambda ctx: ctx.db().update_run("done", completed_at=5),
+         TypeError, names=("update_run", "completed_at", "5"), fix=("ISO-8601",)),
+    case("db-save-checkpoint-step-str",
+         lambda ctx: ctx.db().save_checkpoint("done", "x", "N", {}),  # type: ignore[arg-type]
+         TypeError, names=("save_checkpoint", "step", "'x'")),
+    case("db-save-checkpoint-store-list",
+         lambda ctx: ctx.db().save_checkpoint("done", 5, "N", [1]),  # type: ignore[arg-type]
+         TypeError, names=("save_checkpoint", "store", "list")),
+    case("db-save-event-none", lambda ctx: ctx.db().save_event("done", None),  # type: ignore[arg-type]
+         TypeError, names=("save_event", "event", "None")),
+    case("db-create-run-flow-none", lambda ctx: ctx.db().create_run("x", None),  # type: ignore[arg-type]
+         TypeError, names=("create_run", "flow_name", "None")),
+    case("db-list-runs-limit-huge", lambda ctx: ctx.db().list_runs(limit=2**63), ValueError,
+         names=("list_runs", "limit", str(2**63))),
     case("db-load-checkpoint-step-bool", lambda ctx: ctx.db().load_checkpoint("done", True),
          TypeError, names=("'done'", "True"), fix=("db.checkpoint_steps(run_id)",)),
     case("db-load-checkpoint-step-huge", lambda ctx: ctx.db().load_checkpoint("done", 2**63),
