@@ -51,6 +51,10 @@ POSTGRES_POLL_S = 1.0
 LISTEN_SLICE_S = 1.0
 #: The longest pause between claims after the database failed (it doubles up to this).
 MAX_BACKOFF_S = 30.0
+#: The largest count a limit takes (what every database's INTEGER holds).
+MAX_COUNT = 2**31 - 1
+#: The longest rate period or poll interval: a year (beyond, a limit never lets a run go).
+MAX_PERIOD_S = 366 * 24 * 3600.0
 
 
 class Worker:
@@ -93,22 +97,29 @@ class Worker:
                 "Worker(flow, db='postgresql://...') or --db URL."
             )
         for name, value in (("concurrency", concurrency), ("max_attempts", max_attempts)):
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"Worker: {name} must be an int >= 1, got {value!r}.")
+            if not _is_int(value) or not 1 <= value <= MAX_COUNT:
+                raise ValueError(
+                    f"Worker: {name} must be an int from 1 to {MAX_COUNT}, got {value!r}."
+                )
         for name, value in (("queue_concurrency", queue_concurrency), ("rate", rate)):
-            if value is not None and (not _is_int(value) or value < 1):
-                raise ValueError(f"Worker: {name} must be None or an int >= 1, got {value!r}.")
-        for name, number, least in (
-            ("rate_period", rate_period, False),
-            ("poll_interval", poll_interval, False),
-            ("grace_period", grace_period, True),
+            if value is not None and (not _is_int(value) or not 1 <= value <= MAX_COUNT):
+                raise ValueError(
+                    f"Worker: {name} must be None or an int from 1 to {MAX_COUNT}, got {value!r}."
+                )
+        for name, number, least, most in (
+            ("rate_period", rate_period, False, MAX_PERIOD_S),
+            ("poll_interval", poll_interval, False, MAX_PERIOD_S),
+            ("grace_period", grace_period, True, math.inf),  # inf: wait for every run
         ):
             if number is None and name == "poll_interval":
                 continue
-            if not _is_number(number) or not (number >= 0 if least else number > 0):
+            if not _is_number(number) or not (number >= 0 if least else number > 0) or (
+                number > most
+            ):
+                bound = f", at most {most:g}" if math.isfinite(most) else ""
                 raise ValueError(
                     f"Worker: {name} must be a number of seconds "
-                    f"{'>= 0' if least else '> 0'}, got {number!r}."
+                    f"{'>= 0' if least else '> 0'}{bound}, got {number!r}."
                 )
         from pocoflow.persistence.rows import storable
 

@@ -116,3 +116,16 @@ def test_a_bad_rate_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "'fast' is not a rate" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--rate", "1/" + "9" * 400 + "h", "at most a year"),
+    ("--grace", "nan", "is not a number of seconds from 0"),
+    ("--grace", "-1", "is not a number of seconds from 0"),
+])
+def test_a_limit_a_worker_cannot_use_is_a_usage_error(
+        option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rate period no worker would ever get past, or a grace period that is no time,
+    exits 2 naming the value (it was accepted, and the worker never claimed a run)."""
+    assert 2 == main(["worker", "x:flow", option, value])
+    assert says in capsys.readouterr().err
+
+

@@ -540,11 +540,13 @@ def test_a_worker_that_cannot_reach_the_database_keeps_trying(
 
 
 @pytest.mark.parametrize(("options", "match"), [
-    ({"concurrency": 0}, "concurrency must be an int >= 1"),
-    ({"max_attempts": 1.5}, "max_attempts must be an int >= 1"),
-    ({"queue_concurrency": 0}, "queue_concurrency must be None or an int >= 1"),
-    ({"rate": -1}, "rate must be None or an int >= 1"),
+    ({"concurrency": 0}, "concurrency must be an int from 1 to"),
+    ({"concurrency": 2**63}, "concurrency must be an int from 1 to 2147483647"),
+    ({"max_attempts": 1.5}, "max_attempts must be an int from 1 to"),
+    ({"queue_concurrency": 0}, "queue_concurrency must be None or an int from 1 to"),
+    ({"rate": -1}, "rate must be None or an int from 1 to"),
     ({"rate_period": 0}, "rate_period must be a number of seconds > 0"),
+    ({"rate_period": float("inf")}, "rate_period must be a number of seconds > 0, at most"),
     ({"poll_interval": -1}, "poll_interval must be a number of seconds > 0"),
     ({"grace_period": -1}, "grace_period must be a number of seconds >= 0"),
     ({"queue": ""}, "queue must be a non-empty str"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from typing import Any
 
@@ -20,10 +21,25 @@ def rate(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a rate: give runs per period, e.g. 10 (a second), 100/m, 50/30s"
         )
+    from pocoflow.worker import MAX_PERIOD_S
+
     per = float(found.group(2) or 1) * _UNIT[found.group(3)]
-    if per <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the period must be longer than 0")
+    if not 0 < per <= MAX_PERIOD_S:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the period must be longer than 0 and at most a year"
+        )
     return int(found.group(1)), per
+
+
+def grace(text: str) -> float:
+    """``--grace``: seconds to let runs finish when stopped, from 0 (``inf``: no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # (NaN too)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 (or inf)")
+    return value
 
 
 def add_worker_parser(commands: Any) -> None:
@@ -75,7 +91,7 @@ def add_worker_parser(commands: Any) -> None:
     )
     worker.add_argument(
         "--grace",
-        type=float,
+        type=grace,
         default=30.0,
         metavar="S",
         help="seconds to let runs finish on SIGTERM (default 30)",

@@ -498,6 +498,8 @@ CASES: list[Case] = [
          names=("queue",), fix=("non-empty str",)),
     case("submit-priority-str", lambda ctx: ctx.flow().submit({}, priority="high"), TypeError,
          names=("priority", "'high'"), fix=("int",)),
+    case("submit-priority-huge", lambda ctx: ctx.flow().submit({}, priority=2**63), ValueError,
+         names=("priority", str(2**63)), fix=("2**31 - 1",)),
     case("submit-priority-bool", lambda ctx: ctx.flow().submit({}, priority=True), TypeError,
          names=("priority", "True")),
     case("submit-dedup-empty", lambda ctx: ctx.flow().submit({}, dedup_key=""), ValueError,
