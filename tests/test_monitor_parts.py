@@ -154,6 +154,24 @@ def test_store_rows_and_diffs() -> None:
     assert [] == store_view.diff_rows(after, json.loads(json.dumps(after)))
 
 
+def test_store_text_with_a_lone_surrogate_is_shown_escaped() -> None:
+    """A lone surrogate (half of a UTF-16 pair: PocoFlow stores it and gives it back) in
+    a store's key or value is shown as its escape, so the table reaches the page (the
+    browser's data layer cannot carry it, and the Store Inspector failed), while other
+    unicode stays as it is."""
+    import pandas as pd
+    import pyarrow as pa
+
+    before = {"k\ud800": "old", "ok": "é"}
+    after = {"k\ud800": "bad \ud800 half", "ok": "é", "list": ["\udcff"]}
+    tables = [store_view.store_rows(after), store_view.diff_rows(before, after)]
+    for rows in tables:
+        pa.Table.from_pandas(pd.DataFrame(rows))  # what st.dataframe does with them
+    shown = {r["key"]: r["value"] for r in tables[0]}
+    assert ("bad \\ud800 half", "é", '["\\udcff"]') == (
+        shown["k\\ud800"], shown["ok"], shown["list"])
+
+
 # ── the graph ───────────────────────────────────────────────────────────────
 
 GRAPH = {"start": "A", "nodes": [{"id": "A", "name": "A", "type": "Node"},

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from pocoflow.ui.data import INPUT_STEP, MonitorData
-from pocoflow.ui.text import json_text, short_ts, truncate, value_type
+from pocoflow.ui.text import json_text, short_ts, truncate, value_type, visible
 
 #: Characters of a whole value or raw store shown on the page (the rest: download).
 SHOWN_WHOLE = 200_000
@@ -19,7 +19,7 @@ SHOWN_WHOLE = 200_000
 
 def shown(value: Any) -> str:
     """A stored value as text: a string as it is, anything else as JSON."""
-    return value if isinstance(value, str) else json_text(value)
+    return visible(value) if isinstance(value, str) else json_text(value)
 
 
 def store_rows(store: dict[str, Any]) -> list[dict[str, Any]]:
@@ -28,7 +28,12 @@ def store_rows(store: dict[str, Any]) -> list[dict[str, Any]]:
     for key, value in store.items():
         text = shown(value)
         rows.append(
-            {"key": key, "type": value_type(value), "chars": len(text), "value": truncate(text)}
+            {
+                "key": visible(key),
+                "type": value_type(value),
+                "chars": len(text),
+                "value": truncate(text),
+            }
         )
     return rows
 
@@ -51,19 +56,29 @@ def diff_rows(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, A
     for key in after:
         if key not in before:
             rows.append(
-                {"key": key, "change": "added", "before": "", "after": truncate(shown(after[key]))}
+                {
+                    "key": visible(key),
+                    "change": "added",
+                    "before": "",
+                    "after": truncate(shown(after[key])),
+                }
             )
         elif not same(before[key], after[key]):
             rows.append(
                 {
-                    "key": key,
+                    "key": visible(key),
                     "change": "changed",
                     "before": truncate(shown(before[key])),
                     "after": truncate(shown(after[key])),
                 }
             )
     rows.extend(
-        {"key": key, "change": "removed", "before": truncate(shown(before[key])), "after": ""}
+        {
+            "key": visible(key),
+            "change": "removed",
+            "before": truncate(shown(before[key])),
+            "after": "",
+        }
         for key in before
         if key not in after
     )
@@ -140,6 +155,7 @@ def render_store_inspector(data: MonitorData, run_id: str, key: str) -> None:
             index=None,
             key=f"{key}_whole_{run_id}",
             placeholder="choose a key",
+            format_func=visible,
         )
         if chosen is not None and chosen in store:
             _whole(shown(store[chosen]), f"{run_id}-{step_label(step)}-value.txt", key)

@@ -97,7 +97,15 @@ def truncate(text: str | None, limit: int = SHORT) -> str:
 
 def json_text(value: Any, *, indent: int | None = None) -> str:
     """*value* as JSON text, as stored (unicode kept, NaN as Python writes it)."""
-    return json.dumps(value, indent=indent, ensure_ascii=False, default=repr)
+    return visible(json.dumps(value, indent=indent, ensure_ascii=False, default=repr))
+
+
+def visible(text: str) -> str:
+    """*text* as the page can carry it: a lone surrogate (half of a UTF-16 pair, which
+    PocoFlow stores and gives back) as its escape, ``\\ud800``; anything else as it is."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def value_type(value: Any) -> str:
