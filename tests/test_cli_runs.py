@@ -259,6 +259,22 @@ def test_show_escapes_terminal_control_characters(tmp_path: Path, capsys: Captur
         "error_msg"]
 
 
+def test_status_lines_escape_a_run_id_and_node_name_from_the_database(
+        tmp_path: Path, capsys: Capture) -> None:
+    """A run id (a flow name makes part of a default one) and a node name holding
+    terminal escapes are shown escaped on every line that names them: the checkpoint
+    line of `show`, the last line of `tail RUN_ID`, and `cancel`."""
+    evil = "f\x1b]0;owned\x07\x1b[2J"
+    node = Node(name="n\x1b[31m")
+    Flow(start=node, db_path=tmp_path / "x.db", run_id=evil, flow_name=evil).run({})
+    for argv in (("runs", "show"), ("runs", "tail"), ("runs", "cancel")):
+        code, out, err = run_cli(capsys, *argv, tmp_path / "x.db", evil)
+        assert 0 == code, err
+        assert "\x1b" not in out, argv
+        assert "\x07" not in out, argv
+        assert "f\\x1b]0;owned\\x07" in out, argv
+
+
 # ── the old forms ───────────────────────────────────────────────────────────
 
 

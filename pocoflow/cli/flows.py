@@ -11,7 +11,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from pocoflow.cli.base import OK, CLIError, emit_json, module_attr, note
+from pocoflow.cli.base import OK, CLIError, emit_json, module_attr, note, one_line
 from pocoflow.cli.databases import Context
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def resume_run(args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         emit_json({"run_id": args.run_id, "status": status, "store_keys": sorted(store.keys())})
     else:
-        print(f"{args.run_id}: {status}; store keys: {sorted(store.keys())}")
+        print(f"{one_line(args.run_id)}: {status}; store keys: {one_line(str(sorted(store)))}")
     return OK
 
 

@@ -8,7 +8,15 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from pocoflow.cli.base import OK, CLIError, clip, emit_json_line, short_time, width
+from pocoflow.cli.base import (
+    OK,
+    CLIError,
+    clip,
+    emit_json_line,
+    one_line,
+    short_time,
+    width,
+)
 from pocoflow.cli.databases import Context
 from pocoflow.cli.runs import STOPPED, event_cells, existing_run
 
@@ -66,7 +74,7 @@ def _follow(db: WorkflowDB, args: argparse.Namespace, ctx: Context) -> int:
                 break
         if status in STOPPED:
             if not args.json:
-                print(f"{run_id}: {status}")
+                print(f"{one_line(run_id)}: {status}")
             return OK
         sys.stdout.flush()
         time.sleep(args.interval)

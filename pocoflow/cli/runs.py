@@ -309,7 +309,8 @@ def show_run(args: argparse.Namespace, ctx: Context) -> int:
         print("\ncheckpoint: none")
     else:
         print(
-            f"\ncheckpoint after step {last['step']} ({last['node_name']}, {last['kind']}, "
+            f"\ncheckpoint after step {last['step']} ({one_line(last['node_name'])}, "
+            f"{last['kind']}, "
             f"{short_time(last['created_at'])}; {len(steps)} in all); values as stored"
         )
         table(
@@ -388,12 +389,12 @@ def cancel_run(args: argparse.Namespace, ctx: Context) -> int:
         )
     elif result == "requested":
         print(
-            f"{args.run_id}: cancel requested; the process running it sees it within a "
+            f"{one_line(args.run_id)}: cancel requested; the process running it sees it within a "
             "second and stops it as soon as the node running now lets it (a sync exec "
             "finishes first), then records it as cancelled"
         )
     elif result == "cancelled":
-        print(f"{args.run_id}: cancelled (no process was running it)")
+        print(f"{one_line(args.run_id)}: cancelled (no process was running it)")
     else:
-        print(f"{args.run_id}: already {result}; nothing to cancel")
+        print(f"{one_line(args.run_id)}: already {result}; nothing to cancel")
     return OK
