@@ -226,6 +226,16 @@ def test_an_in_memory_database_is_refused(capsys: Capture, db: str) -> None:
     assert_one_line_error(code, out, err, "in-memory database")
 
 
+@pytest.mark.parametrize("verb", [["runs", "ls"], ["db", "upgrade"], ["monitor"]],
+                         ids=" ".join)
+def test_an_empty_database_argument_is_a_usage_error(capsys: Capture, verb: list[str]) -> None:
+    """An empty DB argument (an unset "$DB") is a usage error saying so, not "'' is a
+    directory"."""
+    code, out, err = run_cli(capsys, *verb, "")
+    assert (2, "") == (code, out)
+    assert "the database argument is empty (an unset variable?)" in err
+
+
 # ── URLs ────────────────────────────────────────────────────────────────────
 
 
@@ -233,7 +243,7 @@ def test_an_in_memory_database_is_refused(capsys: Capture, db: str) -> None:
     ("postgresql:/x", ["'postgresql:/x' is not a database URL", "needs '://'"]),
     ("postgresql+psycopg:/u:pw@host/db", ["'postgresql+psycopg:/u:***@host/db'",
                                           "needs '://'"]),
-    ("sqlite:/x.db", ["'sqlite:/x.db' is not a database URL"]),
+    ("sqlite:/x.db", ["'sqlite:/x.db' is not a database URL", "e.g. sqlite:///relative/path.db"]),
     ("mysql://u:pw@host/db", ["'mysql://u:***@host/db'", "PocoFlow supports SQLite",
                               "not 'mysql'"]),
     ("postgresql+nosuchdriver://u:pw@host/db", ["not 'postgresql+nosuchdriver'"]),

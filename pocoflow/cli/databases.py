@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from pocoflow.cli.base import CLIError, note, one_line
+from pocoflow.cli.base import CLIError, UsageError, note, one_line
 
 if TYPE_CHECKING:
     from pocoflow.db import WorkflowDB
@@ -87,10 +87,19 @@ def parse_target(text: str) -> Target:
     match = _SCHEME.match(text)
     if "://" not in text and match and match.group(1).split("+")[0].lower() in _DB_SCHEMES:
         scheme = match.group(1)
+        example = (
+            "sqlite:///relative/path.db or sqlite:////abs/path.db"
+            if scheme.split("+")[0].lower() == "sqlite"
+            else f"{scheme}://user:password@host:5432/dbname"
+        )
         raise CLIError(
             f"{shown!r} is not a database URL: a URL needs '://' after {scheme!r} (e.g. "
-            f"{scheme}://user:password@host:5432/dbname, or sqlite:////abs/path.db); a "
-            "SQLite file can also be given as a plain path."
+            f"{example}); a SQLite file can also be given as a plain path."
+        )
+    if not text.strip():
+        raise UsageError(
+            "pocoflow: error: the database argument is empty (an unset variable?): give a "
+            "SQLite file path or a database URL, e.g. pocoflow.db."
         )
     if "://" not in text:
         if text == ":memory:":
