@@ -36,6 +36,7 @@ from pocoflow.control import RunControl, find
 from pocoflow.engine import execute
 from pocoflow.errors import PocoFlowError, RunTakenOverError
 from pocoflow.logging import get_logger
+from pocoflow.persistence.rows import MAX_INTEGER
 
 if TYPE_CHECKING:
     from pocoflow.flow import Flow
@@ -51,8 +52,6 @@ POSTGRES_POLL_S = 1.0
 LISTEN_SLICE_S = 1.0
 #: The longest pause between claims after the database failed (it doubles up to this).
 MAX_BACKOFF_S = 30.0
-#: The largest count a limit takes (what every database's INTEGER holds).
-MAX_COUNT = 2**31 - 1
 #: The longest rate period or poll interval: a year (beyond, a limit never lets a run go).
 MAX_PERIOD_S = 366 * 24 * 3600.0
 
@@ -97,14 +96,14 @@ class Worker:
                 "Worker(flow, db='postgresql://...') or --db URL."
             )
         for name, value in (("concurrency", concurrency), ("max_attempts", max_attempts)):
-            if not _is_int(value) or not 1 <= value <= MAX_COUNT:
+            if not _is_int(value) or not 1 <= value <= MAX_INTEGER:
                 raise ValueError(
-                    f"Worker: {name} must be an int from 1 to {MAX_COUNT}, got {value!r}."
+                    f"Worker: {name} must be an int from 1 to {MAX_INTEGER}, got {value!r}."
                 )
         for name, value in (("queue_concurrency", queue_concurrency), ("rate", rate)):
-            if value is not None and (not _is_int(value) or not 1 <= value <= MAX_COUNT):
+            if value is not None and (not _is_int(value) or not 1 <= value <= MAX_INTEGER):
                 raise ValueError(
-                    f"Worker: {name} must be None or an int from 1 to {MAX_COUNT}, got {value!r}."
+                    f"Worker: {name} must be None or an int from 1 to {MAX_INTEGER}, got {value!r}."
                 )
         for name, number, least, most in (
             ("rate_period", rate_period, False, MAX_PERIOD_S),

@@ -36,8 +36,6 @@ _log = get_logger("db")
 #: Seconds without a heartbeat after which a running run counts as interrupted.
 LEASE_SECONDS = 30.0
 LIST_STATUSES = (*RUN_STATUSES, "interrupted")
-#: The largest step a checkpoint's INTEGER column holds on every database.
-MAX_STEP = 2**31 - 1
 
 Target = str | os.PathLike[str]
 
@@ -288,7 +286,7 @@ class RunRecords:
     ) -> None:
         """Write a full snapshot of *store* as the checkpoint of *step* (replacing one
         written before, as in 0.2)."""
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        if not rows.is_count(step):
             raise TypeError(f"save_checkpoint: step must be an int from 0, got {step!r}.")
         if not isinstance(node_name, str):
             raise TypeError(f"save_checkpoint: node_name must be text, got {node_name!r}.")
@@ -343,16 +341,13 @@ class RunRecords:
 
     def checkpoint_rows(self, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
         """The rows that rebuild *step* (default: the last step), from a full snapshot on."""
-        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-            raise TypeError(
-                f"The step of a checkpoint of run '{run_id}' is an int from 0 "
-                f"(db.checkpoint_steps(run_id) lists them), got {step!r}."
-            )
+        if step is not None:
+            rows.check_step(step, run_id)
         key = _key(run_id)
 
         def read(conn: Any) -> list[dict[str, Any]]:
             at = step if step is not None else queries.last_checkpoint_step(conn, key)
-            if at is None or not 0 <= at <= MAX_STEP:  # (no query a column cannot hold)
+            if not rows.is_count(at):  # (None, or a step no column holds: no query)
                 return []
             return queries.get_checkpoint_rows(conn, key, at)
 

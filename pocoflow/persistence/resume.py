@@ -19,7 +19,7 @@ from pocoflow.graph import Start, find_node, nested_start, validate_graph
 from pocoflow.persistence.codec import decode_state
 from pocoflow.persistence.database import describe_owner
 from pocoflow.persistence.delta import rebuild_json
-from pocoflow.persistence.rows import excluded_keys
+from pocoflow.persistence.rows import check_step, excluded_keys
 from pocoflow.store import Store
 
 if TYPE_CHECKING:
@@ -138,11 +138,7 @@ def prepare_fork(
 ) -> tuple[Start, Store]:
     """A new run from *run_id*'s checkpoint at *step*: it starts at the node that
     checkpoint names next, with its store (and *updates*), numbered on from *step*."""
-    if isinstance(step, bool) or not isinstance(step, int):
-        raise TypeError(
-            f"fork(run_id, step): step is the number of a step of run '{run_id}' (an int "
-            f"from 0; db.checkpoint_steps(run_id) lists them), got {step!r}."
-        )
+    check_step(step, run_id)  # (before anything is read: None is not "the last step")
     check_updates(updates, "fork")
     run = records.get_run(run_id)
     if run is not None:  # (none: checkpoint_rows says there is no such run)

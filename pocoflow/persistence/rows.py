@@ -70,6 +70,24 @@ def _escaped(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+#: The largest number an INTEGER column holds on every database (steps, counts, limits).
+MAX_INTEGER = 2**31 - 1
+
+
+def is_count(value: Any) -> bool:
+    """An int from 0 that an INTEGER column holds (a bool is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INTEGER
+
+
+def check_step(step: Any, run_id: str) -> None:
+    """TypeError unless *step* names a step of a run: an int from 0."""
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise TypeError(
+            f"step is the number of a step of run '{run_id}' (an int from 0; "
+            f"db.checkpoint_steps(run_id) lists them), got {step!r}."
+        )
+
+
 def run_fields(caller: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Run-row fields a caller sets (``db.update_run``), as stored: counts must be ints,
     times datetimes or text, the rest text (or None). TypeError naming the field, before
@@ -79,7 +97,7 @@ def run_fields(caller: str, fields: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             stored[name] = None
         elif name == "total_steps":
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+            if not is_count(value):
                 raise TypeError(f"{caller}: total_steps must be an int from 0, got {value!r}.")
             stored[name] = value
         elif name.endswith("_at") and isinstance(value, datetime):

@@ -38,9 +38,9 @@ def submission(
         )
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise TypeError(f"submit: priority must be an int (higher runs first), got {priority!r}.")
-    if not -(2**31) <= priority < 2**31:  # what every database's INTEGER holds
+    if not -rows.MAX_INTEGER <= priority <= rows.MAX_INTEGER:  # what INTEGER holds
         raise ValueError(
-            f"submit: priority must be between -2**31 and 2**31 - 1, got {priority!r}."
+            f"submit: priority must be between -2**31 + 1 and 2**31 - 1, got {priority!r}."
         )
     if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
         raise ValueError(f"submit: dedup_key must be a non-empty str or None, got {dedup_key!r}.")
