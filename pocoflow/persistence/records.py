@@ -400,13 +400,14 @@ class RunRecords:
         again. Returns the queue. Works from any process; a run that was not queued goes
         to the ``default`` queue. To go on in this process instead: flow.resume(run_id)."""
         from pocoflow.persistence import queue
-        from pocoflow.persistence.resume import RESUMABLE, not_resumable, refuse_nested
+        from pocoflow.persistence.resume import (
+            RESUMABLE,
+            check_updates,
+            not_resumable,
+            refuse_nested,
+        )
 
-        if updates is not None and not isinstance(updates, Mapping):
-            raise TypeError(
-                f"resume(updates=...) takes a mapping of store keys to values, "
-                f"got {type(updates).__name__}."
-            )
+        check_updates(updates, "resume")
         run = self.get_run(run_id)
         if run is None:
             raise RunNotFoundError(

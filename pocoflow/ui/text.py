@@ -102,10 +102,11 @@ def json_text(value: Any, *, indent: int | None = None) -> str:
 
 def visible(text: str) -> str:
     """*text* as the page can carry it: a lone surrogate (half of a UTF-16 pair, which
-    PocoFlow stores and gives back) as its escape, ``\\ud800``; anything else as it is."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    PocoFlow stores and gives back) or a NUL as its escape, as the database stores them
+    (:func:`pocoflow.persistence.rows.storable`); anything else as it is."""
+    from pocoflow.persistence.rows import storable
+
+    return str(storable(text))
 
 
 def value_type(value: Any) -> str:
