@@ -20,14 +20,14 @@ TRANSIENT = "t"  # a transient key: never checkpointed, may hold anything
 
 def shape_of(value: Any) -> Any:
     """A hashable description of *value* with every type inside it (tuple vs list,
-    set vs frozenset, 1 vs 1.0 vs True all differ); dict key order is ignored."""
+    set vs frozenset, 1 vs 1.0 vs True, 0.0 vs -0.0 and dict key orders all differ)."""
     kind = type(value)
     if kind in (list, tuple):
         return (kind.__name__, tuple(shape_of(v) for v in value))
     if kind in (set, frozenset):
         return (kind.__name__, frozenset(shape_of(v) for v in value))
     if kind is dict:
-        return ("dict", frozenset((shape_of(k), shape_of(v)) for k, v in value.items()))
+        return ("dict", tuple((shape_of(k), shape_of(v)) for k, v in value.items()))
     if kind is float:
         return ("float", repr(value))
     if kind is dt.datetime:
@@ -35,9 +35,15 @@ def shape_of(value: Any) -> Any:
     return (kind.__name__, value)
 
 
+def state_shape(state: dict[str, Any]) -> Any:
+    """The shape of a whole store: each value exactly, in any order of the keys (a delta
+    sets a key where it was; the store's own key order is not part of a checkpoint)."""
+    return frozenset((key, shape_of(value)) for key, value in state.items())
+
+
 def expected_state(store: Store) -> Any:
     """What a checkpoint of *store* must rebuild to: a deep copy minus transient keys."""
-    return shape_of({k: copy.deepcopy(v) for k, v in store.items() if k != TRANSIENT})
+    return state_shape({k: copy.deepcopy(v) for k, v in store.items() if k != TRANSIENT})
 
 
 def as_row(encoded: Encoded) -> dict[str, Any]:
@@ -156,8 +162,8 @@ def run_tracker(initial: dict[str, Any], steps: list[list[tuple[Any, ...]]], *,
     assert "full" == rows[0]["kind"]
     for i in range(len(rows)):
         last_full = max(j for j in range(i + 1) if rows[j]["kind"] == "full")
-        assert expected[i] == shape_of(rebuild(rows[last_full:i + 1]))
-        assert expected[i] == shape_of(rebuild(rows[:i + 1]))
+        assert expected[i] == state_shape(rebuild(rows[last_full:i + 1]))
+        assert expected[i] == state_shape(rebuild(rows[:i + 1]))
 
 
 @pytest.mark.parametrize("full_every", [1000, 3, 1])
@@ -223,6 +229,32 @@ def test_unchanged_keys_are_not_written_again() -> None:
         assert {"set": {"n": i}} == json.loads(encoded.store_json)
     tracker.note(store.take_changes())
     assert "{}" == tracker.step(store.untracked()).store_json
+
+
+def test_a_write_that_only_equals_the_old_value_is_stored() -> None:
+    """``==`` calls 0.0 and -0.0 equal, and two dicts with their keys in another order;
+    a checkpoint must not: -0.0 written over 0.0 (assigned or in place) and a dict
+    re-assigned with its keys reordered rebuild as written, and an OrderedDict (which the
+    codec refuses) assigned over an equal dict is left out, not stored as the old dict."""
+    from collections import OrderedDict
+
+    store = Store({"zero": [0.0], "inplace": [0.0], "sections": {"intro": 1, "body": 2},
+                   "od": {"a": 1}})
+    tracker = DeltaTracker()
+    rows = [as_row(tracker.full(store))]
+    store.take_changes()
+    store["zero"] = [-0.0]
+    store["inplace"][0] = -0.0
+    store["sections"] = {"body": 2, "intro": 1}
+    store["od"] = OrderedDict(a=1)
+    tracker.note(store.take_changes())
+    encoded = tracker.step(store.untracked())
+    rows.append(as_row(encoded))
+    assert ["od"] == encoded.excluded
+    rebuilt = rebuild(rows)
+    assert "od" not in rebuilt
+    assert shape_of([-0.0]) == shape_of(rebuilt["zero"]) == shape_of(rebuilt["inplace"])
+    assert ["body", "intro"] == list(rebuilt["sections"])
 
 
 def test_a_step_looks_only_at_the_keys_it_touched() -> None:
@@ -384,8 +416,8 @@ def test_flow_checkpoints_equal_deep_copies_of_every_step(db_url: str) -> None:
     assert LOOPS + 1 == len(snapshots)
     for step, (checkpoint, snapshot) in enumerate(zip(checkpoints, snapshots, strict=True)):
         stored = {k: decode_object(v) for k, v in json.loads(checkpoint["store_json"]).items()}
-        assert shape_of(snapshot) == shape_of(stored)
+        assert state_shape(snapshot) == state_shape(stored)
         loaded = db.load_checkpoint("delta-e2e", step)
-        assert shape_of(snapshot) == shape_of(loaded.as_dict())
+        assert state_shape(snapshot) == state_shape(loaded.as_dict())
         assert {"client"} == set(loaded.transient)
     assert True is snapshots[-1]["done"]

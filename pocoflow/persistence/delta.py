@@ -19,6 +19,7 @@ was created with ``strict_checkpoints=True`` (see
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,9 +50,11 @@ class Encoded:
 
 
 class _Exact:
-    """A number or bool in a shadow copy that equals only a value of its own type.
+    """A number or bool in a shadow copy that equals only a value of its own type
+    (and a float only one of its own sign).
 
-    Python finds ``1 == 1.0 == True``; a checkpoint must not (JSON tells them apart).
+    Python finds ``1 == 1.0 == True`` and ``0.0 == -0.0``; a checkpoint must not
+    (JSON tells them apart).
     """
 
     __slots__ = ("value",)
@@ -60,7 +63,12 @@ class _Exact:
         self.value = value
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self.value) and other == self.value
+        value = self.value
+        if type(other) is not type(value) or other != value:
+            return False
+        if isinstance(other, float):  # 0.0 and -0.0
+            return math.copysign(1.0, value) == math.copysign(1.0, other)
+        return True
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -297,7 +305,10 @@ class DeltaTracker:
                     self._hold(key, value)
                     shadow = shadows.get(key)
                     if shadow is not None:
-                        if shadow == value:  # shadow on the left: its _Exact numbers decide
+                        # shadow on the left: its _Exact numbers decide. A value written
+                        # this step that == calls equal is encoded all the same: == misses
+                        # a dict's key order and a dict subclass (an OrderedDict).
+                        if shadow == value and key not in dirty:
                             continue
                         if (
                             kind is list
