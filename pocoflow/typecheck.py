@@ -100,6 +100,8 @@ def _compile_generic(spec: Any, origin: Any, args: tuple[Any, ...]) -> Check:
         raise _Unsupported(f"generic origin {origin!r} is not a class")
     if origin is tuple:
         return _compile_tuple(spec, args)
+    if origin is type and args:
+        return _compile_class_of(args[0])
     if origin is type or origin is cabc.Callable or not args:
         return lambda v: isinstance(v, origin)
     if issubclass(origin, _MAPPING_ORIGINS) and len(args) == 2:
@@ -115,6 +117,24 @@ def _compile_generic(spec: Any, origin: Any, args: tuple[Any, ...]) -> Check:
             isinstance(v, origin) and isinstance(v, cabc.Collection) and all(item_ok(x) for x in v)
         )
     raise _Unsupported(f"parameters of {origin.__name__} are not checked")
+
+
+def _compile_class_of(arg: Any) -> Check:
+    """``type[X]``: a class that is X or a subclass of it (``type[A | B]``: of either)."""
+    if arg is Any or arg is object:
+        return lambda v: isinstance(v, type)
+    origin = typing.get_origin(arg)
+    if origin is typing.Union or origin is types.UnionType:
+        classes = typing.get_args(arg)
+    else:
+        classes = (arg,)
+    if not all(isinstance(c, type) and typing.get_origin(c) is None for c in classes):
+        raise _Unsupported(f"type[{arg!r}] is checked only for classes")
+    try:
+        issubclass(object, classes)  # a Protocol may refuse issubclass
+    except TypeError as exc:
+        raise _Unsupported(str(exc)) from None
+    return lambda v: isinstance(v, type) and issubclass(v, classes)
 
 
 def _compile_tuple(spec: Any, args: tuple[Any, ...]) -> Check:

@@ -248,6 +248,8 @@ def test_an_empty_database_argument_is_a_usage_error(capsys: Capture, verb: list
                               "not 'mysql'"]),
     ("postgresql+nosuchdriver://u:pw@host/db", ["not 'postgresql+nosuchdriver'"]),
     ("postgresql://u:pw@host:port/db", ["the port 'port' is not a number"]),
+    ("postgresql://u:pw@[::1:5432/db", ["'postgresql://u:***@[::1:5432/db'",
+                                        "IPv6 host has no closing ']'"]),
     ("postgresql://u:p@w@host/db", ["'postgresql://u:***@host/db'", "write it as %40"]),
 ])
 @pytest.mark.parametrize("verb", [["runs", "ls"], ["db", "upgrade"], ["db", "current"]],

@@ -270,6 +270,9 @@ SCHEMA_CASES: list[tuple[str, Any, list[Any], list[Any]]] = [
     ("literal-int", Literal[1], [1], [True, 1.0, "1", 2]),
     ("annotated", Annotated[int, "a count"], [0, 3], ["3", None]),
     ("newtype", UserId, [UserId(5), 5], ["5", None]),
+    ("class-of", type[int], [int, bool], [str, 3, None]),
+    ("class-of-either", type[int | str], [int, str], [float, "int"]),
+    ("any-class", type[Any], [int, type], [3, None]),
 ]
 
 
@@ -411,6 +414,7 @@ def test_runtime_checkable_protocol_is_checked() -> None:
         pytest.param(list["Missing"], id="nested-forward-ref"),  # noqa: F821
         pytest.param(Greeter, id="non-runtime-protocol"),
         pytest.param(Movie, id="typeddict"),
+        pytest.param(type[list[int]], id="class-of-a-generic"),
     ],
 )
 def test_unsupported_schema_form_is_refused_at_construction(spec: Any) -> None:

@@ -74,6 +74,13 @@ def to_url(target: str | os.PathLike[str] | URL, *, create_dirs: bool = True) ->
                 f"Database URL {redact(target)!r} is not a valid SQLAlchemy URL: {redact(str(exc))}"
             ) from None
         except ValueError:  # SQLAlchemy's int() of a port that is not a number
+            netloc = re.split(r"[/?#]", target.partition("://")[2], maxsplit=1)[0]
+            host = netloc.rpartition("@")[2]
+            if "[" in host and "]" not in host:
+                raise ValueError(
+                    f"Database URL {redact(target)!r}: its IPv6 host has no closing ']'. "
+                    "Write it in brackets, e.g. postgresql://user@[::1]:5432/dbname."
+                ) from None
             port = re.search(r"@[^/?#]*:([^/?#]*)", target)
             raise ValueError(
                 f"Database URL {redact(target)!r}: the port "
