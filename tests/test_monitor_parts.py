@@ -385,3 +385,42 @@ def test_pocoflow_monitor_stops_its_server_on_sigterm(tmp_path: Path) -> None:
                 break
         assert time.monotonic() < deadline, f"something still listens on port {port}"
         time.sleep(0.1)
+
+
+def test_pocoflow_monitor_read_by_head_stops_with_its_process_group(tmp_path: Path) -> None:
+    """`pocoflow monitor DB | head -1`, stopped by `timeout` (which signals the whole
+    process group): the first line is the URL, and once the reader is gone the command
+    still exits and leaves nothing listening. The server used to share the closed
+    stdout, its stop handler failed writing "Stopping...", and it lived on, orphaned."""
+    import os
+    import signal
+    import time
+
+    from pocoflow import WorkflowDB
+
+    WorkflowDB(tmp_path / "runs.db").create_run("r1", "f")
+    port = server.free_port()
+    command = subprocess.Popen(
+        [sys.executable, "-m", "pocoflow", "monitor", str(tmp_path / "runs.db"),
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        first = command.stdout.readline()  # type: ignore[union-attr]
+        command.stdout.close()  # type: ignore[union-attr]  # as head -1 does
+        assert f"PocoFlow monitor: http://127.0.0.1:{port}" in first
+        os.killpg(command.pid, signal.SIGTERM)
+        command.wait(30)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+            command.wait(10)
+    deadline = time.monotonic() + 15
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        if time.monotonic() > deadline:
+            os.killpg(command.pid, signal.SIGKILL)  # the orphan, so the port is freed
+            raise AssertionError(f"something still listens on port {port}")
+        time.sleep(0.1)

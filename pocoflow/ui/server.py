@@ -134,7 +134,11 @@ def serve_monitor(
     errors (no streamlit, a bad port or flow reference) are ValueError or
     ModuleNotFoundError with a message that says what to do.
     """
-    process = start_monitor(db, port=port, host=host, flow=flow, title=title, wait=None)
+    # the server's own lines go to stderr: stdout carries only the URL line, and a
+    # reader that goes away ('| head -1') cannot break the server's stop handler
+    process = start_monitor(
+        db, port=port, host=host, flow=flow, title=title, wait=None, log=sys.stderr
+    )
     # SIGTERM (kill, a service manager) stops it as Ctrl-C does: its server goes too,
     # rather than living on, orphaned, still serving the database
     previous = _on_sigterm_interrupt()
@@ -146,15 +150,33 @@ def serve_monitor(
     except KeyboardInterrupt:
         return 0
     finally:
+        _stop_server(process)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+
+
+def _stop_server(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """Stop the server: SIGTERM, then SIGKILL after *grace* seconds (a server whose stop
+    handler fails would live on). Further Ctrl-C or SIGTERM wait meanwhile: stopping
+    this process halfway would leave the server orphaned, still serving the database."""
+    if process.poll() is not None:
+        return
+    held = threading.current_thread() is threading.main_thread()
+    if held:
+        before = {
+            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+    try:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    finally:
+        if held:
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
 
 def _on_sigterm_interrupt() -> Any:
