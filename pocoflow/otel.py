@@ -72,6 +72,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pocoflow import __version__
+from pocoflow.errors import error_text
 from pocoflow.events import (
     Event,
     FlowFinished,
@@ -305,5 +306,13 @@ def _record_error(span: Span, error: BaseException, at: int) -> None:
         else (f"{cls.__module__}.{cls.__qualname__}")
     )
     span.set_attribute("error.type", qualified)
-    span.set_status(Status(StatusCode.ERROR, f"{cls.__name__}: {error}"))
-    span.record_exception(error, timestamp=at)
+    message = error_text(error)
+    span.set_status(Status(StatusCode.ERROR, f"{cls.__name__}: {message}"))
+    try:
+        span.record_exception(error, timestamp=at)
+    except Exception:  # its __str__ raises: record what can be read of it
+        span.add_event(
+            "exception",
+            {"exception.type": qualified, "exception.message": message},
+            timestamp=at,
+        )

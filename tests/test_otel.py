@@ -258,6 +258,35 @@ async def test_a_failing_node_fails_its_span_and_the_run_span(
     assert StatusCode.UNSET == one(spans, "node A").status.status_code
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("half-built")
+
+
+class BoomUnprintable(Node):
+    def exec(self, prep_res: Any) -> None:
+        raise Unprintable
+
+
+@pytest.mark.anyio
+async def test_an_exception_whose_message_cannot_be_read_still_ends_both_spans(
+        sink: OpenTelemetrySink, exporter: InMemorySpanExporter) -> None:
+    """A node raising an exception whose ``__str__`` raises: the node span and the run
+    span still end as ERROR, the exception recorded by its type (they used to be lost,
+    leaving the failed run's trace without its failure)."""
+    flow = chain(Step("A"), BoomUnprintable(), name="unprintable", sinks=[sink])
+
+    with pytest.raises(Unprintable):
+        await flow.run_async({})
+
+    spans = exporter.get_finished_spans()
+    assert ["flow unprintable", "  node A", "  node BoomUnprintable"] == outline(spans)
+    for span in (one(spans, "node BoomUnprintable"), one(spans, "flow unprintable")):
+        assert StatusCode.ERROR == span.status.status_code
+        assert "could not be read" in (span.status.description or "")
+        assert [f"{__name__}.Unprintable"] == exception_types(span)
+
+
 @pytest.mark.anyio
 async def test_a_run_that_fails_between_steps_records_the_error_on_the_run_span(
         sink: OpenTelemetrySink, exporter: InMemorySpanExporter) -> None:
