@@ -4,6 +4,7 @@ stats, configuration errors, and the sync and async drivers of the one retry pol
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import textwrap
 import threading
@@ -457,7 +458,9 @@ def test_max_retries_zero_means_the_default_as_in_02(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.parametrize(("variable", "value"), [("LLM_MAX_RETRIES", "three"),
                                                  ("LLM_MAX_RETRIES", "0"),
-                                                 ("LLM_MAX_WAIT", "-1")])
+                                                 ("LLM_MAX_WAIT", "-1"),
+                                                 ("LLM_INITIAL_WAIT", "nan"),
+                                                 ("LLM_MAX_WAIT", "inf")])
 def test_a_bad_setting_names_its_variable(monkeypatch: pytest.MonkeyPatch, variable: str,
                                           value: str) -> None:
     """A variable that is not a usable number is refused with a message naming it."""
@@ -465,6 +468,26 @@ def test_a_bad_setting_names_its_variable(monkeypatch: pytest.MonkeyPatch, varia
 
     with pytest.raises(LLMConfigurationError, match=variable):
         UniversalLLMProvider()
+
+
+@pytest.mark.parametrize("waits", [{"initial_wait": math.nan}, {"max_wait": math.inf},
+                                   {"initial_wait": -1}])
+def test_a_wait_that_is_not_a_finite_number_of_seconds_is_refused(waits: dict[str, float],
+                                                                  ) -> None:
+    """A NaN or endless wait is refused when the provider is made, naming the waits (a
+    NaN used to pass, then fail the first retry with a bare ValueError from sleep)."""
+    with pytest.raises(LLMConfigurationError, match="waits of 0 or more"):
+        UniversalLLMProvider(**waits)
+
+
+@pytest.mark.parametrize("names", ["anthropic", 3, [None]])
+def test_fallback_providers_must_be_a_list_of_names(names: Any) -> None:
+    """One name given as a string would be tried letter by letter ('a', 'n', ...): it is
+    refused with a TypeError showing the list to write instead."""
+    with pytest.raises(TypeError, match="fallback_providers is a list of provider names") as info:
+        UniversalLLMProvider(fallback_providers=names)
+    if isinstance(names, str):
+        assert "fallback_providers=['anthropic']" in str(info.value)
 
 
 def test_ollama_is_a_default_fallback_only_with_ollama_host(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from pocoflow.llm.errors import LLMConfigurationError
@@ -38,7 +39,7 @@ def number_setting(variable: str, default: float, *, minimum: float = 0) -> floa
         value = type(default)(raw)
     except ValueError:
         value = None
-    if value is None or value < minimum:
+    if value is None or not value >= minimum or value == math.inf:  # NaN fails >=
         kind = "a whole number" if isinstance(default, int) else "a number"
         raise LLMConfigurationError(f"{variable} must be {kind} >= {minimum}, got {raw!r}.")
     return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import threading
 import time
@@ -121,7 +122,9 @@ class UniversalLLMProvider:
         self.primary_provider = primary_provider or os.environ.get("LLM_PROVIDER") or "openai"
         self._default_fallbacks = list(DEFAULT_FALLBACKS)
         self.fallback_providers = (
-            self._default_fallbacks if fallback_providers is None else fallback_providers
+            self._default_fallbacks
+            if fallback_providers is None
+            else _provider_names(fallback_providers)
         )
         self.max_retries = int(max_retries or number_setting("LLM_MAX_RETRIES", 3, minimum=1))
         self.initial_wait = float(
@@ -130,9 +133,11 @@ class UniversalLLMProvider:
         self.max_wait = float(
             number_setting("LLM_MAX_WAIT", 30.0) if max_wait is None else max_wait
         )
-        if self.max_retries < 1 or self.initial_wait < 0 or self.max_wait < 0:
+        waits = (self.initial_wait, self.max_wait)
+        if self.max_retries < 1 or not all(0 <= wait < math.inf for wait in waits):
             raise LLMConfigurationError(
-                f"UniversalLLMProvider needs max_retries >= 1 and waits >= 0 seconds, got "
+                f"UniversalLLMProvider needs max_retries >= 1 and waits of 0 or more (finite) "
+                f"seconds, got "
                 f"max_retries={self.max_retries}, initial_wait={self.initial_wait}, "
                 f"max_wait={self.max_wait}."
             )
@@ -398,3 +403,21 @@ def _success_rate(stats: dict[str, Any]) -> float:
 
 def _new_stats() -> dict[str, Any]:
     return {"successes": 0, "failures": 0, "avg_time": 0.0, "unavailable": 0}
+
+
+def _provider_names(names: Any) -> list[str]:
+    """``fallback_providers`` as a list; one name given alone would be read letter by letter."""
+    if isinstance(names, str):
+        raise TypeError(
+            f"fallback_providers is a list of provider names, got the string {names!r}; "
+            f"write fallback_providers=[{names!r}]."
+        )
+    try:
+        listed = list(names)
+    except TypeError:
+        listed = None
+    if listed is None or not all(isinstance(name, str) for name in listed):
+        raise TypeError(
+            f"fallback_providers is a list of provider names such as ['anthropic'], got {names!r}."
+        )
+    return listed
