@@ -241,7 +241,7 @@ def test_updates_become_set_arguments() -> None:
     updates = actions.parse_updates('{"answer": "yes", "n": [1, 2]}')
     command = actions.resume_command("app:flow", "run-1", updates)
     assert [sys.executable, "-m", "pocoflow.ui.resume_runner", "app:flow", "run-1",
-            "--set", 'answer="yes"', "--set", "n=[1, 2]"] == command
+            '--set=answer="yes"', "--set=n=[1, 2]"] == command
 
 
 def test_snippets_quote_stored_strings_so_they_stay_strings() -> None:
@@ -275,9 +275,46 @@ def test_the_resume_runner_passes_the_database_through_its_environment(
     assert 2 == resume_runner.main(["app:flow", "run-1"])
     monkeypatch.setenv(resume_runner.DB_ENV, "postgresql://u:secret@h/db")
     assert 2 == resume_runner.main(["app:flow"])
-    assert 0 == resume_runner.main(["app:flow", "run-1", "--set", "a=1"])
-    assert [["resume", "app:flow", "run-1", "--db", "postgresql://u:secret@h/db", "--set",
-             "a=1"]] == called
+    assert 0 == resume_runner.main(["app:flow", "run-1", "--set=a=1"])
+    assert [["resume", "--db", "postgresql://u:secret@h/db", "--set=a=1", "--",
+             "app:flow", "run-1"]] == called
+
+
+@pytest.mark.parametrize("run_id", ["-h", "--set=ok=false", "--db=/elsewhere.db"])
+def test_the_monitor_resumes_a_run_whose_id_looks_like_an_option(
+        run_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The Resume button's command, run for real: a stored run id that starts with '-'
+    (any text is a valid run id) and an update key that does are data, not options:
+    the paused run resumes with the update and completes."""
+    from pocoflow import WorkflowDB
+    from pocoflow.ui import resume_runner
+
+    (tmp_path / "approvals.py").write_text(
+        "from pocoflow import Flow, Node, Pause\n"
+        "class Gate(Node):\n"
+        "    def post(self, store, prep_res, exec_res):\n"
+        "        if not store.get('-ok'):\n"
+        "            raise Pause('needs -ok')\n"
+        "flow = Flow(Gate(), flow_name='gate')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "approvals", raising=False)
+    import approvals  # type: ignore[import-not-found]
+
+    database = tmp_path / "runs.db"
+    db = WorkflowDB(database)
+    approvals.flow.db = db
+    approvals.flow.run_id = run_id
+    approvals.flow.run({})
+    assert "paused" == db.get_run(run_id)["status"]  # type: ignore[index]
+
+    command = actions.resume_command("approvals:flow", run_id, {"-ok": True})
+    monkeypatch.setenv(resume_runner.DB_ENV, str(database))
+    assert 0 == resume_runner.main(command[3:]), capsys.readouterr()
+    assert "completed" == db.get_run(run_id)["status"]  # type: ignore[index]
+    last = db.get_checkpoints(run_id)[-1]["step"]
+    assert True is db.load_checkpoint(run_id, last)["-ok"]
 
 
 # ── the server function ─────────────────────────────────────────────────────

@@ -65,7 +65,8 @@ def parse_updates(text: str) -> dict[str, Any]:
 def resume_command(flow_ref: str, run_id: str, updates: dict[str, Any]) -> list[str]:
     command = [sys.executable, "-m", "pocoflow.ui.resume_runner", flow_ref, run_id]
     for key, value in updates.items():
-        command += ["--set", f"{key}={json.dumps(value, ensure_ascii=False)}"]
+        # one token each: a key that starts with '-' stays the option's value
+        command.append(f"--set={key}={json.dumps(value, ensure_ascii=False)}")
     return command
 
 

@@ -28,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from pocoflow.cli import main as cli
 
-    return cli(["resume", args[0], args[1], "--db", database, *args[2:]])
+    # the run id comes from the database: after '--', one that starts with '-' is
+    # still the run id, never an option
+    return cli(["resume", "--db", database, *args[2:], "--", args[0], args[1]])
 
 
 if __name__ == "__main__":  # pragma: no cover
