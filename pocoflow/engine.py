@@ -63,6 +63,10 @@ _now = time.time
 #: A run gives the loop a turn every this many steps, so a tight loop of
 #: trivial nodes stays fair to other tasks and sees cancellation.
 YIELD_EVERY = 64
+#: Seconds the sinks that are not critical (hooks, user sinks, snapshots) get to hear
+#: a step's end, a cancel or the run's end once the run is being cancelled: a sink
+#: that hangs cannot make the run uncancellable.
+SINK_GRACE_S = 5.0
 _FRESH = Start()
 
 
@@ -71,10 +75,12 @@ class Run:
 
     __slots__ = (
         "control",
+        "critical_sinks",
         "flow",
         "ids",
         "last_action",
         "nested_sinks",
+        "other_sinks",
         "parent",
         "paused_at",
         "run_id",
@@ -98,6 +104,8 @@ class Run:
         self.store = store
         self.sinks = sinks
         self.nested_sinks = [s for s in sinks if getattr(s, "sees_nested", False)]
+        self.critical_sinks = [s for s in sinks if getattr(s, "critical", False)]
+        self.other_sinks = [s for s in sinks if not getattr(s, "critical", False)]
         self.control = control
         self.parent = parent
         self.steps = 0
@@ -118,6 +126,43 @@ class Run:
             pending = sink.handle(event)
             if pending is not None:
                 await pending
+
+    async def tell_critical(self, event: Event) -> None:
+        """Emit an event that tells of something done to the critical sinks (the
+        database), whatever a cancel says: a step is done only once they have it."""
+        with anyio.CancelScope(shield=True):
+            for sink in self.critical_sinks:
+                pending = sink.handle(event)
+                if pending is not None:
+                    await pending
+
+    async def tell_others(self, event: Event, *, cancelled: bool = False) -> None:
+        """Emit an event to the sinks that are not critical (hooks, user sinks,
+        snapshots). A cancel cuts them short like any await of the run; an event that
+        tells of the cancel itself (*cancelled*) gets :data:`SINK_GRACE_S` to be heard,
+        so a sink that hangs can never make the run uncancellable."""
+        if not cancelled:
+            for sink in self.other_sinks:
+                pending = sink.handle(event)
+                if pending is not None:
+                    await pending
+            return
+        with anyio.move_on_after(SINK_GRACE_S, shield=True) as grace:
+            for sink in self.other_sinks:
+                pending = sink.handle(event)
+                if pending is not None:
+                    await pending
+        if grace.cancelled_caught:
+            _cut_short(self, event)
+
+
+def _cut_short(run: Run, event: Event) -> None:
+    _log.warning(
+        "A sink of run '%s' was cut short: it did not finish with %s within %.0f s of the cancel",
+        run.run_id,
+        event.kind,
+        SINK_GRACE_S,
+    )
 
 
 _BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's, in ASCII order
@@ -251,22 +296,36 @@ async def drive(run: Run, start: Start, written: frozenset[str] = frozenset()) -
 
 
 async def _emit_end(run: Run, event: FlowFinished, *, failing: bool) -> None:
-    """Emit the run's end to every sink, shielded from cancellation, even past a sink
-    that fails. If a sink fails while the run is already failing, the run's own error
-    is what the caller gets (the sink's is logged); a run that completed fails with
-    the first sink error."""
-    first: Exception | None = None
+    """Emit the run's end to every sink, even past a sink that fails: to the critical
+    ones (the database) shielded from cancellation, to the others as
+    :meth:`Run.tell_others` does. If a sink fails while the run is already failing,
+    the run's own error is what the caller gets (the sink's is logged); a run that
+    completed fails with the first sink error."""
     with anyio.CancelScope(shield=True):
-        for sink in run.sinks:
-            try:
-                pending = sink.handle(event)
-                if pending is not None:
-                    await pending
-            except Exception as exc:
-                _log.error("Recording the end of run '%s' failed", run.run_id, exc_info=True)
-                first = first or exc
+        errors = [await _end_to(sink, run, event) for sink in run.critical_sinks]
+    if run.other_sinks:
+        if event.status == "cancelled":  # heard in a grace period, as Run.tell_others
+            with anyio.move_on_after(SINK_GRACE_S, shield=True) as grace:
+                errors += [await _end_to(sink, run, event) for sink in run.other_sinks]
+            if grace.cancelled_caught:
+                _cut_short(run, event)
+        else:
+            errors += [await _end_to(sink, run, event) for sink in run.other_sinks]
+    first = next((error for error in errors if error is not None), None)
     if first is not None and not failing:
         raise first
+
+
+async def _end_to(sink: Any, run: Run, event: FlowFinished) -> Exception | None:
+    """Tell one sink of the run's end; the error it raised (logged), if any."""
+    try:
+        pending = sink.handle(event)
+        if pending is not None:
+            await pending
+    except Exception as exc:
+        _log.error("Recording the end of run '%s' failed", run.run_id, exc_info=True)
+        return exc
+    return None
 
 
 async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None:
@@ -308,36 +367,31 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
             run.steps = step + 1
             run.last_action = action
             if sinks:
-                try:  # the node is done: reporting it is not cut short by a cancel
-                    with anyio.CancelScope(shield=True):
-                        await run.emit(
-                            NodeFinished(
-                                run.run_id,
-                                flow.flow_name,
-                                _now(),
-                                step,
-                                name,
-                                action,
-                                _clock() - began,
-                                store,
-                                following.name if following is not None else None,
-                                store.take_changes(),
-                                node_id,
-                                (ids.get(id(following)) or following.name)
-                                if following is not None
-                                else None,
-                            )
-                        )
+                finished = NodeFinished(
+                    run.run_id,
+                    flow.flow_name,
+                    _now(),
+                    step,
+                    name,
+                    action,
+                    _clock() - began,
+                    store,
+                    following.name if following is not None else None,
+                    store.take_changes(),
+                    node_id,
+                    (ids.get(id(following)) or following.name) if following is not None else None,
+                )
+                try:  # the node is done: the database hears it whatever a cancel says
+                    await run.tell_critical(finished)
                 except BaseException:
-                    run.steps = step  # a step is done only once every sink (the DB) has it
+                    run.steps = step  # a step is done only once the critical sinks have it
                     raise
+                await run.tell_others(finished)
         except Pause:
             run.paused_at = node_id
             raise
         except Exception as exc:
-            _log.error(
-                "Flow '%s' aborted at node '%s': %s", flow.flow_name, name, error_text(exc)
-            )
+            _log.error("Flow '%s' aborted at node '%s': %s", flow.flow_name, name, error_text(exc))
             if sinks:
                 await run.emit(
                     NodeFailed(
@@ -355,18 +409,11 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
             raise
         except anyio.get_cancelled_exc_class():
             if sinks and run.steps == step:  # cancelled inside the node: say so
-                with anyio.CancelScope(shield=True):
-                    await run.emit(
-                        NodeCancelled(
-                            run.run_id,
-                            flow.flow_name,
-                            _now(),
-                            step,
-                            name,
-                            node_id,
-                            _clock() - began,
-                        )
-                    )
+                cancelled = NodeCancelled(
+                    run.run_id, flow.flow_name, _now(), step, name, node_id, _clock() - began
+                )
+                await run.tell_critical(cancelled)
+                await run.tell_others(cancelled, cancelled=True)
             raise
         node = following
         if control.cancel_requested or run.steps % YIELD_EVERY == 0:

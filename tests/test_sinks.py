@@ -372,3 +372,91 @@ async def test_a_node_cut_short_by_a_cancel_gets_a_node_cancel_event() -> None:
 
     assert ["flow_start", "node_start", "node_cancel", "flow_end"] == [e.kind for e in heard]
     assert "cancelled" == heard[-1].status  # type: ignore[attr-defined]
+
+
+class Loop(Node):
+    """Counts in the store, three steps, then ends."""
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> str:
+        store["n"] = store.get("n", 0) + 1
+        return "again" if store["n"] < 3 else "done"
+
+
+def looping(**flow_options: Any) -> Flow:
+    node = Loop()
+    node.then("again", node)
+    return Flow(start=node, **flow_options)
+
+
+@pytest.mark.parametrize("where", ["sink", "node_end hook"])
+async def test_a_sink_that_hangs_on_a_step_cannot_make_the_run_uncancellable(
+        where: str, tmp_path: Any) -> None:
+    """An async sink (or node_end hook) that never returns from a step's end: a cancel
+    still stops the run at once, and the step it hung on is recorded, with the run
+    cancelled. (The whole emission was shielded, so the run could never be cancelled.)"""
+    finished: list[bool] = []
+
+    async def hang(*args: Any) -> None:  # long enough to tell; short, should it regress
+        if where != "sink" or isinstance(args[0], NodeFinished):
+            await anyio.sleep(20)
+            finished.append(True)
+
+    db = WorkflowDB(tmp_path / "runs.db")
+    flow = looping(db=db, run_id="hung", sinks=[hang] if where == "sink" else [])
+    if where != "sink":
+        flow.on("node_end", hang)
+    with anyio.move_on_after(0.3):
+        await flow.run_async({})
+    assert [] == finished  # the cancel cut the sink short: the run did not wait for it
+    run = db.get_run("hung")
+    assert ("cancelled", 1) == (run["status"], run["total_steps"])  # type: ignore[index]
+    assert [0] == [c["step"] for c in db.get_checkpoints("hung")]
+
+
+async def test_a_slow_sink_is_awaited_when_nobody_cancels() -> None:
+    """Without a cancel a slow sink is waited for, as long as it takes: every step's end
+    is heard in full, before the next node starts."""
+    order: list[str] = []
+
+    async def slow(event: Event) -> None:
+        if isinstance(event, NodeFinished):
+            await anyio.sleep(0.05)
+            order.append(f"heard {event.step}")
+        elif isinstance(event, NodeStarted):
+            order.append(f"start {event.step}")
+
+    await looping(sinks=[slow]).run_async({})
+    assert ["start 0", "heard 0", "start 1", "heard 1", "start 2", "heard 2"] == order
+
+
+async def test_a_sink_that_hangs_on_the_end_of_a_cancelled_run_is_cut_short(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The end of a cancelled run reaches the sinks past the cancel, for a grace period:
+    one that hangs on it is cut short after SINK_GRACE_S, with a warning naming the
+    run, and the other sinks have heard the end."""
+    from pocoflow import engine
+
+    monkeypatch.setattr(engine, "SINK_GRACE_S", 0.2)
+    started = anyio.Event()
+
+    class Slow(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> None:
+            started.set()
+            await anyio.sleep(3600)
+
+    heard: list[str] = []
+
+    async def hang_at_the_end(event: Event) -> None:
+        heard.append(event.kind)
+        if isinstance(event, FlowFinished):
+            await anyio.sleep(20)
+            heard.append("done")
+
+    flow = Flow(start=Slow(), run_id="stuck", sinks=[hang_at_the_end])
+    async with anyio.create_task_group() as group:
+        group.start_soon(flow.run_async, {})
+        await started.wait()
+        group.cancel_scope.cancel()
+    assert ["flow_start", "node_start", "node_cancel", "flow_end"] == heard
+    assert any("'stuck' was cut short" in r.getMessage() and "flow_end" in r.getMessage()
+               for r in caplog.records)
