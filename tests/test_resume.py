@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -331,6 +332,32 @@ def test_run_resumed_twice_keeps_transient_keys_out_and_in_place_appends(db_url:
         assert store["log"][: step + 1] == loaded["log"]
         assert "client" not in loaded
         assert {"client"} == set(loaded.transient)
+
+
+def test_a_run_failed_at_its_first_node_keeps_its_transient_key_when_resumed(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A run that fails before its first checkpoint goes on from its input: the key its
+    store declared transient is transient there too, so the live client given again in
+    updates= is used, never checkpointed, and no 'cannot encode' warning is logged
+    (it was, as the key had become an ordinary one)."""
+    db = WorkflowDB(db_url)
+    calls: Counter[str] = Counter()
+    faults = {"A"}
+    flow = chain([Log(n, calls, faults) for n in "AB"], db)
+    live = SimpleNamespace(name="c1", lock=threading.Lock())  # no codec encodes it
+    with pytest.raises(RuntimeError, match="boom in A"):
+        flow.run(Store({"log": [], "client": live}, transient={"client"}))
+    [run] = db.list_runs()
+    assert [] == db.get_checkpoints(run["run_id"])
+    faults.clear()
+    with caplog.at_level(logging.WARNING, logger="pocoflow"):
+        store = flow.resume(run["run_id"], updates={
+            "client": SimpleNamespace(name="c2", lock=threading.Lock())})
+
+    assert ["A via c2", "B via c2"] == store["log"]
+    assert [] == [r.getMessage() for r in caplog.records if "encode" in r.getMessage()]
+    for checkpoint in db.get_checkpoints(run["run_id"]):
+        assert ["client"] == json.loads(checkpoint["excluded"])
 
 
 # ── what cannot be resumed ──────────────────────────────────────────────────

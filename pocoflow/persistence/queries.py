@@ -7,6 +7,7 @@ compiled once in :mod:`pocoflow.persistence.writer`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +182,29 @@ def get_run_input(conn: Connection, run_id: str) -> dict[str, Any] | None:
     query = select(run_inputs).where(run_inputs.c.run_id == run_id)
     row = conn.execute(query).mappings().first()
     return dict(row) if row is not None else None
+
+
+def input_excluded(conn: Connection, run_id: str) -> list[str]:
+    """The keys a run's input left out (transient, or not encodable), as its
+    ``flow_start`` event lists them; read back as untrusted text."""
+    query = (
+        select(events.c.detail)
+        .where(events.c.run_id == run_id, events.c.event == "flow_start")
+        .order_by(events.c.id)
+        .limit(1)
+    )
+    return _str_list(conn.execute(query).scalar(), "excluded")
+
+
+def _str_list(detail: str | None, field: str) -> list[str]:
+    """A list of str under *field* of an event's JSON detail; [] if it holds none."""
+    try:
+        value = json.loads(detail).get(field) if detail else None
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
 
 
 def get_events(

@@ -258,11 +258,13 @@ class Recorder:
         parent = self._runs.get(event.parent_run_id) if event.parent_run_id else None
         claimed = database.token_of(key) if parent is None else None
         store_json = None
+        input_excluded: list[str] = []
         tracker = records.tracker()
         if parent is None and claimed is None:  # a nested flow's input is its parent's,
             # a queued run's was written when it was submitted; encoded before anything is
             # kept of the run: a store checkpoints cannot hold fails it with nothing written
-            store_json = tracker.full(*_contents(event.store)).store_json
+            encoded = tracker.full(*_contents(event.store))
+            store_json, input_excluded = encoded.store_json, encoded.excluded
         if parent is not None:  # a nested flow's run: fenced by the top-level run's owner
             fence = parent.fence
         elif claimed is not None:  # a resume or a worker claimed the existing row for us
@@ -314,7 +316,14 @@ class Recorder:
         else:
             if claimed is None:  # a queued run's input was written when it was submitted
                 write.run_input = rows.run_input(self._json_of(event.graph), store_json)
-            self._add(state, event, "flow_start", node_name=event.start_node)
+            self._add(
+                state,
+                event,
+                "flow_start",
+                node_name=event.start_node,
+                # keys the input left out stay transient if the run goes on from it
+                detail=rows.detail(excluded=input_excluded) if input_excluded else None,
+            )
         write.event_rows = self._take(state)
         try:
             pending = self._commit(write, gather=parent is None)

@@ -240,6 +240,10 @@ class RunRecords:
         """The graph (``graph_json``) and input store (``input_json``) a run started with."""
         return self._read(queries.get_run_input, _key(run_id))
 
+    def input_excluded(self, run_id: str) -> list[str]:
+        """The keys a run's input left out: transient again if it goes on from its input."""
+        return self._read(queries.input_excluded, _key(run_id))
+
     def _present(self, row: dict[str, Any]) -> dict[str, Any]:
         """A run row as callers see it: ``interrupted`` if its process is gone."""
         if (

@@ -10,7 +10,7 @@ row, so two processes resuming one run cannot both go on.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -124,13 +124,16 @@ def prepare_claimed(
 def check_updates(updates: Any, doing: str) -> None:
     """Updates for a store: a mapping with str keys (what a checkpoint holds)."""
     if updates is not None and not isinstance(updates, Mapping):
-        raise TypeError(f"{doing}(updates=...) takes a mapping of store keys to values, got "
-                        f"{type(updates).__name__}.")
+        raise TypeError(
+            f"{doing}(updates=...) takes a mapping of store keys to values, got "
+            f"{type(updates).__name__}."
+        )
     for key in updates or ():
         if not isinstance(key, str):
             raise CheckpointEncodeError(
                 f"{doing}(updates=...): store key {key!r} is a {type(key).__name__}; "
-                "checkpoints need str keys. Use a string key.")
+                "checkpoints need str keys. Use a string key."
+            )
 
 
 def prepare_fork(
@@ -270,15 +273,16 @@ def stopped_at(
     started = records.get_run_input(run_id) or {}
     if not started.get("input_json"):
         return None
-    return from_input(run, started["input_json"])
+    return from_input(run, started["input_json"], records.input_excluded(run_id))
 
 
-def from_input(run: dict[str, Any], input_json: str) -> StoppedRun:
+def from_input(run: dict[str, Any], input_json: str, excluded: Sequence[str] = ()) -> StoppedRun:
     """Where a run that has no checkpoint goes on: its input, before its first step (a
-    fork's first step is numbered on from the step it was forked at)."""
+    fork's first step is numbered on from the step it was forked at), the keys the
+    input left out (*excluded*) transient again."""
     forked_at = run.get("forked_at_step")
     step = -1 if forked_at is None else forked_at
-    return StoppedRun(run, json.loads(input_json), step, run.get("next_node"), [])
+    return StoppedRun(run, json.loads(input_json), step, run.get("next_node"), list(excluded))
 
 
 def refuse_nested(
