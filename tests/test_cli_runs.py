@@ -302,22 +302,33 @@ def test_options_go_anywhere(recorded: str, capsys: Capture) -> None:
         capsys, "runs", "--limit", "1", recorded)
 
 
+@pytest.mark.parametrize("word", ["ls", "show", "cancel", "tail", "gc"])
 def test_a_database_named_like_a_command(tmp_path: Path, capsys: Capture,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A word after `runs` that is a command is the command: `runs ls` with a file named
-    `ls` here is a usage error that says how to read the file (`runs ls ./ls`)."""
+                                         monkeypatch: pytest.MonkeyPatch, word: str) -> None:
+    """A word after `runs` that is a command is the command: `runs gc` with a file named
+    `gc` here is a usage error, and the command it suggests (`runs ./gc`) lists the
+    file's runs, whichever command the name is (it used to suggest `runs gc ./gc`, the
+    delete command, which wants --older-than)."""
     monkeypatch.chdir(tmp_path)
-    record(str(tmp_path / "ls"))
-    code, out, err = run_cli(capsys, "runs", "ls")
+    record(str(tmp_path / word))
+    code, out, err = run_cli(capsys, "runs", word)
     assert (2, "") == (code, out)
-    assert "pocoflow runs ls ./ls" in err
     assert 1 == len(err.splitlines())
-    code, out, _ = run_cli(capsys, "runs", "ls", "./ls")
+    suggested = err.rsplit("'pocoflow ", 1)[1].rstrip("'\n").split()
+    assert ["runs", f"./{word}"] == suggested
+    code, out, _ = run_cli(capsys, *suggested)
     assert 0 == code
     assert "outer-1" in ids(out)
-    code, out, _ = run_cli(capsys, "runs", "./ls")
+    if word == "ls":
+        code, out, _ = run_cli(capsys, "runs", "ls", "./ls")
+        assert (0, True) == (code, "outer-1" in ids(out))
+
+
+def test_runs_help_names_every_command_word(capsys: Capture) -> None:
+    """`runs --help` lists every word that is taken as a command (gc was missing)."""
+    code, out, _ = run_cli(capsys, "runs", "--help")
     assert 0 == code
-    assert "outer-1" in ids(out)
+    assert "one of ls, show, cancel, tail, gc is always" in " ".join(out.split())
 
 
 # ── cancel ──────────────────────────────────────────────────────────────────

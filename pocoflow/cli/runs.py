@@ -67,8 +67,9 @@ def add_parser(commands: Any) -> None:
         help="list, show, cancel or follow recorded runs",
         description="Recorded runs. 'pocoflow runs DB' is short for 'pocoflow runs ls DB', "
         "'pocoflow runs DB RUN_ID' for 'pocoflow runs show DB RUN_ID'. A word "
-        "after 'runs' that is one of ls, show, cancel, tail is always the "
-        "command: to read a database file named 'ls', write './ls'.",
+        f"after 'runs' that is one of {', '.join(COMMANDS)} is always the "
+        "command: to list the runs of a database file named 'ls', write "
+        "'pocoflow runs ./ls'.",
     )
     verbs = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
 
@@ -192,8 +193,8 @@ def rewrite_old_forms(argv: list[str]) -> list[str]:
         if not positionals and Path(verb).is_file():
             raise UsageError(
                 f"pocoflow runs: error: {verb!r} is the command 'runs {verb}'; "
-                f"to read the database file named {verb!r}, write "
-                f"'pocoflow runs {verb} ./{verb}'"
+                f"to list the runs of the database file named {verb!r}, write "
+                f"'pocoflow runs ./{verb}'"
             )
     else:
         near = get_close_matches(verb, COMMANDS, n=1, cutoff=0.6)
