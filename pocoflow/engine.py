@@ -12,6 +12,7 @@ fork is just a run given a :class:`~pocoflow.graph.Start`.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import os
 import sys
 import time
@@ -47,7 +48,7 @@ from pocoflow.graph import Start, graph_data, validate_graph
 from pocoflow.logging import get_logger
 from pocoflow.node import DEFAULT_ACTION, Node, Wired
 from pocoflow.sinks import sinks_for
-from pocoflow.store import Store, as_store
+from pocoflow.store import Store, StoreChanges, as_store
 from pocoflow.threads import run_in_worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -68,6 +69,7 @@ YIELD_EVERY = 64
 #: that hangs cannot make the run uncancellable.
 SINK_GRACE_S = 5.0
 _FRESH = Start()
+_NOTHING_CHANGED = StoreChanges(frozenset(), frozenset())
 
 
 class Run:
@@ -76,9 +78,11 @@ class Run:
     __slots__ = (
         "control",
         "critical_sinks",
+        "early_sinks",
         "flow",
         "ids",
         "last_action",
+        "late_sinks",
         "nested_sinks",
         "other_sinks",
         "parent",
@@ -104,8 +108,14 @@ class Run:
         self.store = store
         self.sinks = sinks
         self.nested_sinks = [s for s in sinks if getattr(s, "sees_nested", False)]
-        self.critical_sinks = [s for s in sinks if getattr(s, "critical", False)]
-        self.other_sinks = [s for s in sinks if not getattr(s, "critical", False)]
+        critical = [getattr(s, "critical", False) for s in sinks]
+        first = critical.index(True) if True in critical else 0
+        self.critical_sinks = [s for s, c in zip(sinks, critical, strict=True) if c]
+        self.other_sinks = [s for s, c in zip(sinks, critical, strict=True) if not c]
+        # sinks before the first critical one (hooks) hear a step's end before it is
+        # recorded, as pocoflow 0.2's node_end hooks did: what they write is in the step
+        self.early_sinks = self.other_sinks[:first]
+        self.late_sinks = self.other_sinks[first:]
         self.control = control
         self.parent = parent
         self.steps = 0
@@ -136,13 +146,34 @@ class Run:
                 if pending is not None:
                     await pending
 
+    async def tell_early(self, event: NodeFinished) -> NodeFinished:
+        """Emit a step's end to the sinks that hear it before it is recorded (hooks);
+        the event again, its changes including what they wrote to the store."""
+        for sink in self.early_sinks:
+            pending = sink.handle(event)
+            if pending is not None:
+                await pending
+        more = self.store.take_changes()
+        if more == _NOTHING_CHANGED:
+            return event
+        changes = event.changes
+        return dataclasses.replace(
+            event,
+            changes=StoreChanges(
+                changes.written | more.written,
+                changes.deleted | more.deleted,
+                changes.read | more.read,
+                changes.read_all or more.read_all,
+            ),
+        )
+
     async def tell_others(self, event: Event, *, cancelled: bool = False) -> None:
         """Emit an event to the sinks that are not critical (hooks, user sinks,
         snapshots). A cancel cuts them short like any await of the run; an event that
         tells of the cancel itself (*cancelled*) gets :data:`SINK_GRACE_S` to be heard,
         so a sink that hangs can never make the run uncancellable."""
-        if not cancelled:
-            for sink in self.other_sinks:
+        if not cancelled:  # a step's end: the early sinks have heard it
+            for sink in self.late_sinks:
                 pending = sink.handle(event)
                 if pending is not None:
                     await pending
@@ -382,6 +413,8 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
                     (ids.get(id(following)) or following.name) if following is not None else None,
                 )
                 try:  # the node is done: the database hears it whatever a cancel says
+                    if run.early_sinks:
+                        finished = await run.tell_early(finished)
                     await run.tell_critical(finished)
                 except BaseException:
                     run.steps = step  # a step is done only once the critical sinks have it

@@ -227,19 +227,21 @@ def sinks_for(
 ) -> list[Any]:
     """The sinks a run of *flow* feeds, in the order they hear each event.
 
-    The database recorder comes first (a nested flow is recorded by the outer
-    run's recorder, which it inherits), so a step is durable before hooks,
-    snapshots, logs and user sinks see it; *inherited* are the outer run's
-    sinks that see nested runs, *extra* the caller's (``stream``).
+    Hooks come first, as in pocoflow 0.2, whose ``node_end`` hooks ran before the
+    step's checkpoint was saved: what they write to the store is in it. Then the
+    database recorder (a nested flow is recorded by the outer run's recorder,
+    which it inherits), so a step is durable before snapshots, logs and user
+    sinks see it; *inherited* are the outer run's sinks that see nested runs,
+    *extra* the caller's (``stream``).
     """
-    first = [s for s in inherited if getattr(s, "critical", False)]
-    recorder = None if nested else flow._recorder
-    if recorder is not None:
-        first.append(recorder)
-    sinks: list[Any] = first
+    sinks: list[Any] = []
     hooks = flow._hooks
     if any(hooks.values()):
         sinks.append(HookSink(hooks))
+    sinks.extend(s for s in inherited if getattr(s, "critical", False))
+    recorder = None if nested else flow._recorder
+    if recorder is not None:
+        sinks.append(recorder)
     if flow.checkpoint_dir is not None:
         sinks.append(JsonCheckpointSink(flow.checkpoint_dir))
     if logging_enabled():

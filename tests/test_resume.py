@@ -522,8 +522,9 @@ def build(db_url, side, run_id=None, sleep_at_n4=0.0):
 if __name__ == "__main__":
     db_url, side, run_id, kill_at = sys.argv[1:5]
     flow = build(db_url, side, run_id, sleep_at_n4=3600.0 if kill_at == "node4" else 0.0)
-    if kill_at == "flow_end":  # hooks hear a step once it is recorded: die after N6's
-        flow.on("node_end", lambda name, *_: name == "N6" and os.kill(os.getpid(), 9))
+    if kill_at == "flow_end":  # sinks hear a step once it is recorded: die after N6's
+        flow.add_sink(lambda event: event.kind == "node_end" and event.node_name == "N6"
+                      and os.kill(os.getpid(), 9))
     flow.run({"started_by": os.getpid()})
 '''
 

@@ -392,8 +392,10 @@ def looping(**flow_options: Any) -> Flow:
 async def test_a_sink_that_hangs_on_a_step_cannot_make_the_run_uncancellable(
         where: str, tmp_path: Any) -> None:
     """An async sink (or node_end hook) that never returns from a step's end: a cancel
-    still stops the run at once, and the step it hung on is recorded, with the run
-    cancelled. (The whole emission was shielded, so the run could never be cancelled.)"""
+    still stops the run at once, and the run is recorded cancelled (the whole emission
+    was shielded, so the run could never be cancelled). A sink hears the step once it
+    was recorded, so that step stays; a hook hears it before (as in 0.2, so that what
+    it writes is in the step's checkpoint), so the step it hung in is not done."""
     finished: list[bool] = []
 
     async def hang(*args: Any) -> None:  # long enough to tell; short, should it regress
@@ -409,8 +411,29 @@ async def test_a_sink_that_hangs_on_a_step_cannot_make_the_run_uncancellable(
         await flow.run_async({})
     assert [] == finished  # the cancel cut the sink short: the run did not wait for it
     run = db.get_run("hung")
-    assert ("cancelled", 1) == (run["status"], run["total_steps"])  # type: ignore[index]
-    assert [0] == [c["step"] for c in db.get_checkpoints("hung")]
+    done = 1 if where == "sink" else 0
+    assert ("cancelled", done) == (run["status"], run["total_steps"])  # type: ignore[index]
+    assert list(range(done)) == [c["step"] for c in db.get_checkpoints("hung")]
+
+
+async def test_what_a_node_end_hook_writes_is_in_that_steps_checkpoint(
+        tmp_path: Any) -> None:
+    """As in pocoflow 0.2, node_end hooks run before the step's checkpoint is saved: a
+    hook that writes to the store (a counter, a timing) has its write in the checkpoint
+    of that very step, the last one included; sinks still hear the step once recorded."""
+    db = WorkflowDB(tmp_path / "runs.db")
+    recorded_when_heard: list[int] = []
+
+    def heard(event: Event) -> None:
+        if isinstance(event, NodeFinished):
+            recorded_when_heard.append(len(db.get_checkpoints("hooked")))
+
+    flow = looping(db=db, run_id="hooked", sinks=[heard])
+    flow.on("node_end", lambda name, action, elapsed, store: store.__setitem__(
+        "ended", store.get("ended", 0) + 1))
+    await flow.run_async({})
+    assert [1, 2, 3] == [db.load_checkpoint("hooked", step)["ended"] for step in range(3)]
+    assert [1, 2, 3] == recorded_when_heard
 
 
 async def test_a_slow_sink_is_awaited_when_nobody_cancels() -> None:
