@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import math
 import os
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 
 from pocoflow.control import RunControl
@@ -56,20 +58,86 @@ def run_sync(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``await fn(*args)`` to completion from sync code and return its result."""
     if not loop_running_in_this_thread():
         return anyio.run(fn, *args)
-    outcome: dict[str, Any] = {}
+    return _HelperRun(fn, args).result()
 
-    def target() -> None:
+
+class _HelperRun:
+    """``await fn(*args)`` on its own loop in a helper thread, for a caller whose
+    thread runs a loop already. A Ctrl-C (or a cancel of the caller's asyncio task,
+    which is what ``asyncio.run`` makes of one) cancels the run there and waits for it
+    to end, so it is recorded ``cancelled``, as without a loop, rather than going on
+    behind the caller's back."""
+
+    def __init__(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> None:
+        self._fn, self._args = fn, args
+        self._outcome: dict[str, Any] = {}
+        self._scope: tuple[Any, anyio.CancelScope] | None = None
+        self._stopping = False
+        self._lock = threading.Lock()
+        # its own "done" flag: a Thread.join cut short by Ctrl-C can leave the thread
+        # looking dead while it still runs
+        self._done = threading.Event()
+        self._helper = threading.Thread(target=self._target, name="pocoflow-run", daemon=True)
+
+    def _target(self) -> None:
         try:
-            outcome["result"] = anyio.run(fn, *args)
+            self._outcome["result"] = anyio.run(self._guarded)
         except BaseException as exc:
-            outcome["error"] = exc
+            self._outcome["error"] = exc
+        finally:
+            self._done.set()
 
-    helper = threading.Thread(target=target, name="pocoflow-run", daemon=True)
-    helper.start()
-    helper.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    async def _guarded(self) -> Any:
+        with anyio.CancelScope() as scope:
+            with self._lock:
+                self._scope = (anyio.lowlevel.current_token(), scope)
+                if self._stopping:  # cancelled before its loop was up
+                    scope.cancel()
+            return await self._fn(*self._args)
+        raise _CutShort  # cancelled by result() below: it raises the caller's reason
+
+    def result(self) -> Any:
+        self._helper.start()
+        caller = _asyncio_task()
+        try:
+            while not self._done.wait(0.1):
+                if caller is not None and getattr(caller, "cancelling", lambda: 0)():
+                    self._cancel()
+                    raise sys.modules["asyncio"].CancelledError
+        except BaseException:
+            self._cancel()
+            raise
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["result"]
+
+    def _cancel(self) -> None:
+        """Cancel the run on its loop, then wait (uninterrupted) for it to end."""
+        with self._lock:
+            self._stopping = True
+            running = self._scope
+        if running is not None and not self._done.is_set():
+            token, scope = running
+            with contextlib.suppress(RuntimeError):  # (its loop has just ended)
+                anyio.from_thread.run_sync(scope.cancel, token=token)
+        while True:
+            try:
+                self._done.wait()
+                return
+            except KeyboardInterrupt:  # the run is stopping; its end is being recorded
+                continue
+
+
+class _CutShort(Exception):
+    """The helper's run was cancelled on the caller's behalf."""
+
+
+def _asyncio_task() -> Any:
+    """The asyncio task the calling thread runs, if any."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None or asyncio._get_running_loop() is None:
+        return None
+    return asyncio.current_task()
 
 
 def run_node(node: Node, store: Store | dict[str, Any]) -> str:

@@ -162,6 +162,81 @@ def test_run_inside_asyncio_run_returns_the_finished_store() -> None:
     assert {"x": 3, "y": 4, "z": 8} == result.as_dict()
 
 
+INTERRUPTED_IN_A_LOOP = """
+import asyncio, json, os, signal, sys, time
+import trio
+from pocoflow import Flow, Node, WorkflowDB
+
+steps = []
+
+class Count(Node):
+    def exec(self, n):
+        if n == 2:  # Ctrl-C on the main thread during the third step
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return n
+
+    def post(self, store, prep_res, n):
+        store["n"] = n + 1
+        steps.append(n)
+        return "again" if store["n"] < 12 else "done"
+
+    def prep(self, store):
+        return store.get("n", 0)
+
+node = Count()
+node.then("again", node)
+flow = Flow(start=node, db_path=sys.argv[2], run_id="notebook")
+shared = {}
+
+async def cell():  # a notebook cell: the sync facade where a loop runs already
+    flow.run(shared)
+
+how = sys.argv[1]
+try:
+    if how == "run_until_complete":  # Jupyter's kernel
+        asyncio.new_event_loop().run_until_complete(cell())
+    elif how == "asyncio.run":  # its first Ctrl-C cancels the main task
+        asyncio.run(cell())
+    else:
+        trio.run(cell)
+    outcome = "returned"
+except KeyboardInterrupt:
+    outcome = "KeyboardInterrupt"
+at_interrupt = list(steps)
+time.sleep(1.0)  # five steps' time: a run left going would go on
+run = WorkflowDB(sys.argv[2]).get_run("notebook")
+print(json.dumps({"outcome": outcome, "at_interrupt": at_interrupt, "later": steps,
+                  "shared": shared, "status": run["status"], "steps": run["total_steps"]}))
+"""
+
+
+@pytest.mark.parametrize("how", ["run_until_complete", "asyncio.run", "trio.run"])
+def test_ctrl_c_during_run_inside_a_running_loop_cancels_the_run(tmp_path: Any,
+                                                                  how: str) -> None:
+    """Ctrl-C during flow.run() where a loop already runs (a notebook, asyncio.run,
+    trio.run) stops the run as it does in a plain script: the step under way finishes,
+    nothing runs after it, and the run is recorded cancelled with that step. (The run
+    went on in its helper thread, writing the caller's dict, its row left running.)"""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "notebook.py"
+    script.write_text(INTERRUPTED_IN_A_LOOP)
+    done = subprocess.run(
+        [sys.executable, str(script), how, str(tmp_path / "runs.db")],
+        capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert 0 == done.returncode, done.stderr
+    seen = json.loads(done.stdout)
+    assert "KeyboardInterrupt" == seen["outcome"]
+    assert [0, 1, 2] == seen["at_interrupt"] == seen["later"]
+    assert {"n": 3} == seen["shared"]
+    assert ("cancelled", 3) == (seen["status"], seen["steps"])
+
+
 # ── run_async: AsyncNodes on the caller's loop ─────────────────────────────
 
 
