@@ -10,7 +10,7 @@ inner flow's last action.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.node import Wired
@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
     from pocoflow.bridge import RunHandle
     from pocoflow.db import AsyncWorkflowDB
-    from pocoflow.events import Event
     from pocoflow.graph import Start
     from pocoflow.sinks import SinkLike, UserSink
+    from pocoflow.stream import EventStream
 
 HOOK_EVENTS = ("node_start", "node_end", "node_error", "flow_end")
 UNMATCHED_MODES = ("end", "warn", "raise")
@@ -344,15 +344,17 @@ class Flow(Wired):
             )
         return self._db.records
 
-    def stream(self, store: StoreLike, resume_from: Wired | None = None) -> AsyncIterator[Event]:
+    def stream(self, store: StoreLike, resume_from: Wired | None = None) -> EventStream:
         """``async for event in flow.stream(store)``: the run's events as they happen.
 
-        If you may leave the loop early, wrap it in ``contextlib.aclosing`` so
-        the run is cancelled at once.
+        The run goes on in a task of its own on your loop. Leaving the loop early
+        is safe; the run is cancelled once the stream is closed (``async with
+        flow.stream(store) as events``, or ``contextlib.aclosing``: at once, and
+        waited for), the iterating task is cancelled, or the stream is dropped.
         """
-        from pocoflow.stream import stream_events
+        from pocoflow.stream import EventStream
 
-        return stream_events(self, store, _start_at(resume_from))
+        return EventStream(self, store, _start_at(resume_from))
 
 
 def _start_at(node: Wired | None) -> Start | None:

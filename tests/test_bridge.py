@@ -13,7 +13,7 @@ import anyio
 import pytest
 import trio
 
-from pocoflow import AsyncNode, Flow, Node, RunHandle, Store
+from pocoflow import AsyncNode, Flow, Node, RunHandle, Store, WorkflowDB
 
 RUN_ID = "[0-9a-hjkmnp-tv-z]{36}"  # start ms + 128 random bits, Crockford base32
 
@@ -541,6 +541,76 @@ async def test_leaving_a_stream_early_in_aclosing_cancels_the_run_promptly() -> 
     assert elapsed < 1.0
     assert ["started", "cancelled"] == sleeper.record
     assert {"x": 1, "y": 2} == store.as_dict()
+
+
+def sleeper_flow(tmp_path: Any) -> tuple[Flow, Sleeper, WorkflowDB]:
+    """Add → Sleeper (awaits 30 s), recorded in a SQLite file."""
+    sleeper = Sleeper()
+    add = Add("y", 1)
+    add.then("default", sleeper)
+    db = WorkflowDB(tmp_path / "runs.db")
+    return Flow(start=add, db=db, run_id="streamed"), sleeper, db
+
+
+async def wait_for_status(db: WorkflowDB, run_id: str, status: str) -> None:
+    with anyio.fail_after(10):
+        while (db.get_run(run_id) or {}).get("status") != status:
+            await anyio.sleep(0.02)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("leave", ["break", "error", "timeout"])
+async def test_leaving_a_plain_async_for_over_a_stream_early_is_safe(
+        tmp_path: Any, leave: str) -> None:
+    """The documented plain `async for` left early (a break, an error in the loop
+    body, a timeout around it): the caller's task goes on unharmed (it used to be
+    cancelled, or the whole loop died, when the generator was finalised in another
+    task), and the run is cancelled and recorded so."""
+    flow, sleeper, db = sleeper_flow(tmp_path)
+    with anyio.move_on_after(5 if leave != "timeout" else 0.5):
+        with contextlib.suppress(LookupError):
+            async for event in flow.stream(Store({"x": 1})):
+                if event.kind == "node_start" and event.node_name == "Sleeper":
+                    if leave == "break":
+                        break
+                    if leave == "error":
+                        raise LookupError("the loop body failed")
+    await anyio.sleep(0.01)  # the caller's task goes on awaiting
+    await wait_for_status(db, "streamed", "cancelled")
+    assert ["started", "cancelled"] == sleeper.record
+
+
+@pytest.mark.anyio
+async def test_closing_a_stream_cancels_its_run_and_waits_for_its_end(tmp_path: Any) -> None:
+    """`async with flow.stream(store) as events`: leaving the block cancels the run and
+    waits until its end is recorded."""
+    flow, sleeper, db = sleeper_flow(tmp_path)
+    async with flow.stream(Store({"x": 1})) as events:
+        async for event in events:
+            if event.kind == "node_start" and event.node_name == "Sleeper":
+                break
+    assert "cancelled" == db.get_run("streamed")["status"]  # type: ignore[index]
+    assert ["started", "cancelled"] == sleeper.record
+
+
+@pytest.mark.anyio
+async def test_a_stream_iterated_by_a_cancelled_task_cancels_its_run(tmp_path: Any) -> None:
+    """The task iterating a stream is cancelled while it waits for the next event: the
+    run, started for that task, is cancelled too."""
+    flow, sleeper, db = sleeper_flow(tmp_path)
+
+    async def consume() -> None:
+        async for _ in flow.stream(Store({"x": 1})):
+            pass
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(consume)
+        with anyio.fail_after(10):
+            while not sleeper.record:
+                await anyio.sleep(0.01)
+        group.cancel_scope.cancel()
+    await wait_for_status(db, "streamed", "cancelled")
+    assert ["started", "cancelled"] == sleeper.record
 
 
 @pytest.mark.anyio
