@@ -17,8 +17,11 @@
   the shield (a ``move_on_after``) abandons the call;
 - a call takes a token of *limiter*, by default anyio's default thread limiter of
   the running loop (40 per loop unless changed), as ``anyio.to_thread.run_sync``
-  does. asyncio returns the token when the awaiting task stops waiting, trio when
-  the thread is done, as each does.
+  does. The token comes back when the awaiting task stops waiting, on both
+  backends (as anyio does on asyncio; ``trio.to_thread`` keeps an abandoned call's
+  token until its thread ends, so 40 calls hung past a ``Node.timeout`` would stop
+  every later call of that trio run). Past ``MAX_WORKERS`` calls going on at once,
+  a call goes to ``anyio.to_thread.run_sync``, where each backend keeps its own way.
 
 Not carried over: ``anyio.from_thread.run``/``run_sync``/``check_cancelled``
 without an explicit token do not work inside a dedicated worker (they do in the
@@ -380,6 +383,8 @@ class _TrioCall:
 
     def abandon(self, raise_cancel: Any) -> Any:
         self.task = None
+        limiter, self.limiter = self.limiter, None
+        limiter.release_on_behalf_of(self)  # its token comes back now, as on asyncio
         return _trio.lowlevel.Abort.SUCCEEDED
 
 
@@ -388,9 +393,10 @@ def _refuse(raise_cancel: Any) -> Any:
 
 
 def _trio_report(call: _TrioCall, result: Any, error: BaseException | None) -> None:
-    """In the trio run: give back the token (when the thread is done, as
-    trio.to_thread does), then wake the task unless it left."""
-    call.limiter.release_on_behalf_of(call)
+    """In the trio run: give back the token (unless the call was abandoned, which
+    gave it back), then wake the task unless it left."""
+    if call.limiter is not None:
+        call.limiter.release_on_behalf_of(call)
     if error is None and isinstance(result, types.CoroutineType):  # as trio.to_thread does
         result.close()
         error = TypeError("Trio expected a sync function, but the call returned a coroutine.")

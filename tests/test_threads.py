@@ -381,6 +381,30 @@ async def test_a_timeout_abandons_the_call_and_the_next_call_runs(
     assert [] == [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
 
 
+@pytest.mark.anyio
+async def test_an_abandoned_call_gives_its_token_back_at_once() -> None:
+    """As many calls abandoned by a timeout as the loop's limiter has tokens, all still
+    running: a new call still runs, on both backends, and each abandoned call's token
+    came back when it was abandoned. (On trio they were kept until the threads ended,
+    so 40 attempts hung past a Node.timeout stopped every later call of the run.)"""
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    release = threading.Event()
+
+    def stuck() -> None:
+        assert release.wait(WAIT)
+
+    try:
+        assert threads.MAX_WORKERS == limiter.total_tokens
+        for _ in range(threads.MAX_WORKERS):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(0.01):
+                await run_in_worker(stuck, abandon_on_cancel=True)
+            assert 0 == limiter.borrowed_tokens
+        with anyio.fail_after(WAIT):
+            assert "next" == await run_in_worker(lambda: "next")
+    finally:
+        release.set()
+
+
 def test_a_call_left_behind_by_its_run_ends_quietly(anyio_backend: str,
                                                     pool: threads._Pool) -> None:
     """A call abandoned by a run that has ended since (its loop closed) finishes
