@@ -4,8 +4,9 @@
   when it has one (Jupyter, Streamlit, inside ``asyncio.run``), the run gets
   its own loop in a helper thread, since a loop cannot be re-entered.
 - :func:`start_background`: background runs share one daemon thread that
-  runs an event loop behind an anyio ``BlockingPortal``; a RunHandle waits
-  on, inspects and cancels its run from any thread.
+  runs an event loop behind an anyio ``BlockingPortal`` (a second one takes the
+  runs started from the first's own thread); a RunHandle waits on, inspects
+  and cancels its run from any thread.
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ class _BackgroundLoop:
             assert self._portal is not None
             return self._portal
 
+    def runs_this_thread(self) -> bool:
+        """True when called from this loop's own thread (a node of a background run)."""
+        return self._thread is threading.current_thread() and self._pid == os.getpid()
+
     def _start(self) -> None:
         ready = threading.Event()
 
@@ -185,7 +190,10 @@ class _BackgroundLoop:
         self._pid = os.getpid()
 
 
-_background = _BackgroundLoop()
+#: background runs go to the first; a background run that starts one from its own
+#: loop thread (a node calling run_background) sends it to the second, since a
+#: portal cannot be called from its own loop thread
+_background = (_BackgroundLoop(), _BackgroundLoop())
 
 
 def start_background(
@@ -195,7 +203,8 @@ def start_background(
     store = as_store(store)
     control = RunControl(new_run_id(flow))
     run = functools.partial(execute, flow, store, start=start, control=control)
-    future = _background.portal().start_task_soon(run)
+    home = _background[1] if _background[0].runs_this_thread() else _background[0]
+    future = home.portal().start_task_soon(run)
     _log.info("Flow '%s' started in background  run_id=%s", flow.flow_name, control.run_id)
     return RunHandle(control, future)
 

@@ -440,7 +440,8 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
                     )
                 )
             raise
-        except anyio.get_cancelled_exc_class():
+        except (anyio.get_cancelled_exc_class(), KeyboardInterrupt):  # (trio raises a
+            # Ctrl-C in the task itself, asyncio cancels it: one event either way)
             if sinks and run.steps == step:  # cancelled inside the node: say so
                 cancelled = NodeCancelled(
                     run.run_id, flow.flow_name, _now(), step, name, node_id, _clock() - began

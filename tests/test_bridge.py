@@ -477,6 +477,25 @@ def test_many_background_runs_of_one_flow_complete_with_their_own_results() -> N
     assert ["completed"] * 20 == [handle.status for handle in handles]
 
 
+def test_a_node_of_a_background_run_can_start_another_background_run() -> None:
+    """run_background() from a node of a background run (fire and forget a sub-run)
+    works as it does from a foreground run (it failed with anyio's "cannot be called
+    from the event loop thread", failing the parent)."""
+    child_flow = add_then_double()
+    started: list[RunHandle] = []
+
+    class Spawn(Node):
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            started.append(child_flow.run_background(Store({"x": 5})))
+            store["spawned"] = True
+
+    parent = Flow(start=Spawn()).run_background(Store())
+    assert {"spawned": True} == parent.wait(timeout=10).as_dict()
+    assert "completed" == parent.status
+    [child] = started
+    assert {"x": 5, "y": 6, "z": 12} == child.wait(timeout=10).as_dict()
+
+
 def test_seed_readme_background_example_works_as_written() -> None:
     """The seed README's run_background example (without db_path) behaves as documented."""
     my_node = Gate()

@@ -331,6 +331,28 @@ async def test_an_interrupt_once_a_step_is_recorded_keeps_that_step_counted(db_u
     assert {"a": 1, "b": 2} == db.load_checkpoint(store.run_id, 1)
 
 
+@pytest.mark.anyio
+async def test_a_ctrl_c_inside_a_node_ends_its_step_with_node_cancel(db_url: str) -> None:
+    """A Ctrl-C that lands inside a node as KeyboardInterrupt (trio raises it in the
+    task; asyncio cancels the task instead) ends the step with node_cancel, as a cancel
+    does, and the run is recorded cancelled: the same events on both backends."""
+    db = WorkflowDB(db_url)
+
+    class Interrupted(Node):
+        def prep(self, store: Any) -> None:
+            raise KeyboardInterrupt
+
+    flow = Flow(chain(Put("a", lambda: 1), Interrupted(), Finish()), db=db,
+                flow_name="ctrl-c")
+    store = Store()
+    with pytest.raises(KeyboardInterrupt):
+        await flow.run_async(store)
+
+    events = [e["event"] for e in db.get_events(store.run_id)]
+    assert ["node_start", "node_cancel", "flow_end"] == events[-3:]
+    assert "cancelled" == db.get_run(store.run_id)["status"]  # type: ignore[index]
+
+
 def test_paused_run_is_recorded_paused_with_its_reason(db_url: str) -> None:
     """A node raising Pause leaves the run paused, with reason and data in flow_end's detail."""
     class Approve(Node):
