@@ -257,9 +257,12 @@ def test_a_write_that_only_equals_the_old_value_is_stored() -> None:
     assert ["body", "intro"] == list(rebuilt["sections"])
 
 
-def test_a_step_looks_only_at_the_keys_it_touched() -> None:
-    """A step that writes one small key compares and encodes only that key: the big list
-    of dicts beside it is not compared (its shadow's == is never called)."""
+def test_a_step_of_a_big_store_looks_only_at_the_keys_it_touched() -> None:
+    """In a store over COMPARE_BYTES_PER_STEP, a step that writes one small key compares
+    and encodes only that key: the big list of dicts beside it is compared only every
+    (store bytes / COMPARE_BYTES_PER_STEP) steps, so a step's cost follows what it did."""
+    from pocoflow.persistence.delta import COMPARE_BYTES_PER_STEP
+
     calls = {"n": 0}
 
     class Counting(list):
@@ -267,48 +270,52 @@ def test_a_step_looks_only_at_the_keys_it_touched() -> None:
             calls["n"] += 1
             return list.__eq__(self, other)  # type: ignore[arg-type]
 
-    store = Store({"big": [{"i": i} for i in range(1000)], "small": 0})
+    store = Store({"big": [{"i": i} for i in range(5000)], "small": 0})
     tracker = DeltaTracker()
-    tracker.full(store.untracked())
+    size = len(tracker.full(store.untracked()).store_json)
+    every = -(-size // COMPARE_BYTES_PER_STEP)
+    assert 3 <= every
     tracker._shadows["big"] = Counting(tracker._shadows["big"])
     store.take_changes()
-    for i in range(1, 10):
+    for i in range(1, 3 * every + 1):
         store["small"] = i
         tracker.note(store.take_changes())
         assert {"set": {"small": i}} == json.loads(tracker.step(store.untracked()).store_json)
 
-    assert 0 == calls["n"]
+    assert 3 == calls["n"]
 
 
 def test_a_change_through_a_reference_kept_from_an_earlier_step_is_caught() -> None:
     """A list changed in place through a reference kept from an earlier step (its key not
-    read in this step) is not seen at once; it is in the checkpoint at the next full
-    compare (within COMPARE_EVERY steps for a small store) or when the run's last step
-    asks for one."""
-    from pocoflow.persistence.delta import COMPARE_EVERY
-
+    read in this step; a node's own attribute, say) is in that very step's checkpoint
+    while the store is small; in a bigger one, at the next full compare, or when the
+    run's last step asks for one."""
     store = Store({"log": [], "n": 0})
     tracker = DeltaTracker()
     tracker.full(store.untracked())
     kept = store["log"]
     store.take_changes()
-    kept.append("behind the store's back")
-    seen_at = None
-    for step in range(1, COMPARE_EVERY + 1):
+    for step in range(1, 4):
+        kept.append(f"behind the store's back {step}")
         store["n"] = step
         tracker.note(store.take_changes())
-        payload = json.loads(tracker.step(store.untracked()).store_json)
-        if "append" in payload:
-            seen_at = step
-            break
-    assert COMPARE_EVERY == seen_at
+        assert {"append": {"log": [f"behind the store's back {step}"]}, "set": {"n": step}} \
+            == json.loads(tracker.step(store.untracked()).store_json)
 
+    big = Store({"log": [], "ballast": ["x" * 100] * 1000, "n": 0})
+    tracker = DeltaTracker()
+    tracker.full(big.untracked())
+    kept = big["log"]
+    big.take_changes()
     kept.append("again")
-    store["n"] = 0
-    tracker.note(store.take_changes())
+    big["n"] = 1
+    tracker.note(big.take_changes())
+    assert {"set": {"n": 1}} == json.loads(tracker.step(big.untracked()).store_json)
+    big["n"] = 0
+    tracker.note(big.take_changes())
     tracker.compare_everything()  # what the recorder does at a run's last step
     assert {"append": {"log": ["again"]}, "set": {"n": 0}} == json.loads(
-        tracker.step(store.untracked()).store_json)
+        tracker.step(big.untracked()).store_json)
 
 
 def test_a_change_through_an_alias_of_a_read_key_is_seen_at_once() -> None:

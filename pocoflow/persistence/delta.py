@@ -34,9 +34,8 @@ _log = get_logger("db")
 #: Values of these types cannot change in place: unwritten, they need no compare.
 _IMMUTABLE = (str, int, float, bool, type(None), bytes)
 FULL_EVERY = 1000
-#: Every key is compared at least every this many steps (see DeltaTracker) ...
-COMPARE_EVERY = 16
-#: ... or, for a bigger store, every (store bytes / this) steps.
+#: Every key is compared at every step while the store is at most this many bytes,
+#: else every (store bytes / this) steps: about this much comparing per step.
 COMPARE_BYTES_PER_STEP = 16_384
 
 
@@ -94,16 +93,16 @@ class DeltaTracker:
     shadow instead of being encoded again, and a list that grew is recognised
     by comparing its old part, so only the new items are encoded.
 
-    A step looks only at the keys it touched: keys written or deleted, keys
-    whose value was handed out (read, so maybe changed in place), and keys
-    holding the very same object as one of those (an alias). So its cost
-    follows what the step did, not the store's size. What that cannot see is
-    an in-place change made through a reference obtained in an earlier step
-    (an object kept on a node or in a closure, another thread), or through an
-    object nested inside another key's value: every key is compared at a
-    run's last step (``compare_everything``) and every :data:`COMPARE_EVERY`
-    steps at least (more rarely for big stores, so the amortised cost per step
-    stays near :data:`COMPARE_BYTES_PER_STEP` of comparing).
+    A step looks at the keys it touched: keys written or deleted, keys whose
+    value was handed out (read, so maybe changed in place), and keys holding the
+    very same object as one of those (an alias). What that cannot see is an
+    in-place change made through a reference obtained in an earlier step (an
+    object kept on a node or in a closure, another thread), or through an object
+    nested inside another key's value; so every key is compared too: at every
+    step while the store is at most :data:`COMPARE_BYTES_PER_STEP` bytes, else
+    every (store bytes / that) steps, and at a run's last step
+    (``compare_everything``). A step's cost stays near that many bytes of
+    comparing (a C-speed ``==`` against the shadow), plus what the step did.
     """
 
     def __init__(self, *, full_every: int = FULL_EVERY, allow_pickle: bool = False) -> None:
@@ -250,8 +249,8 @@ class DeltaTracker:
         """The keys this step must look at: all of them, or the touched ones and their
         aliases (new keys in the store's order, so a rebuild keeps it)."""
         self._steps_since_compare += 1
-        if self._compare_all or self._steps_since_compare >= max(
-            COMPARE_EVERY, self._size // COMPARE_BYTES_PER_STEP
+        if self._compare_all or self._steps_since_compare >= math.ceil(
+            self._size / COMPARE_BYTES_PER_STEP
         ):
             self._steps_since_compare = 0
             return list(data) + [k for k in self._texts if k not in data]
