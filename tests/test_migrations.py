@@ -502,7 +502,7 @@ def test_wheel_install_migrates_without_a_checkout(tmp_path: Path) -> None:
     assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE")
                for n in names), names
     assert "pocoflow/_migrations/script.py.mako" in names
-    for revision in ("0001", "0002", "0003", "0004"):
+    for revision in ("0001", "0002", "0003", "0004", "0005"):
         assert any(n.startswith(f"pocoflow/_migrations/versions/{revision}") and n.endswith(".py")
                    for n in names), names
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from pocoflow import Flow, Node, RunHandle, WorkflowDB
+from pocoflow import Flow, Node, Pause, RunHandle, WorkflowDB
 from pocoflow.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +187,42 @@ def test_the_pocoflow_worker_command_serves_a_flow_until_sigterm(db_url: str,
     assert 0 == proc.returncode, output
     assert "HI" == store["loud"]
     assert "worker: serving queue 'default' of cliflows:build" in output
+
+
+class Gate(Node):
+    """Pauses its run until the store says ``approved``."""
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+        if not store.get("approved"):
+            raise Pause("needs approval")
+
+
+def test_the_rate_limit_counts_a_resumed_run_as_a_start(db_url: str) -> None:
+    """rate=1 per 1.5 s. A run paused at its first start is resumed (db.resume) a period
+    later, as a new run is submitted: the two starts fall a whole period apart, since
+    the resumed run's start counts as a first start does. (It was neither counted nor
+    held back, so both started at once.)"""
+    from datetime import datetime
+
+    db = WorkflowDB(db_url)
+    flow = Flow(start=Gate(), db=db, flow_name="gated")
+    paused = flow.submit({"job": "a"})
+    worker = Worker(flow, concurrency=4, rate=1, rate_period=1.5)
+    thread = serve_in_thread(worker)
+    try:
+        wait_for(lambda: db.get_run(paused)["status"] == "paused", "the pause")  # type: ignore[index]
+        time.sleep(1.6)  # the first start's period is over
+        db.resume(paused, updates={"approved": True})
+        fresh = flow.submit({"approved": True})
+        for run_id in (paused, fresh):
+            RunHandle.for_run(run_id, db).wait(WAIT)
+    finally:
+        worker.stop()
+        thread.join(WAIT)
+
+    def start_of(run_id: str, kind: str) -> datetime:
+        [event] = [e for e in db.get_events(run_id) if e["event"] == kind]
+        return datetime.fromisoformat(event["ts"])
+
+    apart = abs((start_of(fresh, "flow_start") - start_of(paused, "flow_resume")).total_seconds())
+    assert apart >= 1.2, apart

@@ -62,6 +62,8 @@ class RunRow(Base):
     resume_updates: Mapped[str | None] = mapped_column(Text)  # JSON for the next worker
     forked_from: Mapped[str | None] = mapped_column(Text)
     forked_at_step: Mapped[int | None] = mapped_column(Integer)
+    # revision 5: when a worker last took the run up (queue rate limits count these)
+    claimed_at: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(STATUS_CHECK, name="pf_runs_status_check"),
@@ -83,7 +85,7 @@ class RunRow(Base):
             sqlite_where=text(IN_FLIGHT),
             postgresql_where=text(IN_FLIGHT),
         ),
-        Index("ix_pf_runs_queue_started", "queue", "started_at"),
+        Index("ix_pf_runs_queue_claimed", "queue", "claimed_at"),  # (revision 5)
     )
 
 

@@ -245,11 +245,10 @@ def claim(
             )
         ).scalar()
         room = min(room, limits.concurrency - int(busy or 0))
-    if limits.rate is not None:
+    if limits.rate is not None:  # runs taken up within the period: first starts and
+        # runs going on (resumed, handed back, of a dead worker) alike
         started = conn.execute(
-            select(func.count()).where(
-                in_queue, runs.c.status != "queued", runs.c.started_at >= rate_since
-            )
+            select(func.count()).where(in_queue, runs.c.claimed_at >= rate_since)
         ).scalar()
         room = min(room, limits.rate - int(started or 0))
     if room <= 0:
@@ -318,7 +317,7 @@ def claim(
         else:  # it goes on from its checkpoints, not from its input
             row.pop("input_json", None)
             again.append(row["run_id"])
-    claimed = {**claimed_run(owner, now), "attempts": runs.c.attempts + 1}
+    claimed = {**claimed_run(owner, now), "attempts": runs.c.attempts + 1, "claimed_at": now}
     if first:  # started_at becomes the claim's time (until now, when it was queued)
         conn.execute(update(runs).where(runs.c.run_id.in_(first))
                      .values({**claimed, "started_at": now}))
