@@ -146,16 +146,22 @@ class Run:
                 if pending is not None:
                     await pending
 
-    async def tell_early(self, event: NodeFinished) -> NodeFinished:
+    async def tell_early(self, event: NodeFinished) -> tuple[NodeFinished, BaseException | None]:
         """Emit a step's end to the sinks that hear it before it is recorded (hooks);
-        the event again, its changes including what they wrote to the store."""
-        for sink in self.early_sinks:
-            pending = sink.handle(event)
-            if pending is not None:
-                await pending
+        the event again, its changes including what they wrote to the store, and the
+        cancel (or Ctrl-C) that cut them short, if one did: the node is done all the
+        same, so its step is recorded before that goes on."""
+        cut: BaseException | None = None
+        try:
+            for sink in self.early_sinks:
+                pending = sink.handle(event)
+                if pending is not None:
+                    await pending
+        except BaseException as exc:  # (a hook's own errors are logged by HookSink)
+            cut = exc
         more = self.store.take_changes()
         if more == _NOTHING_CHANGED:
-            return event
+            return event, cut
         changes = event.changes
         return dataclasses.replace(
             event,
@@ -165,7 +171,7 @@ class Run:
                 changes.read | more.read,
                 changes.read_all or more.read_all,
             ),
-        )
+        ), cut
 
     async def tell_others(self, event: Event, *, cancelled: bool = False) -> None:
         """Emit an event to the sinks that are not critical (hooks, user sinks,
@@ -412,13 +418,16 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
                     node_id,
                     (ids.get(id(following)) or following.name) if following is not None else None,
                 )
+                cut = None
                 try:  # the node is done: the database hears it whatever a cancel says
                     if run.early_sinks:
-                        finished = await run.tell_early(finished)
+                        finished, cut = await run.tell_early(finished)
                     await run.tell_critical(finished)
                 except BaseException:
                     run.steps = step  # a step is done only once the critical sinks have it
                     raise
+                if cut is not None:  # a hook was cut short: the step is recorded, now stop
+                    raise cut
                 await run.tell_others(finished)
         except Pause:
             run.paused_at = node_id

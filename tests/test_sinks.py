@@ -393,9 +393,10 @@ async def test_a_sink_that_hangs_on_a_step_cannot_make_the_run_uncancellable(
         where: str, tmp_path: Any) -> None:
     """An async sink (or node_end hook) that never returns from a step's end: a cancel
     still stops the run at once, and the run is recorded cancelled (the whole emission
-    was shielded, so the run could never be cancelled). A sink hears the step once it
-    was recorded, so that step stays; a hook hears it before (as in 0.2, so that what
-    it writes is in the step's checkpoint), so the step it hung in is not done."""
+    was shielded, so the run could never be cancelled), with the step the node had
+    finished: a sink hears it once recorded; a hook before (as in 0.2, so that what it
+    writes is in the step's checkpoint), and a cancel that cuts it short still lets
+    the step be recorded first."""
     finished: list[bool] = []
 
     async def hang(*args: Any) -> None:  # long enough to tell; short, should it regress
@@ -411,9 +412,9 @@ async def test_a_sink_that_hangs_on_a_step_cannot_make_the_run_uncancellable(
         await flow.run_async({})
     assert [] == finished  # the cancel cut the sink short: the run did not wait for it
     run = db.get_run("hung")
-    done = 1 if where == "sink" else 0
-    assert ("cancelled", done) == (run["status"], run["total_steps"])  # type: ignore[index]
-    assert list(range(done)) == [c["step"] for c in db.get_checkpoints("hung")]
+    assert ("cancelled", 1) == (run["status"], run["total_steps"])  # type: ignore[index]
+    assert [0] == [c["step"] for c in db.get_checkpoints("hung")]
+    assert "node_cancel" not in [e["event"] for e in db.get_events("hung")]
 
 
 async def test_what_a_node_end_hook_writes_is_in_that_steps_checkpoint(
