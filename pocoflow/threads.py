@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import contextvars
 import functools
 import itertools
@@ -269,11 +270,14 @@ class _Inbox:
     holds the inbox, so a late report never writes to a reused descriptor.
     """
 
-    __slots__ = ("__weakref__", "fd", "items")
+    __slots__ = ("__weakref__", "fd", "items", "then")
 
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.items: deque[tuple[Any, ...]] = deque()
+        #: once nobody watches ``fd`` (trio cancelled its listener as its run ends, while
+        #: tasks still wait for calls): how a report asks the loop to drain instead
+        self.then: Callable[[Callable[[], None]], Any] | None = None
         # not at exit: a daemon worker may still post then, and the OS closes it anyway
         weakref.finalize(self, os.close, self.fd).atexit = False
 
@@ -287,6 +291,10 @@ class _Inbox:
         """From a worker: have the loop call ``report(ticket, result, error)``."""
         self.items.append((report, ticket, result, error))
         os.eventfd_write(self.fd, 1)
+        then = self.then
+        if then is not None:
+            with contextlib.suppress(RuntimeError):  # (the trio run is over: nobody waits)
+                then(self.drain)
 
     def drain(self) -> None:
         """On the loop: run every report posted so far."""
@@ -409,8 +417,13 @@ def _trio_report(call: _TrioCall, result: Any, error: BaseException | None) -> N
 
 
 async def _listen(inbox: _Inbox) -> None:
-    while True:
-        await _trio.lowlevel.wait_readable(inbox.fd)
+    try:
+        while True:
+            await _trio.lowlevel.wait_readable(inbox.fd)
+            inbox.drain()
+    finally:  # cancelled as the main task ends; a system task (a stream's run) may still
+        # wait for a call: its report reaches the loop through the token from now on
+        inbox.then = _trio.lowlevel.current_trio_token().run_sync_soon
         inbox.drain()
 
 

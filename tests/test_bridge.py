@@ -599,6 +599,49 @@ async def test_leaving_a_plain_async_for_over_a_stream_early_is_safe(
     assert ["started", "cancelled"] == sleeper.record
 
 
+LEFT_DURING_A_SYNC_EXEC = """
+import sys, time, anyio
+from pocoflow import Flow, Node, WorkflowDB
+
+class SlowSync(Node):
+    def exec(self, prep_res):
+        time.sleep(0.3)  # a sync LLM call, in a worker thread
+
+first = SlowSync()
+first.then("default", SlowSync())
+flow = Flow(start=first, db_path=sys.argv[2], run_id="left")
+
+async def main():
+    async for event in flow.stream({}):
+        if event.kind == "node_start":
+            break  # then the program returns while the exec runs
+
+anyio.run(main, backend=sys.argv[1])
+print(WorkflowDB(sys.argv[2]).get_run("left")["status"])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_program_that_leaves_a_stream_during_a_sync_exec_ends(tmp_path: Any,
+                                                                 backend: str) -> None:
+    """A program leaves `async for event in flow.stream(...)` while a sync exec runs in
+    a worker thread, and returns: it ends, its run recorded cancelled. (On trio it hung:
+    the listener that brings worker results back was cancelled with the main task,
+    while the streamed run still waited for its exec.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "leave.py"
+    script.write_text(LEFT_DURING_A_SYNC_EXEC)
+    done = subprocess.run(
+        [sys.executable, str(script), backend, str(tmp_path / "runs.db")],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert (0, "cancelled") == (done.returncode, done.stdout.strip()), done.stderr
+
+
 @pytest.mark.anyio
 async def test_closing_a_stream_cancels_its_run_and_waits_for_its_end(tmp_path: Any) -> None:
     """`async with flow.stream(store) as events`: leaving the block cancels the run and
