@@ -100,9 +100,11 @@ class _HelperRun:
     def result(self) -> Any:
         self._helper.start()
         caller = _asyncio_task()
+        cancels = getattr(caller, "cancelling", lambda: 0)
+        before = cancels()  # (a task already handling a cancel runs cleanup code)
         try:
             while not self._done.wait(0.1):
-                if caller is not None and getattr(caller, "cancelling", lambda: 0)():
+                if cancels() > before:  # cancelled during the call
                     self._cancel()
                     raise sys.modules["asyncio"].CancelledError
         except BaseException:
@@ -276,13 +278,15 @@ class RunHandle:
             return self._watcher.wait(timeout)  # type: ignore[no-any-return]
         future = self._future
         assert future is not None
-        try:
-            return future.result(_wait_limit(timeout))
-        except concurrent.futures.TimeoutError:
+        # waited for apart from result(): a run that failed with a TimeoutError of its
+        # own (an API call, Node.timeout) re-raises it, not "did not finish"
+        done, _ = concurrent.futures.wait([future], _wait_limit(timeout))
+        if not done:
             raise TimeoutError(
                 f"Run '{self.run_id}' did not finish within {timeout} s; it is still "
                 f"{self.status}. Call wait() again, or cancel() it."
-            ) from None
+            )
+        return future.result()
 
     async def wait_async(self) -> Store:
         """Awaitable version of :meth:`wait` (no timeout; cancel the waiting task instead)."""

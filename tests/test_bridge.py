@@ -162,6 +162,35 @@ def test_run_inside_asyncio_run_returns_the_finished_store() -> None:
     assert {"x": 3, "y": 4, "z": 8} == result.as_dict()
 
 
+def test_run_in_the_cleanup_of_a_cancelled_asyncio_task_runs_to_the_end() -> None:
+    """flow.run() in cleanup code of an asyncio task already being cancelled (an except
+    CancelledError block) runs the flow to its end: only a cancel that comes during the
+    call stops it (it was cancelled at once, the task's earlier cancel taken for one)."""
+    results: list[Store] = []
+
+    async def main() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().call_later(0.01, task.cancel)
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            results.append(flow.run(Store({"x": 1})))
+            raise
+
+    class Slow(Node):
+        def exec(self, prep_res: Any) -> None:
+            time.sleep(0.3)  # a few of the caller's polls
+
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            store["recorded"] = True
+
+    flow = Flow(start=Slow())
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+    assert [{"x": 1, "recorded": True}] == [r.as_dict() for r in results]
+
+
 INTERRUPTED_IN_A_LOOP = """
 import asyncio, json, os, signal, sys, time
 import trio
@@ -346,6 +375,31 @@ def test_wait_reraises_the_flows_exception_and_status_is_failed() -> None:
         handle.wait(timeout=5)
     assert "failed" == handle.status
     assert True is handle.is_done
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_wait_reraises_a_timeout_error_the_run_failed_with(timeout: float | None) -> None:
+    """A run that failed with a TimeoutError of its own (an API call timing out,
+    Node.timeout's NodeTimeoutError): wait() re-raises that error, not "did not finish
+    within None s" (its own timeout was taken for the run's)."""
+    from pocoflow.errors import NodeTimeoutError
+
+    class Upstream(Node):
+        def exec(self, prep_res: Any) -> None:
+            raise TimeoutError("upstream API timed out")
+
+    class Slow(AsyncNode):
+        timeout = 0.05
+
+        async def exec_async(self, prep_res: Any) -> None:
+            await anyio.sleep(30)
+
+    for node, error, match in ((Upstream(), TimeoutError, "upstream API timed out"),
+                               (Slow(), NodeTimeoutError, "Slow")):
+        handle = Flow(start=node).run_background(Store())
+        with pytest.raises(error, match=match):
+            handle.wait(timeout=timeout)
+        assert "failed" == handle.status
 
 
 def test_wait_raises_timeout_error_naming_the_run_and_the_run_goes_on() -> None:
