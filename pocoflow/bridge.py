@@ -4,9 +4,9 @@
   when it has one (Jupyter, Streamlit, inside ``asyncio.run``), the run gets
   its own loop in a helper thread, since a loop cannot be re-entered.
 - :func:`start_background`: background runs share one daemon thread that
-  runs an event loop behind an anyio ``BlockingPortal`` (a second one takes the
-  runs started from the first's own thread); a RunHandle waits on, inspects
-  and cancels its run from any thread.
+  runs an event loop behind an anyio ``BlockingPortal`` (runs started by a
+  node of a background run go to a loop one deeper); a RunHandle waits on,
+  inspects and cancels its run from any thread.
 """
 
 from __future__ import annotations
@@ -192,10 +192,28 @@ class _BackgroundLoop:
         self._pid = os.getpid()
 
 
-#: background runs go to the first; a background run that starts one from its own
-#: loop thread (a node calling run_background) sends it to the second, since a
-#: portal cannot be called from its own loop thread
-_background = (_BackgroundLoop(), _BackgroundLoop())
+#: background runs go to the first loop; a node of a run on loop N that starts one
+#: sends it to loop N + 1 (made on first use): a portal cannot be called from its
+#: own loop's thread, and that thread may be blocked in the node's handle.wait()
+_background: list[_BackgroundLoop] = [_BackgroundLoop()]
+_background_lock = threading.Lock()
+#: how deep background runs started from background runs may nest
+MAX_BACKGROUND_DEPTH = 16
+
+
+def _background_loop() -> _BackgroundLoop:
+    """The loop a new background run goes to, from the calling thread."""
+    with _background_lock:
+        depth = next((i + 1 for i, loop in enumerate(_background) if loop.runs_this_thread()), 0)
+        if depth >= MAX_BACKGROUND_DEPTH:
+            raise RuntimeError(
+                f"run_background(): background runs started from background runs nest "
+                f"{MAX_BACKGROUND_DEPTH} deep at most. From a node, await "
+                "other_flow.run_async(store) (an AsyncNode) instead."
+            )
+        while len(_background) <= depth:
+            _background.append(_BackgroundLoop())
+        return _background[depth]
 
 
 def start_background(
@@ -205,8 +223,7 @@ def start_background(
     store = as_store(store)
     control = RunControl(new_run_id(flow))
     run = functools.partial(execute, flow, store, start=start, control=control)
-    home = _background[1] if _background[0].runs_this_thread() else _background[0]
-    future = home.portal().start_task_soon(run)
+    future = _background_loop().portal().start_task_soon(run)
     _log.info("Flow '%s' started in background  run_id=%s", flow.flow_name, control.run_id)
     return RunHandle(control, future)
 

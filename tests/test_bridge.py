@@ -531,23 +531,27 @@ def test_many_background_runs_of_one_flow_complete_with_their_own_results() -> N
     assert ["completed"] * 20 == [handle.status for handle in handles]
 
 
-def test_a_node_of_a_background_run_can_start_another_background_run() -> None:
-    """run_background() from a node of a background run (fire and forget a sub-run)
-    works as it does from a foreground run (it failed with anyio's "cannot be called
-    from the event loop thread", failing the parent)."""
-    child_flow = add_then_double()
-    started: list[RunHandle] = []
+def test_nodes_of_background_runs_can_start_background_runs_and_wait_for_them() -> None:
+    """run_background() from a node of a background run, three deep, each node waiting
+    for the run it started (which blocks its own loop's thread): each run goes to a loop
+    of its own and all finish. (It failed with anyio's "cannot be called from the event
+    loop thread"; then, three deep, went back to a loop blocked in a wait.)"""
 
     class Spawn(Node):
-        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
-            started.append(child_flow.run_background(Store({"x": 5})))
-            store["spawned"] = True
+        def __init__(self, level: int) -> None:
+            super().__init__()
+            self.level = level
 
-    parent = Flow(start=Spawn()).run_background(Store())
-    assert {"spawned": True} == parent.wait(timeout=10).as_dict()
-    assert "completed" == parent.status
-    [child] = started
-    assert {"x": 5, "y": 6, "z": 12} == child.wait(timeout=10).as_dict()
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            store["level"] = self.level
+            if self.level < 3:
+                child = Flow(start=Spawn(self.level + 1)).run_background(Store())
+                store["child"] = child.wait(timeout=10).as_dict()
+
+    top = Flow(start=Spawn(1)).run_background(Store())
+    assert {"level": 1, "child": {"level": 2, "child": {"level": 3}}} == \
+        top.wait(timeout=30).as_dict()
+    assert "completed" == top.status
 
 
 def test_seed_readme_background_example_works_as_written() -> None:
