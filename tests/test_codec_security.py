@@ -669,6 +669,53 @@ def test_resume_of_a_tampered_run_is_refused_and_runs_nothing(tmp_path: Path,
         flow().resume(run["run_id"], updates={"approved": True})
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than json.loads can recurse
+
+
+class FirstFails(Node):
+    fail = True
+
+    def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+        if FirstFails.fail:
+            raise ConnectionError("down")
+        store["done"] = True
+
+
+def test_stored_json_nested_too_deep_is_a_clear_error_or_ignored(tmp_path: Path) -> None:
+    """Text in the database nested deeper than json.loads can go (another program wrote
+    it, or an attacker): a checkpoint or a run's input is a CheckpointDecodeError naming
+    the run; a flow_start event's detail (the input's left-out keys) is ignored. Each was
+    a bare RecursionError naming nothing."""
+    path = tmp_path / "runs.db"
+    db = WorkflowDB(str(path))
+    db.create_run("deep", "f")
+    db.save_checkpoint("deep", 0, "node", {"plain": 1})
+    tamper_sqlite(path, "deep", DEEP)
+    with pytest.raises(CheckpointDecodeError, match="run 'deep' at step 0 is not valid"):
+        db.load_checkpoint("deep", 0)
+
+    flow = Flow(FirstFails(), db_path=str(path), run_id="early")
+    FirstFails.fail = True
+    with pytest.raises(ConnectionError):
+        flow.run({"x": 1})
+    FirstFails.fail = False
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE pf_events SET detail = ? WHERE run_id = 'early'", (DEEP,))
+    conn.close()
+    assert {"x": 1, "done": True} == flow.resume("early").as_dict()
+
+    FirstFails.fail = True
+    flow = Flow(FirstFails(), db_path=str(path), run_id="early-input")
+    with pytest.raises(ConnectionError):
+        flow.run({"x": 1})
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE pf_run_inputs SET input_json = ? WHERE run_id = 'early-input'",
+                     (DEEP,))
+    conn.close()
+    with pytest.raises(CheckpointDecodeError, match="input of run 'early-input'"):
+        flow.resume("early-input")
+
+
 def test_store_restore_of_a_tampered_snapshot_is_refused(tmp_path: Path, marker: Path) -> None:
     """Store.restore of a JSON snapshot file with a hostile value raises
     CheckpointDecodeError naming the key; no command runs."""

@@ -298,6 +298,19 @@ def _article(word: str) -> str:
 # ── decoding ───────────────────────────────────────────────────────────────
 
 
+def parse_stored(text: str, what: str) -> Any:
+    """Stored JSON text, parsed; CheckpointDecodeError naming *what* if it is not JSON
+    or is nested too deep to parse (it is untrusted: another program may have written
+    it)."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise CheckpointDecodeError(
+            f"{what} is not valid checkpoint JSON ({_short(str(exc))}); it was not written "
+            "by PocoFlow, or was altered."
+        ) from None
+
+
 def decode_value(text: str, *, allow_pickle: bool = False, key: str | None = None) -> Any:
     """The value :func:`encode_value` encoded; errors name *key* when given."""
     try:

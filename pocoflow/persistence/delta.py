@@ -26,7 +26,7 @@ from typing import Any
 
 from pocoflow.errors import CheckpointEncodeError
 from pocoflow.logging import get_logger
-from pocoflow.persistence.codec import decode_state, dumps, encode_value
+from pocoflow.persistence.codec import decode_state, dumps, encode_value, parse_stored
 from pocoflow.store import StoreChanges, TransientKeys
 
 _log = get_logger("db")
@@ -395,7 +395,8 @@ def _object(texts: Mapping[str, str]) -> str:
 
 def apply_row(state: dict[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
     """The state (parsed JSON, tags kept) after checkpoint *row*, given the one before."""
-    payload = json.loads(row["store_json"])
+    where = f"Checkpoint of run {row.get('run_id', '?')!r} at step {row.get('step', '?')}"
+    payload = parse_stored(row["store_json"], where)
     if row.get("kind", "full") != "delta":
         return payload
     state.update(payload.get("set", {}))

@@ -200,7 +200,7 @@ def _str_list(detail: str | None, field: str) -> list[str]:
     """A list of str under *field* of an event's JSON detail; [] if it holds none."""
     try:
         value = json.loads(detail).get(field) if detail else None
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return []
     if not isinstance(value, list):
         return []

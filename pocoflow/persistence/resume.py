@@ -9,14 +9,13 @@ row, so two processes resuming one run cannot both go on.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pocoflow.errors import CheckpointEncodeError, FlowConfigError, ResumeError, RunNotFoundError
 from pocoflow.graph import Start, find_node, nested_start, validate_graph
-from pocoflow.persistence.codec import decode_state
+from pocoflow.persistence.codec import decode_state, parse_stored
 from pocoflow.persistence.database import describe_owner
 from pocoflow.persistence.delta import rebuild_json
 from pocoflow.persistence.rows import check_step, excluded_keys
@@ -112,9 +111,8 @@ def prepare_claimed(
         )
     updates = None
     if claimed.get("resume_updates"):
-        updates = decode_state(
-            json.loads(claimed["resume_updates"]), allow_pickle=records.allow_pickle
-        )
+        stored = parse_stored(claimed["resume_updates"], f"The updates left for run '{run_id}'")
+        updates = decode_state(stored, allow_pickle=records.allow_pickle)
     start, store = _going_on(flow, records, point, updates)
     if point.step < 0 and not updates and not claimed.get("attempts"):  # its first start
         start = Start(node=start.node, step=start.step, inner=start.inner)
@@ -282,7 +280,8 @@ def from_input(run: dict[str, Any], input_json: str, excluded: Sequence[str] = (
     input left out (*excluded*) transient again."""
     forked_at = run.get("forked_at_step")
     step = -1 if forked_at is None else forked_at
-    return StoppedRun(run, json.loads(input_json), step, run.get("next_node"), list(excluded))
+    state = parse_stored(input_json, f"The stored input of run {run.get('run_id', '?')!r}")
+    return StoppedRun(run, state, step, run.get("next_node"), list(excluded))
 
 
 def refuse_nested(
