@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
-import anyio.lowlevel
 import anyio.to_thread
 
-from pocoflow.control import RunControl
+from pocoflow.control import RunControl, loop_call_soon
 from pocoflow.engine import Run, current_node_run, execute, new_run_id, phases
 from pocoflow.logging import get_logger
 from pocoflow.store import Store, as_store
@@ -91,7 +90,7 @@ class _HelperRun:
     async def _guarded(self) -> Any:
         with anyio.CancelScope() as scope:
             with self._lock:
-                self._scope = (anyio.lowlevel.current_token(), scope)
+                self._scope = (loop_call_soon(), scope)
                 if self._stopping:  # cancelled before its loop was up
                     scope.cancel()
             return await self._fn(*self._args)
@@ -120,9 +119,10 @@ class _HelperRun:
             self._stopping = True
             running = self._scope
         if running is not None and not self._done.is_set():
-            token, scope = running
+            call_soon, scope = running  # (not waiting for the loop: a second Ctrl-C
+            # must not cut this short)
             with contextlib.suppress(RuntimeError):  # (its loop has just ended)
-                anyio.from_thread.run_sync(scope.cancel, token=token)
+                call_soon(scope.cancel)
         while True:
             try:
                 self._done.wait()

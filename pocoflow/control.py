@@ -9,6 +9,7 @@ its id, without knowing anything else about the run.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -41,26 +42,26 @@ class RunControl:
         sync exec finishes its attempt first."""
         if error is not None and self.stop_error is None:
             self.stop_error = error
+        # seen by the engine between two nodes even if the loop gets no turn before the
+        # next one (nodes with no exec never yield): it cancels the run itself there
+        self.cancel_requested = True
         call_soon = self._call_soon
         if call_soon is None:  # not started yet, or over: the flag is seen at the start
-            self.cancel_requested = True
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
             call_soon(self.cancel)
-        except RuntimeError:  # the loop is closed: the run is over
-            self.cancel_requested = True
 
     def attach(self, scope: Any) -> None:
         """Bind to the run's cancel scope and loop (on the loop thread, at the start)."""
         self._scope = scope
-        self._call_soon = _loop_call_soon()
+        self._call_soon = loop_call_soon()
 
     def detach(self) -> None:
         self._scope = None
         self._call_soon = None
 
 
-def _loop_call_soon() -> Callable[[Callable[[], None]], Any]:
+def loop_call_soon() -> Callable[[Callable[[], None]], Any]:
     """The running loop's way to run a callback on its thread from another thread."""
     import sys
 

@@ -459,7 +459,10 @@ async def walk(run: Run, node: Wired | None, inner: Start | None = None) -> None
                 await run.tell_others(cancelled, cancelled=True)
             raise
         node = following
-        if control.cancel_requested or run.steps % YIELD_EVERY == 0:
+        if control.cancel_requested:  # asked from another thread, maybe not applied yet:
+            control.cancel()  # the next node must not start
+            await anyio.lowlevel.checkpoint()
+        elif run.steps % YIELD_EVERY == 0:
             await anyio.lowlevel.checkpoint()
 
 

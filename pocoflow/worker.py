@@ -175,10 +175,10 @@ class Worker:
 
         Cancelling the task that awaits this stops the worker at once: its runs are
         handed back to the queue (not recorded as cancelled), then the cancel goes on."""
-        from pocoflow.control import _loop_call_soon
+        from pocoflow.control import loop_call_soon
 
         await anyio.to_thread.run_sync(self._records.open)
-        self._stop_call = _loop_call_soon()
+        self._stop_call = loop_call_soon()
         self._served = False
         try:
             async with anyio.create_task_group() as guard:
