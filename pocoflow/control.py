@@ -27,6 +27,8 @@ class RunControl:
         self.cancel_requested = False
         #: why the run must stop, when it is not a plain cancel (it was taken over)
         self.stop_error: BaseException | None = None
+        #: when the sinks' grace to hear of a cancel ends (see engine.SINK_GRACE_S)
+        self.grace_deadline: float | None = None
         self._scope: Any = None  # the run's anyio CancelScope while it runs
         self._call_soon: Callable[[Callable[[], None]], Any] | None = None
 

@@ -184,13 +184,22 @@ class Run:
                 if pending is not None:
                     await pending
             return
-        with anyio.move_on_after(SINK_GRACE_S, shield=True) as grace:
+        with _grace(self) as grace:
             for sink in self.other_sinks:
                 pending = sink.handle(event)
                 if pending is not None:
                     await pending
         if grace.cancelled_caught:
             _cut_short(self, event)
+
+
+def _grace(run: Run) -> anyio.CancelScope:
+    """A shielded scope that ends SINK_GRACE_S after the first one of the run (nested
+    runs included): one grace for all the events that tell of a cancel."""
+    control = run.control
+    if control.grace_deadline is None:
+        control.grace_deadline = anyio.current_time() + SINK_GRACE_S
+    return anyio.CancelScope(shield=True, deadline=control.grace_deadline)
 
 
 def _cut_short(run: Run, event: Event) -> None:
@@ -342,7 +351,7 @@ async def _emit_end(run: Run, event: FlowFinished, *, failing: bool) -> None:
         errors = [await _end_to(sink, run, event) for sink in run.critical_sinks]
     if run.other_sinks:
         if event.status == "cancelled":  # heard in a grace period, as Run.tell_others
-            with anyio.move_on_after(SINK_GRACE_S, shield=True) as grace:
+            with _grace(run) as grace:
                 errors += [await _end_to(sink, run, event) for sink in run.other_sinks]
             if grace.cancelled_caught:
                 _cut_short(run, event)

@@ -116,7 +116,10 @@ class _StreamedRun:
                     control=self.control,
                     sinks=[StreamSink(self.send)],
                 )
-        except Exception as exc:  # delivered after the last event
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # delivered after the last event, in the consumer's
+            # task (a SystemExit or Ctrl-C out of a trio system task would crash trio)
             self.error = exc
         finally:
             assert self.ended is not None

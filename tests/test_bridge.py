@@ -737,6 +737,21 @@ def test_a_program_that_leaves_a_stream_during_a_sync_exec_ends(tmp_path: Any,
 
 
 @pytest.mark.anyio
+async def test_a_node_ending_the_program_in_a_streamed_run_ends_it_as_it_asked() -> None:
+    """sys.exit() in a node of a streamed run reaches the consumer as SystemExit, on
+    trio too (out of the trio system task the run is in, it was a TrioInternalError)."""
+
+    class Exit(Node):
+        def post(self, store: Any, prep_res: Any, exec_res: Any) -> None:
+            raise SystemExit(3)
+
+    with pytest.raises(SystemExit) as info:
+        async for _ in Flow(start=Exit()).stream(Store()):
+            pass
+    assert 3 == info.value.code
+
+
+@pytest.mark.anyio
 async def test_closing_a_stream_cancels_its_run_and_waits_for_its_end(tmp_path: Any) -> None:
     """`async with flow.stream(store) as events`: leaving the block cancels the run and
     waits until its end is recorded."""

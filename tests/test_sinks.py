@@ -453,6 +453,35 @@ async def test_a_slow_sink_is_awaited_when_nobody_cancels() -> None:
     assert ["start 0", "heard 0", "start 1", "heard 1", "start 2", "heard 2"] == order
 
 
+async def test_one_grace_covers_every_end_a_hung_sink_hears_of_a_cancelled_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sink that hangs on every event of a cancelled run nested two deep (a
+    node_cancel and a flow_end at each level): the cancel is answered one grace period
+    after it, not one per event and level (six here)."""
+    from pocoflow import engine
+
+    monkeypatch.setattr(engine, "SINK_GRACE_S", 0.5)
+    started = anyio.Event()
+
+    class Slow(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> None:
+            started.set()
+            await anyio.sleep(3600)
+
+    async def hang(event: Event) -> None:
+        if event.kind in ("node_cancel", "flow_end"):
+            await anyio.sleep(20)
+
+    inner = Flow(start=Flow(start=Slow(), flow_name="deepest"), flow_name="middle")
+    flow = Flow(start=inner, sinks=[hang])
+    async with anyio.create_task_group() as group:
+        group.start_soon(flow.run_async, {})
+        await started.wait()
+        cancelled_at = anyio.current_time()
+        group.cancel_scope.cancel()
+    assert anyio.current_time() - cancelled_at < 2.5  # six graces would be 3 s
+
+
 async def test_a_sink_that_hangs_on_the_end_of_a_cancelled_run_is_cut_short(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The end of a cancelled run reaches the sinks past the cancel, for a grace period:
