@@ -34,7 +34,12 @@ import anyio.to_thread
 
 from pocoflow.control import RunControl, find
 from pocoflow.engine import execute
-from pocoflow.errors import PocoFlowError, RunTakenOverError
+from pocoflow.errors import (
+    DatabaseConnectionError,
+    DatabaseTimeoutError,
+    PocoFlowError,
+    RunTakenOverError,
+)
 from pocoflow.logging import get_logger
 from pocoflow.persistence.rows import MAX_INTEGER
 
@@ -112,8 +117,10 @@ class Worker:
         ):
             if number is None and name == "poll_interval":
                 continue
-            if not _is_number(number) or not (number >= 0 if least else number > 0) or (
-                number > most
+            if (
+                not _is_number(number)
+                or not (number >= 0 if least else number > 0)
+                or (number > most)
             ):
                 bound = f", at most {most:g}" if math.isfinite(most) else ""
                 raise ValueError(
@@ -302,11 +309,14 @@ class Worker:
                 start, store = await anyio.to_thread.run_sync(
                     prepare_claimed, self.flow, self._records, row
                 )
-            except PocoFlowError as exc:  # it can never start (a node it names is gone...)
-                _log.error("Run '%s' cannot start: %s", run_id, exc)
-                await anyio.to_thread.run_sync(self._fail_unstarted, run_id, token, exc)
-                return
-            except Exception as exc:  # the database, most likely: another worker retries
+            except Exception as exc:
+                if isinstance(exc, PocoFlowError) and not isinstance(exc, _SERVER_AWAY):
+                    # it can never start (a node it names is gone...)
+                    _log.error("Run '%s' cannot start: %s", run_id, exc)
+                    await anyio.to_thread.run_sync(self._fail_unstarted, run_id, token, exc)
+                    return
+                # the database, most likely (a timeout, a lost connection): another
+                # worker, or this one, takes it up again
                 _log.warning(
                     "Run '%s' could not be prepared (%s); it is taken up again "
                     "once its lease runs out",
@@ -393,6 +403,10 @@ class Worker:
                 else:
                     _log.info("Worker got %s again: handing its runs back now", name)
                     self._begin_stop(True)
+
+
+#: errors of a server that is away for now: a run that meets one is not failed for it
+_SERVER_AWAY = (DatabaseTimeoutError, DatabaseConnectionError)
 
 
 def _is_int(value: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -887,3 +888,60 @@ def test_a_run_resumed_while_gc_deletes_it_is_not_queued_and_deleted(pg_url: str
     assert isinstance(outcome["resume"], RunNotFoundError), outcome
     assert "deleted" in str(outcome["resume"])
     assert db.get_run("old") is None
+
+
+def terminate_backends(pg_url: str, where: str) -> int:
+    """pg_terminate_backend on this database's other connections matching *where* (SQL
+    on pg_stat_activity), as a server restart, a failover or a reaper would drop them;
+    how many it dropped."""
+    engine = sqlalchemy.create_engine(pg_url)
+    try:
+        with engine.connect() as admin:
+            return len(admin.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                f"current_database() AND pid <> pg_backend_pid() AND {where}").all())
+    finally:
+        engine.dispose()
+
+
+def test_a_worker_whose_listening_connection_is_dropped_goes_on(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL drops the connection a worker LISTENs on (a restart, a failover, an idle
+    reaper): the worker says so once, polls, listens again, and serves on; the runs it
+    is running and the ones queued after all complete. (It died, its runs cancelled.)"""
+    seen: list[tuple[str, str]] = []
+    db = WorkflowDB(pg_url)
+    flow = Flow(start=Record(seen), db=db, flow_name="listening")
+    with (caplog.at_level(logging.WARNING, logger="pocoflow"),
+          serving(flow, concurrency=2, poll_interval=0.2)):
+        first = flow.submit({"job": "before"})
+        RunHandle.for_run(first, db).wait(WAIT)
+        assert 1 == terminate_backends(pg_url, "starts_with(query, 'LISTEN')")
+        time.sleep(0.5)
+        after = [flow.submit({"job": f"after-{i}"}) for i in range(3)]
+        for run_id in after:
+            RunHandle.for_run(run_id, db).wait(WAIT)
+    assert {"completed"} == {db.get_run(r)["status"] for r in [first, *after]}  # type: ignore[index]
+    said = [r.getMessage() for r in caplog.records]
+    assert 1 == len([m for m in said if "Lost the connection listening" in m])
+
+
+def test_a_step_after_the_server_dropped_the_idle_writer_connection_is_recorded(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server drops the writer's connection while a node runs (a restart, an
+    idle_session_timeout): the node's step is committed on a new connection and the run
+    completes. (It failed with "Lost the connection", the server up all along.)"""
+    from pocoflow.persistence import writer
+
+    monkeypatch.setattr(writer, "IDLE_PING_S", 0.0)  # any idle time at all
+
+    class Dropping(Node):
+        def exec(self, prep_res: Any) -> None:
+            terminate_backends(pg_url, "application_name <> 'psql'")
+
+    first, second = Dropping(name="First"), Dropping(name="Second")
+    first.then("default", second)
+    db = WorkflowDB(pg_url)
+    store = Flow(start=first, db=db, flow_name="dropped").run({})
+    assert "completed" == db.get_run(store.run_id)["status"]  # type: ignore[index]
+    assert [0, 1] == [c["step"] for c in db.get_checkpoints(store.run_id)]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from pocoflow import Flow, Node, Pause, RunHandle, WorkflowDB
 from pocoflow.worker import Worker
@@ -226,3 +227,38 @@ def test_the_rate_limit_counts_a_resumed_run_as_a_start(db_url: str) -> None:
 
     apart = abs((start_of(fresh, "flow_start") - start_of(paused, "flow_resume")).total_seconds())
     assert apart >= 1.2, apart
+
+
+def test_a_database_timeout_while_preparing_a_run_leaves_it_for_another_try(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database times out (a lock held elsewhere) while a worker reads a claimed
+    run's checkpoints: the run is not failed for it; it is taken up again once its lease
+    runs out, and completes. (A PocoFlow error there meant "it can never start", and
+    DatabaseTimeoutError is one.)"""
+    from pocoflow.errors import DatabaseTimeoutError
+    from pocoflow.persistence import resume
+
+    real = resume.prepare_claimed
+    calls: list[str] = []
+
+    def flaky(flow: Any, records: Any, row: Any) -> Any:
+        calls.append(row["run_id"])
+        if len(calls) == 1:
+            raise DatabaseTimeoutError("PostgreSQL server cancelled a statement (test)")
+        return real(flow, records, row)
+
+    monkeypatch.setattr(resume, "prepare_claimed", flaky)
+    started: list[tuple[str, int]] = []
+    db = WorkflowDB(db_url, lease_seconds=1.0)
+    flow = slow_flow(db, started, 0.0, steps=2)
+    run_id = flow.submit({"job": "a"})
+    worker = Worker(flow, concurrency=1, poll_interval=0.1)
+    thread = serve_in_thread(worker)
+    try:
+        store = RunHandle.for_run(run_id, db).wait(WAIT)
+    finally:
+        worker.stop()
+        thread.join(WAIT)
+    assert [0, 1] == store["done"]
+    assert [run_id, run_id] == calls
+    assert "completed" == db.get_run(run_id)["status"]  # type: ignore[index]

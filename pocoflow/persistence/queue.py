@@ -21,6 +21,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +29,15 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pocoflow.errors import PersistenceError, RunExistsError
+from pocoflow.errors import PersistenceError, RunExistsError, error_text
+from pocoflow.logging import get_logger
+from pocoflow.persistence.connect import explain
 from pocoflow.persistence.models import IN_FLIGHT, checkpoints, events, run_inputs, runs
 from pocoflow.persistence.rows import claimed_run
 
 #: The PostgreSQL channels: a run was queued (payload: the queue), a run ended (its id).
+_log = get_logger("worker")
+
 QUEUE_CHANNEL = "pocoflow_queue"
 DONE_CHANNEL = "pocoflow_done"
 ENDED = ("completed", "failed", "cancelled")
@@ -516,6 +521,7 @@ class Listener:
         self._lock = threading.Lock()
         self._waiting = False
         self._closed = False
+        self._lost = False  # the last wait lost its connection (said once)
 
     @property
     def listening(self) -> bool:
@@ -534,8 +540,6 @@ class Listener:
         """Block until a notification (with our payload, if one was given) or *timeout*
         seconds; True if one came."""
         if not self.listening:
-            import time
-
             time.sleep(timeout)
             return False
         if not self._enter():
@@ -544,8 +548,22 @@ class Listener:
             connection = self._connection()
             for note in connection.notifies(timeout=timeout):
                 if self._payload is None or note.payload == self._payload:
+                    self._lost = False
                     return True
+            self._lost = False
             return False
+        except Exception as exc:  # the server went away (restart, failover, a reaper)
+            self._drop()  # the next wait connects (and listens) again
+            if not self._lost:
+                self._lost = True
+                shown = error_text(explain(exc, self._engine.url)).splitlines()
+                _log.warning(
+                    "Lost the connection listening on %s (%s); polling until it is back",
+                    self._channel,
+                    shown[0] if shown else type(exc).__name__,
+                )
+            time.sleep(timeout)  # not a busy loop while the server is down
+            return True  # a notification may have been missed meanwhile: look now
         finally:
             self._leave()
 
@@ -579,8 +597,11 @@ class Listener:
             if not self._waiting:
                 self._dispose()
 
-    def _dispose(self) -> None:
+    def _drop(self) -> None:
+        """Forget a connection that failed (on the thread using it)."""
         raw, self._raw = self._raw, None
         if raw is not None:
-            with contextlib.suppress(Exception):  # a connection we are done with
+            with contextlib.suppress(Exception):
                 raw.invalidate()
+
+    _dispose = _drop  # (a connection we are done with)

@@ -12,6 +12,7 @@ transaction as one pipeline (about one network round trip).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +47,8 @@ _log = get_logger("db")
 #: PostgreSQL connections writing at once (each group-commits its queue). More lanes
 #: measured slower where client and server share two CPUs; raise it for a remote server.
 POSTGRES_LANES = 1
+#: PostgreSQL: a writer connection idle longer than this is pinged before it commits.
+IDLE_PING_S = 1.0
 #: SQLite: the WAL's size is looked at after every this many commits (a stat call).
 WAL_CHECK_EVERY = 8
 
@@ -414,6 +417,7 @@ class _Lane:
         self._queue_lock = threading.Lock()
         self.queue: list[_Ticket] = []
         self._raw: Any = None
+        self._used_at = 0.0  # when its connection last committed (PostgreSQL)
 
     def commit(self, write: StepWrite) -> None:
         ticket = _Ticket(write)
@@ -480,6 +484,8 @@ class _Lane:
                 else:
                     connection.rollback()
                 raise
+            finally:
+                self._used_at = time.monotonic()
         writer.committed()
         return kept
 
@@ -491,6 +497,14 @@ class _Lane:
 
     def _connection(self) -> Any:
         raw = self._raw
+        if raw is not None and time.monotonic() - self._used_at > IDLE_PING_S:
+            # idle a while: the server may have dropped it since (a restart, an idle
+            # session timeout, a reaper); a step's commit must not go to a dead socket
+            try:
+                raw.driver_connection.execute("SELECT 1")
+            except Exception:
+                self.close()
+                raw = None
         if raw is None or raw.driver_connection.closed or raw.driver_connection.broken:
             self.close()
             raw = self._raw = self._writer.engine.raw_connection()
