@@ -70,6 +70,56 @@ def test_worker_runs_queued_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert {3} == {db.get_run(run_id)["total_steps"] for run_id in ids}  # type: ignore[index]
 
 
+FAILING = textwrap.dedent("""
+    from pocoflow import Flow, Node
+
+    class Fail(Node):
+        def exec(self, prep_res):
+            raise ValueError("upstream said \\x1b[2J no")
+
+    def build(db=None):
+        return Flow(Fail(), db_path=db, flow_name="failing")
+
+    flow = build()
+""")
+
+
+def test_worker_says_on_stderr_what_goes_wrong(tmp_path: Path) -> None:
+    """`pocoflow worker` prints its warnings (a run that failed, a database away) on
+    stderr, one escaped line each: it printed only its start line, whatever happened."""
+    (tmp_path / "failing.py").write_text(FAILING)
+    db_path = tmp_path / "q.db"
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import failing  # type: ignore[import-not-found]
+
+        run_id = failing.build(str(db_path)).submit({})
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("failing", None)
+    worker = subprocess.Popen([sys.executable, "-m", "pocoflow", "worker", "failing:flow",
+                               "--db", str(db_path)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        db = WorkflowDB(db_path)
+        deadline = time.monotonic() + WAIT
+        while db.get_run(run_id)["status"] != "failed":  # type: ignore[index]
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        _, errors = worker.communicate(timeout=WAIT)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    said = [line for line in errors.splitlines() if f"Run '{run_id}' failed" in line]
+    assert 1 == len(said), errors
+    assert said[0].startswith("pocoflow: WARNING: ")
+    assert "\\x1b[2J" in said[0]
+    assert "\x1b" not in errors
+
+
 def test_runs_gc_deletes_old_ended_runs_and_says_what(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """`runs gc DB --older-than 0s --json` deletes the ended runs with their events and

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import re
+import sys
+from collections.abc import Iterator
 from typing import Any
 
-from pocoflow.cli.base import OK, CLIError, count, emit_json, module_attr, moment
+from pocoflow.cli.base import OK, CLIError, count, emit_json, module_attr, moment, one_line
 from pocoflow.cli.databases import Context
+from pocoflow.logging import get_logger
 
 _RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*(s|m|h)?)?\s*$")
 _UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -161,11 +166,38 @@ def serve(args: argparse.Namespace, ctx: Context) -> int:
         f"(concurrency {args.concurrency}); Ctrl-C or SIGTERM to stop",
         flush=True,
     )
-    try:
-        worker.serve()
-    except KeyboardInterrupt:  # a second Ctrl-C: stop now
-        return OK
+    with _warnings_on_stderr():
+        try:
+            worker.serve()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            return OK
     return OK
+
+
+class _OneLine(logging.Formatter):
+    """A log record on one line, stored text (run ids, errors) escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return one_line(super().format(record))
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    """The worker's warnings (a database away, a run that failed) on stderr while it
+    serves, unless the application set up PocoFlow's logging itself: an operator
+    would otherwise see only the start line while every claim fails."""
+    root = get_logger()
+    if any(not isinstance(h, logging.NullHandler) for h in root.handlers):
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_OneLine("pocoflow: %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def collect(args: argparse.Namespace, ctx: Context) -> int:
