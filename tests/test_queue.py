@@ -945,3 +945,22 @@ def test_a_step_after_the_server_dropped_the_idle_writer_connection_is_recorded(
     store = Flow(start=first, db=db, flow_name="dropped").run({})
     assert "completed" == db.get_run(store.run_id)["status"]  # type: ignore[index]
     assert [0, 1] == [c["step"] for c in db.get_checkpoints(store.run_id)]
+
+
+def test_a_read_only_postgresql_database_is_a_clear_error(pg_url: str) -> None:
+    """A database in read-only mode (a hot standby after a failover, or
+    default_transaction_read_only): a run and a submit fail with a PersistenceError
+    naming the server and what to check, not psycopg's bare ReadOnlySqlTransaction."""
+    from pocoflow.errors import PersistenceError
+
+    WorkflowDB(pg_url)  # its tables are made
+    read_only = f"{pg_url}?options=-c%20default_transaction_read_only%3Don"
+    server = pg_url.rsplit("@", 1)[1].split("?")[0]
+    flow = Flow(start=Record([]), db_url=read_only, flow_name="read-only")
+    for attempt in (lambda: flow.run({"job": "x"}), lambda: flow.submit({"job": "y"})):
+        with pytest.raises(PersistenceError) as info:
+            attempt()
+        message = str(info.value)
+        assert "read-only" in message
+        assert server in message
+        assert "point the URL at the primary" in message

@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from pocoflow.errors import DatabaseTimeoutError
+from pocoflow.errors import DatabaseTimeoutError, PersistenceError
 
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
@@ -237,8 +237,9 @@ def restore_deadline(dbapi_connection: Any, before: Any) -> None:
 
 
 def explain(error: BaseException, url: URL) -> BaseException | None:
-    """A DatabaseTimeoutError for a psycopg timeout (raw or wrapped by SQLAlchemy), or
-    None for any other error."""
+    """A PocoFlow error naming the server and what to check for a psycopg error (raw or
+    wrapped by SQLAlchemy) PocoFlow knows: a timeout, a lost or refused connection, a
+    read-only database, a missing privilege, a full disk; None for any other error."""
     cause = getattr(error, "orig", None) or error
     kind = type(cause).__name__
     server = server_of(url)
@@ -259,6 +260,10 @@ def explain(error: BaseException, url: URL) -> BaseException | None:
         )
     if kind in ("OperationalError", "ProgrammingError", "AdminShutdown"):
         return _lost(str(cause), url) or _refused(str(cause), url)
+    refused = _SERVER_REFUSES.get(kind)
+    if refused is not None:
+        said = " ".join(str(cause).strip().splitlines()[0].split())
+        return PersistenceError(f"PostgreSQL server {server} refused: {said}. {refused}")
     if kind == "QueryCanceled" and "statement timeout" in str(cause):
         return DatabaseTimeoutError(
             f"PostgreSQL server {server} cancelled a statement after statement_timeout "
@@ -267,6 +272,24 @@ def explain(error: BaseException, url: URL) -> BaseException | None:
             "(?options=-c%20statement_timeout%3D120000, in ms; 0 turns it off)."
         )
     return None
+
+
+#: psycopg errors of a server that works but will not write for us, and what to check
+_SERVER_REFUSES = {
+    "ReadOnlySqlTransaction": (
+        "The database is read-only (a hot standby after a failover, or "
+        "default_transaction_read_only): point the URL at the primary, or turn "
+        "read-only mode off."
+    ),
+    "InsufficientPrivilege": (
+        "The URL's user lacks a privilege PocoFlow needs: GRANT it what it needs on the "
+        "pf_ tables (or CREATE on the schema, to make them), or use the tables' owner."
+    ),
+    "DiskFull": (
+        "The server's disk is full: free space on it (what was committed is kept; a run "
+        "stopped by this resumes from its last checkpoint)."
+    ),
+}
 
 
 def _refused(message: str, url: URL) -> BaseException | None:
