@@ -170,6 +170,7 @@ class Run:
                 changes.deleted | more.deleted,
                 changes.read | more.read,
                 changes.read_all or more.read_all,
+                changes.reinserted | more.reinserted,
             ),
         ), cut
 

@@ -45,6 +45,8 @@ class StoreChanges(NamedTuple):
     deleted: frozenset[str]
     read: frozenset[str] = frozenset()
     read_all: bool = False
+    #: keys deleted and set again: they moved to the end of the store's key order
+    reinserted: frozenset[str] = frozenset()
 
 
 class TransientKeys(frozenset):  # type: ignore[type-arg]
@@ -149,6 +151,7 @@ class Store(MutableMapping[str, Any]):
         self._run_id: str | None = None
         self._written: set[str] = set()
         self._deleted: set[str] = set()
+        self._reinserted: set[str] = set()
         self._read: set[str] = set()
         self._read_all = False
 
@@ -184,7 +187,10 @@ class Store(MutableMapping[str, Any]):
         old = data.get(key)
         data[key] = value
         self._written.add(key)
-        self._deleted.discard(key)
+        deleted = self._deleted
+        if deleted and key in deleted:
+            deleted.discard(key)
+            self._reinserted.add(key)
         if self._observers:
             self._notify(key, old, value)
 
@@ -361,10 +367,12 @@ class Store(MutableMapping[str, Any]):
             frozenset(self._deleted),
             frozenset(self._read),
             self._read_all,
+            frozenset(self._reinserted) if self._reinserted else frozenset(),
         )
         self._written.clear()
         self._deleted.clear()
         self._read.clear()
+        self._reinserted.clear()
         self._read_all = False
         return changes
 

@@ -36,9 +36,9 @@ def shape_of(value: Any) -> Any:
 
 
 def state_shape(state: dict[str, Any]) -> Any:
-    """The shape of a whole store: each value exactly, in any order of the keys (a delta
-    sets a key where it was; the store's own key order is not part of a checkpoint)."""
-    return frozenset((key, shape_of(value)) for key, value in state.items())
+    """The shape of a whole store: each value exactly, the keys in their order (a key
+    deleted and set again in a step moves to the end, in the checkpoint too)."""
+    return tuple((key, shape_of(value)) for key, value in state.items())
 
 
 def expected_state(store: Store) -> Any:
@@ -255,6 +255,30 @@ def test_a_write_that_only_equals_the_old_value_is_stored() -> None:
     assert "od" not in rebuilt
     assert shape_of([-0.0]) == shape_of(rebuilt["zero"]) == shape_of(rebuilt["inplace"])
     assert ["body", "intro"] == list(rebuilt["sections"])
+
+
+def test_a_key_deleted_and_set_again_moves_to_the_end_in_the_checkpoint_too() -> None:
+    """`del store["a"]; store["a"] = v` in one step moves "a" to the end of the store's
+    keys; the checkpoint rebuilds the same order (it kept "a" where it was), a list key
+    that also grew included, and a step after it stores only what changed again."""
+    store = Store({"a": [1], "b": 2, "c": 3})
+    tracker = DeltaTracker()
+    rows = [as_row(tracker.full(store))]
+    store.take_changes()
+    kept = store["a"]
+    del store["a"]
+    store["d"] = 4
+    kept.append(2)
+    store["a"] = kept
+    tracker.note(store.take_changes())
+    rows.append(as_row(tracker.step(store.untracked())))
+    assert ["b", "c", "d", "a"] == list(store) == list(rebuild(rows))
+    assert state_shape(store.as_dict()) == state_shape(rebuild(rows))
+    store["b"] = 5
+    tracker.note(store.take_changes())
+    rows.append(as_row(tracker.step(store.untracked())))
+    assert {"set": {"b": 5}} == json.loads(rows[-1]["store_json"])
+    assert state_shape(store.as_dict()) == state_shape(rebuild(rows))
 
 
 def test_a_step_of_a_big_store_looks_only_at_the_keys_it_touched() -> None:

@@ -2,7 +2,9 @@
 
 A checkpoint row is ``full`` (a JSON object of every key's encoded value, the
 format pocoflow 0.2 wrote) or ``delta``: ``{"set": {key: value}, "del":
-[key], "append": {key: [items]}}`` against the step before. Changes are found
+[key], "append": {key: [items]}}`` against the step before, applied in the
+order del, set, append (a key deleted and set again in one step is in both, so
+that it moves to the end of the store's key order, as it did in the store). Changes are found
 by comparing values, not by trusting writes, so in-place mutation is caught;
 a list that only grew stores just its new items. A full snapshot is
 written every ``full_every`` steps, or sooner once the deltas since the last
@@ -120,6 +122,7 @@ class DeltaTracker:
         self._compare_all = True
         self._dirty: set[str] = set()  # written since the last checkpoint
         self._touched: set[str] = set()  # read or deleted since the last checkpoint
+        self._reinserted: set[str] = set()  # deleted and set again: moved to the end
         self._unencodable: set[str] = set()  # keys left out: their value cannot be encoded
         self._plain_policy = TransientKeys()  # for callers that pass a plain set
 
@@ -136,6 +139,8 @@ class DeltaTracker:
         self._dirty.update(changes.written)
         self._touched.update(changes.read)
         self._touched.update(changes.deleted)
+        if changes.reinserted:
+            self._reinserted.update(changes.reinserted)
         if changes.read_all:
             self._compare_all = True
 
@@ -243,6 +248,7 @@ class DeltaTracker:
         self._compare_all = False
         self._dirty.clear()
         self._touched.clear()
+        self._reinserted.clear()
         return Encoded("full", body, self._excluded(data, policy))
 
     def _candidates(self, data: Mapping[str, Any]) -> Iterable[str]:
@@ -285,10 +291,14 @@ class DeltaTracker:
         texts, shadows = self._texts, self._shadows
         compare_all, dirty = self._compare_all, self._dirty
         unencodable = self._unencodable
+        reinserted = self._reinserted
+        moved: list[str] = []
         for key in self._candidates(data):
             old = texts.get(key)
             if old is None and key in data:
                 _check_key(key)  # a key that is not a str is an error, never left out
+            elif reinserted and key in reinserted and key in data:
+                moved.append(key)  # (it stays where it was in the last checkpoint else)
             if key not in data or (policy and key in policy):
                 unencodable.discard(key)
                 if old is not None:
@@ -332,6 +342,16 @@ class DeltaTracker:
             if text != old:
                 changed[key] = text
                 self._size += len(text) - (len(old) if old is not None else -len(key) - 4)
+        if moved:  # deleted and set again: "del" then "set" puts them at the end, in
+            # the store's order (applied in that order: see apply_row)
+            for key in moved:
+                if key in texts:
+                    deleted.append(key)
+                    changed[key] = texts[key]
+                    appended.pop(key, None)  # (its whole text is set)
+            position = {k: i for i, k in enumerate(data)}
+            changed = {k: changed[k] for k in sorted(changed, key=position.__getitem__)}
+        reinserted.clear()
         self._compare_all = False
         dirty.clear()
         self._touched.clear()
@@ -399,9 +419,9 @@ def apply_row(state: dict[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
     payload = parse_stored(row["store_json"], where)
     if row.get("kind", "full") != "delta":
         return payload
-    state.update(payload.get("set", {}))
-    for key in payload.get("del", ()):
+    for key in payload.get("del", ()):  # before "set": a key in both moved to the end
         state.pop(key, None)
+    state.update(payload.get("set", {}))
     for key, new_items in payload.get("append", {}).items():
         state[key].extend(new_items)
     return state
