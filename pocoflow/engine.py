@@ -64,9 +64,9 @@ _now = time.time
 #: A run gives the loop a turn every this many steps, so a tight loop of
 #: trivial nodes stays fair to other tasks and sees cancellation.
 YIELD_EVERY = 64
-#: Seconds the sinks that are not critical (hooks, user sinks, snapshots) get to hear
-#: a step's end, a cancel or the run's end once the run is being cancelled: a sink
-#: that hangs cannot make the run uncancellable.
+#: Seconds the sinks that are not critical (hooks, user sinks, snapshots) get, once for
+#: a whole cancelled run (nested runs included), to hear of the cancel and the run's
+#: end: a sink that hangs cannot make the run uncancellable.
 SINK_GRACE_S = 5.0
 _FRESH = Start()
 _NOTHING_CHANGED = StoreChanges(frozenset(), frozenset())
