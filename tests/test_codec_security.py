@@ -716,6 +716,22 @@ def test_stored_json_nested_too_deep_is_a_clear_error_or_ignored(tmp_path: Path)
         flow.resume("early-input")
 
 
+@pytest.mark.parametrize("excluded", [DEEP, '"abc"', '{"k": 1}', "[1, null]", "not json"])
+def test_a_tampered_excluded_column_names_no_keys(tmp_path: Path, excluded: str) -> None:
+    """pf_checkpoints.excluded rewritten with what is not a list of key names: the
+    checkpoint still loads, its store with no transient keys (it was json.loads'ed
+    as it came: a RecursionError, or a str taken as its letters)."""
+    path = tmp_path / "runs.db"
+    db = WorkflowDB(str(path))
+    db.create_run("r", "f")
+    db.save_checkpoint("r", 0, "node", {"plain": 1})
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE pf_checkpoints SET excluded = ? WHERE run_id = 'r'", (excluded,))
+    conn.close()
+    store = db.load_checkpoint("r", 0)
+    assert ({"plain": 1}, set()) == (store.as_dict(), set(store.transient))
+
+
 def test_store_restore_of_a_tampered_snapshot_is_refused(tmp_path: Path, marker: Path) -> None:
     """Store.restore of a JSON snapshot file with a hostile value raises
     CheckpointDecodeError naming the key; no command runs."""

@@ -313,12 +313,7 @@ def parse_stored(text: str, what: str) -> Any:
 
 def decode_value(text: str, *, allow_pickle: bool = False, key: str | None = None) -> Any:
     """The value :func:`encode_value` encoded; errors name *key* when given."""
-    try:
-        data = json.loads(text)
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise CheckpointDecodeError(
-            f"{_where(key)} is not valid checkpoint JSON ({_short(str(exc))})."
-        ) from None
+    data = parse_stored(text, _where(key))
     return decode_object(data, allow_pickle=allow_pickle, key=key)
 
 

@@ -7,7 +7,6 @@ compiled once in :mod:`pocoflow.persistence.writer`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
 from pocoflow.persistence.models import checkpoints, events, run_inputs, runs
-from pocoflow.persistence.rows import now_iso
+from pocoflow.persistence.rows import now_iso, stored_keys
 
 # ── writes ──────────────────────────────────────────────────────────────────
 
@@ -193,18 +192,7 @@ def input_excluded(conn: Connection, run_id: str) -> list[str]:
         .order_by(events.c.id)
         .limit(1)
     )
-    return _str_list(conn.execute(query).scalar(), "excluded")
-
-
-def _str_list(detail: str | None, field: str) -> list[str]:
-    """A list of str under *field* of an event's JSON detail; [] if it holds none."""
-    try:
-        value = json.loads(detail).get(field) if detail else None
-    except (ValueError, AttributeError, RecursionError):
-        return []
-    if not isinstance(value, list):
-        return []
-    return [item for item in value if isinstance(item, str)]
+    return stored_keys(conn.execute(query).scalar(), "excluded")
 
 
 def get_events(

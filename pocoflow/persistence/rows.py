@@ -300,8 +300,22 @@ def checkpoint_row(
 
 def excluded_keys(row: dict[str, Any]) -> list[str]:
     """The transient keys a checkpoint row left out on purpose."""
-    text = row.get("excluded")
-    return json.loads(text) if text else []
+    return stored_keys(row.get("excluded"))
+
+
+def stored_keys(text: str | None, field: str | None = None) -> list[str]:
+    """The store keys a stored JSON list names (under *field* of a JSON object, if
+    given); read as untrusted text: what is not a list of str (not JSON, nested too
+    deep, another type) names none of them."""
+    try:
+        value = json.loads(text) if text else None
+        if field is not None:
+            value = value.get(field) if isinstance(value, dict) else None
+    except (ValueError, TypeError, RecursionError):
+        return []
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
 
 
 # ── pf_runs ─────────────────────────────────────────────────────────────────
