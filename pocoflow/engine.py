@@ -153,10 +153,7 @@ class Run:
         same, so its step is recorded before that goes on."""
         cut: BaseException | None = None
         try:
-            for sink in self.early_sinks:
-                pending = sink.handle(event)
-                if pending is not None:
-                    await pending
+            await _heard_by(self.early_sinks, event)
         except BaseException as exc:  # (a hook's own errors are logged by HookSink)
             cut = exc
         more = self.store.take_changes()
@@ -180,18 +177,21 @@ class Run:
         tells of the cancel itself (*cancelled*) gets :data:`SINK_GRACE_S` to be heard,
         so a sink that hangs can never make the run uncancellable."""
         if not cancelled:  # a step's end: the early sinks have heard it
-            for sink in self.late_sinks:
-                pending = sink.handle(event)
-                if pending is not None:
-                    await pending
+            await _heard_by(self.late_sinks, event)
             return
         with _grace(self) as grace:
-            for sink in self.other_sinks:
-                pending = sink.handle(event)
-                if pending is not None:
-                    await pending
+            await _heard_by(self.other_sinks, event)
         if grace.cancelled_caught:
             _cut_short(self, event)
+
+
+async def _heard_by(sinks: list[Any], event: Event) -> None:
+    """Emit *event* to *sinks* in turn, awaiting the async ones. (Run.emit and
+    Run.tell_critical spell it out: they run at every step of every run.)"""
+    for sink in sinks:
+        pending = sink.handle(event)
+        if pending is not None:
+            await pending
 
 
 def _grace(run: Run) -> anyio.CancelScope:

@@ -578,7 +578,7 @@ class Listener:
         with self._lock:
             self._waiting = False
             if self._closed:
-                self._dispose()
+                self._drop()
 
     def _connection(self) -> Any:
         raw = self._raw
@@ -595,13 +595,12 @@ class Listener:
         with self._lock:
             self._closed = True
             if not self._waiting:
-                self._dispose()
+                self._drop()
 
     def _drop(self) -> None:
-        """Forget a connection that failed (on the thread using it)."""
+        """Let go of the connection: one that failed, or one we are done with."""
         raw, self._raw = self._raw, None
         if raw is not None:
             with contextlib.suppress(Exception):
                 raw.invalidate()
 
-    _dispose = _drop  # (a connection we are done with)
