@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,38 +36,51 @@ FLOWS = textwrap.dedent("""
 WAIT = 60.0
 
 
-def test_worker_runs_queued_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`pocoflow worker myflows:flow --db DB` completes the runs submitted to the queue,
-    and exits 0 on SIGTERM."""
-    (tmp_path / "myflows.py").write_text(FLOWS)
-    db_path = tmp_path / "q.db"
-    sys.path.insert(0, str(tmp_path))
+def submitted(folder: Path, module: str, source: str, db: str, runs: int) -> list[str]:
+    """Write *source* as *module* in *folder*, and submit *runs* runs of its
+    ``build(db)`` flow; their ids."""
+    (folder / f"{module}.py").write_text(source)
+    sys.path.insert(0, str(folder))
     try:
-        import myflows  # type: ignore[import-not-found]
-
-        flow = myflows.build(str(db_path))
-        ids = [flow.submit({"i": i}) for i in range(5)]
+        flow = importlib.import_module(module).build(db)
+        return [flow.submit({"i": i}) for i in range(runs)]
     finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("myflows", None)
-    worker = subprocess.Popen([sys.executable, "-m", "pocoflow", "worker", "myflows:flow",
-                               "--db", str(db_path), "--concurrency", "2"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sys.path.remove(str(folder))
+        sys.modules.pop(module, None)
+
+
+def serve_until(folder: Path, flow: str, db: Path, done: Callable[[], bool],
+                *options: str) -> tuple[int, str, str]:
+    """Run `pocoflow worker FLOW --db DB` in *folder* until *done*(), then SIGTERM it;
+    its exit code, stdout and stderr."""
+    worker = subprocess.Popen([sys.executable, "-m", "pocoflow", "worker", flow,
+                               "--db", str(db), *options], cwd=folder,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        db = WorkflowDB(db_path)
         deadline = time.monotonic() + WAIT
-        while db.count_runs().get("completed", 0) < 5:
-            assert worker.poll() is None, worker.communicate()[0]
+        while not done():
+            assert worker.poll() is None, worker.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
         worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=WAIT)
+        output, errors = worker.communicate(timeout=WAIT)
     finally:
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+    return worker.returncode, output, errors
 
-    assert 0 == worker.returncode, output
+
+def test_worker_runs_queued_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`pocoflow worker myflows:flow --db DB` completes the runs submitted to the queue,
+    and exits 0 on SIGTERM."""
+    db_path = tmp_path / "q.db"
+    ids = submitted(tmp_path, "myflows", FLOWS, str(db_path), 5)
+    db = WorkflowDB(db_path)
+    code, output, _ = serve_until(tmp_path, "myflows:flow", db_path,
+                                  lambda: db.count_runs().get("completed", 0) >= 5,
+                                  "--concurrency", "2")
+    assert 0 == code, output
     assert "serving queue 'default'" in output
     assert {3} == {db.get_run(run_id)["total_steps"] for run_id in ids}  # type: ignore[index]
 
@@ -87,32 +102,11 @@ FAILING = textwrap.dedent("""
 def test_worker_says_on_stderr_what_goes_wrong(tmp_path: Path) -> None:
     """`pocoflow worker` prints its warnings (a run that failed, a database away) on
     stderr, one escaped line each: it printed only its start line, whatever happened."""
-    (tmp_path / "failing.py").write_text(FAILING)
     db_path = tmp_path / "q.db"
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import failing  # type: ignore[import-not-found]
-
-        run_id = failing.build(str(db_path)).submit({})
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("failing", None)
-    worker = subprocess.Popen([sys.executable, "-m", "pocoflow", "worker", "failing:flow",
-                               "--db", str(db_path)], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        db = WorkflowDB(db_path)
-        deadline = time.monotonic() + WAIT
-        while db.get_run(run_id)["status"] != "failed":  # type: ignore[index]
-            assert worker.poll() is None, worker.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        worker.send_signal(signal.SIGTERM)
-        _, errors = worker.communicate(timeout=WAIT)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+    [run_id] = submitted(tmp_path, "failing", FAILING, str(db_path), 1)
+    db = WorkflowDB(db_path)
+    _, _, errors = serve_until(tmp_path, "failing:flow", db_path,
+                               lambda: db.get_run(run_id)["status"] == "failed")  # type: ignore[index]
     said = [line for line in errors.splitlines() if f"Run '{run_id}' failed" in line]
     assert 1 == len(said), errors
     assert said[0].startswith("pocoflow: WARNING: ")

@@ -55,6 +55,18 @@ class Boom(Node):
         raise ValueError("boom")
 
 
+class Awaiting(AsyncNode):
+    """Sets *started*, then awaits an hour: a node a cancel cuts short."""
+
+    def __init__(self, started: anyio.Event) -> None:
+        super().__init__(name="Slow")
+        self.started = started
+
+    async def exec_async(self, prep_res: Any) -> None:
+        self.started.set()
+        await anyio.sleep(3600)
+
+
 def full_flow() -> Flow:
     """Flaky → Double (batch) → nested flow (Inner) → Boom."""
     inner = Flow(start=Node(name="Inner"), flow_name="inner")
@@ -358,13 +370,8 @@ async def test_a_node_cut_short_by_a_cancel_gets_a_node_cancel_event() -> None:
     then the run's flow_end says cancelled."""
     started = anyio.Event()
 
-    class Slow(AsyncNode):
-        async def exec_async(self, prep_res: Any) -> None:
-            started.set()
-            await anyio.sleep(3600)
-
     heard: list[Event] = []
-    flow = Flow(start=Slow(), sinks=[heard.append])
+    flow = Flow(start=Awaiting(started), sinks=[heard.append])
     async with anyio.create_task_group() as group:
         group.start_soon(flow.run_async, {})
         await started.wait()
@@ -463,16 +470,11 @@ async def test_one_grace_covers_every_end_a_hung_sink_hears_of_a_cancelled_run(
     monkeypatch.setattr(engine, "SINK_GRACE_S", 0.5)
     started = anyio.Event()
 
-    class Slow(AsyncNode):
-        async def exec_async(self, prep_res: Any) -> None:
-            started.set()
-            await anyio.sleep(3600)
-
     async def hang(event: Event) -> None:
         if event.kind in ("node_cancel", "flow_end"):
             await anyio.sleep(20)
 
-    inner = Flow(start=Flow(start=Slow(), flow_name="deepest"), flow_name="middle")
+    inner = Flow(start=Flow(start=Awaiting(started), flow_name="deepest"), flow_name="middle")
     flow = Flow(start=inner, sinks=[hang])
     async with anyio.create_task_group() as group:
         group.start_soon(flow.run_async, {})
@@ -492,11 +494,6 @@ async def test_a_sink_that_hangs_on_the_end_of_a_cancelled_run_is_cut_short(
     monkeypatch.setattr(engine, "SINK_GRACE_S", 0.2)
     started = anyio.Event()
 
-    class Slow(AsyncNode):
-        async def exec_async(self, prep_res: Any) -> None:
-            started.set()
-            await anyio.sleep(3600)
-
     heard: list[str] = []
 
     async def hang_at_the_end(event: Event) -> None:
@@ -505,7 +502,7 @@ async def test_a_sink_that_hangs_on_the_end_of_a_cancelled_run_is_cut_short(
             await anyio.sleep(20)
             heard.append("done")
 
-    flow = Flow(start=Slow(), run_id="stuck", sinks=[hang_at_the_end])
+    flow = Flow(start=Awaiting(started), run_id="stuck", sinks=[hang_at_the_end])
     async with anyio.create_task_group() as group:
         group.start_soon(flow.run_async, {})
         await started.wait()
